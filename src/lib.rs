@@ -1,0 +1,17 @@
+//! linuxdisk-mk: turn a directory into a disk image holding one GPT partition with an ext2, ext3 or
+//! ext4 filesystem built through libext2fs.
+//!
+//! The data flow is the module tree, top to bottom:
+//! `source` (walk the tree) → `mkfs::plan` (count and size) → `mkfs::format` (empty filesystem in a
+//! sparse temp file) → `mkfs::populate` (inodes, directories, data) → `disk` (GPT + filesystem as
+//! an ordered list of regions) → `image` (write the regions to OUTPUT).
+
+pub mod cleanup;
+pub mod cli;
+pub mod disk;
+pub mod ext2;
+pub mod image;
+pub mod mkfs;
+pub mod progress;
+pub mod run;
+pub mod source;
