@@ -1,1 +1,180 @@
-//! TODO
+//! Removal of registered temporary files when the process is killed by SIGINT, SIGTERM or SIGHUP.
+//!
+//! Owners of a temporary file that must not outlive the process [`register`] its path while it
+//! exists and keep the returned [`TempPathGuard`]; [`install_signal_handlers`] starts one thread
+//! that, on a signal, removes every registered path and exits with status 128 + signal number.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use anyhow::Context;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+/// Registered paths, each with the id of the guard that owns it.
+static REGISTRY: Mutex<Vec<(u64, PathBuf)>> = Mutex::new(Vec::new());
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+static INSTALLED: Mutex<bool> = Mutex::new(false);
+
+fn registry() -> MutexGuard<'static, Vec<(u64, PathBuf)>> {
+    // A panic while holding the lock leaves the list itself consistent.
+    REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Starts the signal thread (once; later calls do nothing). On SIGINT, SIGTERM or SIGHUP it
+/// removes every registered path, then exits the process with 128 + the signal number.
+pub fn install_signal_handlers() -> anyhow::Result<()> {
+    let mut installed = INSTALLED.lock().unwrap_or_else(|e| e.into_inner());
+    if *installed {
+        return Ok(());
+    }
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .context("installing handlers for SIGINT, SIGTERM and SIGHUP")?;
+    std::thread::Builder::new()
+        .name("cleanup-signals".into())
+        .spawn(move || {
+            if let Some(signo) = signals.forever().next() {
+                remove_all();
+                std::process::exit(128 + signo);
+            }
+        })
+        .context("starting the signal handling thread")?;
+    *installed = true;
+    Ok(())
+}
+
+/// Removes every registered path (ignoring errors: the file may already be gone) and empties the
+/// registry. Holds the lock until the process exits or the caller returns.
+fn remove_all() {
+    let mut reg = registry();
+    for (_, path) in reg.drain(..) {
+        let _ = std::fs::remove_file(&path);
+    }
+    // Keep the lock: if the process is about to exit, nobody may rename a file in the meantime.
+    std::mem::forget(reg);
+}
+
+/// Registers `path` for removal on a signal until the returned guard is dropped or committed.
+pub fn register(path: PathBuf) -> TempPathGuard {
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    registry().push((id, path));
+    TempPathGuard { id }
+}
+
+/// Keeps a path registered for removal on a signal. Dropping it unregisters the path without
+/// deleting the file: the owner deletes or renames it.
+#[derive(Debug)]
+#[must_use = "dropping the guard unregisters the path at once"]
+pub struct TempPathGuard {
+    id: u64,
+}
+
+impl TempPathGuard {
+    /// Runs `f` (typically the rename of the temp file into place) while holding the registry
+    /// lock, so a signal cannot remove the file half-way, then unregisters the path.
+    pub fn commit<F: FnOnce() -> io::Result<()>>(self, f: F) -> io::Result<()> {
+        let mut reg = registry();
+        let result = f();
+        reg.retain(|(id, _)| *id != self.id);
+        drop(reg);
+        // Already unregistered; Drop would only take the lock again.
+        std::mem::forget(self);
+        result
+    }
+}
+
+impl Drop for TempPathGuard {
+    fn drop(&mut self) {
+        registry().retain(|(id, _)| *id != self.id);
+    }
+}
+
+/// The currently registered paths (for tests and diagnostics).
+pub fn registered() -> Vec<PathBuf> {
+    registry().iter().map(|(_, p)| p.clone()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+    use std::process::Command;
+
+    fn count(p: &Path) -> usize {
+        registered().iter().filter(|x| x.as_path() == p).count()
+    }
+
+    #[test]
+    fn register_and_unregister() {
+        let a = PathBuf::from("/nonexistent/cleanup-test-a");
+        let b = PathBuf::from("/nonexistent/cleanup-test-b");
+        let ga = register(a.clone());
+        let gb = register(b.clone());
+        let ga2 = register(a.clone());
+        assert_eq!((count(&a), count(&b)), (2, 1));
+        drop(ga);
+        assert_eq!((count(&a), count(&b)), (1, 1));
+        drop(gb);
+        assert_eq!((count(&a), count(&b)), (1, 0));
+        drop(ga2);
+        assert_eq!(count(&a), 0);
+    }
+
+    #[test]
+    fn commit_runs_under_the_lock_and_unregisters() {
+        let p = PathBuf::from("/nonexistent/cleanup-test-commit");
+        let g = register(p.clone());
+        assert_eq!(count(&p), 1);
+        // The lock is held while f runs: another thread cannot take it.
+        let ok = g.commit(|| {
+            let locked = std::thread::spawn(|| REGISTRY.try_lock().is_err())
+                .join()
+                .unwrap();
+            assert!(locked);
+            Ok(())
+        });
+        assert!(ok.is_ok());
+        assert_eq!(count(&p), 0);
+        let g = register(p.clone());
+        let err = g.commit(|| Err(io::Error::other("boom"))).unwrap_err();
+        assert_eq!(err.to_string(), "boom");
+        assert_eq!(count(&p), 0);
+    }
+
+    const CHILD_ENV: &str = "LINUXDISK_MK_CLEANUP_CHILD";
+
+    /// Runs only as a child of `signal_removes_files_and_exits`: registers a file, then kills itself.
+    #[test]
+    fn signal_child() {
+        let Some(path) = std::env::var_os(CHILD_ENV) else {
+            return;
+        };
+        install_signal_handlers().unwrap();
+        install_signal_handlers().unwrap();
+        let _guard = register(PathBuf::from(path));
+        rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::TERM)
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_secs(30));
+        panic!("still alive after SIGTERM");
+    }
+
+    #[test]
+    fn signal_removes_files_and_exits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("victim.tmp");
+        std::fs::write(&path, b"x").unwrap();
+        let status = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "cleanup::tests::signal_child",
+                "--test-threads=1",
+            ])
+            .env(CHILD_ENV, &path)
+            .output()
+            .unwrap();
+        assert_eq!(status.status.code(), Some(143), "{status:?}");
+        assert!(!path.exists());
+    }
+}

@@ -1,1 +1,476 @@
-//! TODO
+//! Write a [`Disk`] to OUTPUT: a sparse temp file beside it, filled region by region (file data
+//! copied with copy_file_range where the source has data), synced, then renamed into place.
+
+use std::fs::File;
+use std::fs::Permissions;
+use std::io;
+use std::os::unix::fs::{FileExt, FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use rustix::fs::{RenameFlags, SeekFrom, CWD};
+use rustix::io::Errno;
+
+use crate::cleanup;
+use crate::disk::{Disk, Source};
+
+/// Largest single copy_file_range request.
+const COPY_RUN: u64 = 64 << 20;
+/// Buffer size for the pread/pwrite fallback.
+const BUF_SIZE: usize = 4 << 20;
+/// Granularity at which all-zero data is skipped (left as a hole).
+const ZERO_BLOCK: usize = 4096;
+
+/// Fails early (before any expensive work) if OUTPUT exists and `!force`, or its directory is
+/// missing/not writable: one clear error naming the path.
+pub fn check_output(output: &Path, force: bool) -> anyhow::Result<()> {
+    let shown = output.display();
+    match std::fs::symlink_metadata(output) {
+        Ok(_) if !force => bail!("{shown} already exists (use --force to overwrite it)"),
+        Ok(meta) if meta.is_dir() => bail!("{shown} is a directory"),
+        Ok(meta) if meta.file_type().is_block_device() || meta.file_type().is_char_device() => {
+            bail!("{shown} is a device: OUTPUT must be a regular file")
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot write {shown}")),
+    }
+    let dir = parent_dir(output);
+    match std::fs::metadata(&dir) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => bail!("cannot write {shown}: {} is not a directory", dir.display()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => bail!(
+            "cannot write {shown}: directory {} does not exist",
+            dir.display()
+        ),
+        Err(e) => return Err(e).with_context(|| format!("cannot write {shown}")),
+    }
+    let access = rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK;
+    rustix::fs::access(&dir, access).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot write {shown}: directory {} is not writable: {}",
+            dir.display(),
+            io::Error::from(e)
+        )
+    })
+}
+
+/// Writes the disk to a temp file beside OUTPUT (`.NAME.XXXXXX.tmp`), sparse, syncs it and
+/// renames it into place: without `force` with RENAME_NOREPLACE (an error if OUTPUT appeared
+/// meanwhile), with `force` replacing OUTPUT. `on_bytes(n)` reports progress through the disk:
+/// the calls add up to `disk.size()` (holes and skipped zeros count as done). On any error the
+/// temp file is removed; it is also registered with [`cleanup`] for removal on a signal.
+pub fn write_image(
+    disk: &Disk,
+    output: &Path,
+    force: bool,
+    on_bytes: &mut dyn FnMut(u64),
+) -> anyhow::Result<()> {
+    check_output(output, force)?;
+    let dir = parent_dir(output);
+    let name = output
+        .file_name()
+        .with_context(|| format!("{}: OUTPUT has no file name", output.display()))?;
+    // A new image gets 0666 minus the umask, like any created file; a replaced one keeps its mode.
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{}.", name.to_string_lossy()))
+        .suffix(".tmp")
+        .rand_bytes(6)
+        .permissions(Permissions::from_mode(0o666))
+        .tempfile_in(&dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    let (file, path) = tmp.into_parts();
+    // Field order matters: on error the file is deleted first, then unregistered.
+    let tmp = TempOutput {
+        guard: cleanup::register(path.to_path_buf()),
+        path,
+    };
+    let writing = || format!("writing {}", output.display());
+
+    if let Ok(old) = std::fs::metadata(output) {
+        let mode = Permissions::from_mode(old.permissions().mode() & 0o7777);
+        file.set_permissions(mode).with_context(writing)?;
+    }
+    file.set_len(disk.size()).with_context(writing)?;
+    let mut copier = Copier::new(&file);
+    copier.write_disk(disk, on_bytes).with_context(writing)?;
+    file.sync_all().with_context(writing)?;
+    drop(file);
+
+    let TempOutput { path, guard } = tmp;
+    guard
+        .commit(|| rename_into_place(&path, output, force))
+        .with_context(|| format!("renaming {} to {}", path.display(), output.display()))?;
+    // Renamed: nothing left to delete.
+    let _ = path.keep();
+    if let Ok(d) = File::open(&dir) {
+        // Make the rename durable; failure here does not undo a complete image.
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// A temp file being written: deleted when dropped (path first), unregistered after.
+struct TempOutput {
+    path: tempfile::TempPath,
+    guard: cleanup::TempPathGuard,
+}
+
+/// The directory OUTPUT goes in.
+fn parent_dir(output: &Path) -> PathBuf {
+    match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Renames `tmp` to `output`; without `force`, fails with AlreadyExists if `output` exists.
+fn rename_into_place(tmp: &Path, output: &Path, force: bool) -> io::Result<()> {
+    if force {
+        return std::fs::rename(tmp, output);
+    }
+    match rustix::fs::renameat_with(CWD, tmp, CWD, output, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(()),
+        // Filesystems without RENAME_NOREPLACE: a hard link also refuses to replace.
+        Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => {
+            std::fs::hard_link(tmp, output)?;
+            std::fs::remove_file(tmp)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Copies disk regions into the output file.
+struct Copier<'a> {
+    out: &'a File,
+    /// False once copy_file_range has failed with an "unsupported" error.
+    use_copy_file_range: bool,
+    buf: Vec<u8>,
+}
+
+impl<'a> Copier<'a> {
+    fn new(out: &'a File) -> Copier<'a> {
+        Copier {
+            out,
+            use_copy_file_range: true,
+            buf: Vec::new(),
+        }
+    }
+
+    fn write_disk(&mut self, disk: &Disk, on_bytes: &mut dyn FnMut(u64)) -> io::Result<()> {
+        for region in disk.regions() {
+            match &region.source {
+                Source::Bytes(bytes, start) => {
+                    let data = &bytes[*start..*start + region.len as usize];
+                    write_nonzero(self.out, data, region.start)?;
+                    on_bytes(region.len);
+                }
+                Source::File { file, offset } => {
+                    self.copy_file(file, *offset, region.start, region.len, on_bytes)?
+                }
+                Source::Zero => on_bytes(region.len),
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies `len` bytes of `src` at `src_off` to the output at `dst_off`, only where `src`
+    /// has data.
+    fn copy_file(
+        &mut self,
+        src: &File,
+        src_off: u64,
+        dst_off: u64,
+        len: u64,
+        on_bytes: &mut dyn FnMut(u64),
+    ) -> io::Result<()> {
+        let end = src_off + len;
+        let mut pos = src_off;
+        while pos < end {
+            let data = match rustix::fs::seek(src, SeekFrom::Data(pos)) {
+                Ok(d) => d.min(end),
+                Err(Errno::NXIO) => end, // only a hole (or EOF) from here on
+                Err(Errno::INVAL | Errno::OPNOTSUPP) => pos, // no SEEK_DATA: all data
+                Err(e) => return Err(e.into()),
+            };
+            if data >= end {
+                break;
+            }
+            let hole = match rustix::fs::seek(src, SeekFrom::Hole(data)) {
+                Ok(h) => h.min(end),
+                Err(Errno::INVAL | Errno::OPNOTSUPP) => end,
+                Err(e) => return Err(e.into()),
+            };
+            on_bytes(data - pos);
+            self.copy_run(src, data, dst_off + (data - src_off), hole - data, on_bytes)?;
+            pos = hole;
+        }
+        on_bytes(end - pos);
+        Ok(())
+    }
+
+    /// Copies one data run, reporting its length through `on_bytes` as it goes.
+    fn copy_run(
+        &mut self,
+        src: &File,
+        mut src_off: u64,
+        mut dst_off: u64,
+        len: u64,
+        on_bytes: &mut dyn FnMut(u64),
+    ) -> io::Result<()> {
+        let end = src_off + len;
+        while src_off < end && self.use_copy_file_range {
+            let want = (end - src_off).min(COPY_RUN) as usize;
+            let before = src_off;
+            match rustix::fs::copy_file_range(
+                src,
+                Some(&mut src_off),
+                self.out,
+                Some(&mut dst_off),
+                want,
+            ) {
+                Ok(0) => {
+                    // The source ended early: the rest reads as zeros, already a hole.
+                    on_bytes(end - before);
+                    return Ok(());
+                }
+                Ok(_) => on_bytes(src_off - before),
+                Err(Errno::INTR) => {}
+                Err(Errno::XDEV | Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => {
+                    self.use_copy_file_range = false;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        while src_off < end {
+            if self.buf.is_empty() {
+                self.buf = vec![0u8; BUF_SIZE];
+            }
+            let n = (end - src_off).min(BUF_SIZE as u64) as usize;
+            let chunk = &mut self.buf[..n];
+            let got = read_some(src, chunk, src_off)?;
+            if got == 0 {
+                on_bytes(end - src_off);
+                return Ok(());
+            }
+            write_nonzero(self.out, &chunk[..got], dst_off)?;
+            on_bytes(got as u64);
+            src_off += got as u64;
+            dst_off += got as u64;
+        }
+        Ok(())
+    }
+}
+
+/// Reads as much as possible (up to `buf.len()`) at `offset`; fewer bytes only at end of file.
+fn read_some(src: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match src.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// Writes `data` at `offset`, skipping all-zero blocks (the output is a fresh sparse file, so
+/// they already read as zeros). Blocks are aligned to the output offset.
+fn write_nonzero(out: &File, data: &[u8], offset: u64) -> io::Result<()> {
+    let mut i = 0;
+    let mut run_start: Option<usize> = None;
+    while i < data.len() {
+        // Align block boundaries to the file, not to the slice.
+        let to_boundary = ZERO_BLOCK - ((offset as usize + i) % ZERO_BLOCK);
+        let next = (i + to_boundary).min(data.len());
+        let zero = data[i..next].iter().all(|&b| b == 0);
+        match (zero, run_start) {
+            (false, None) => run_start = Some(i),
+            (true, Some(s)) => {
+                out.write_all_at(&data[s..i], offset + s as u64)?;
+                run_start = None;
+            }
+            _ => {}
+        }
+        i = next;
+    }
+    if let Some(s) = run_start {
+        out.write_all_at(&data[s..], offset + s as u64)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disk::gpt::Guids;
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::Arc;
+
+    const MIB: u64 = 1 << 20;
+
+    /// A sparse 16 MiB filesystem stand-in with data at 0 and at 5 MiB (plus a zero-filled
+    /// written block that may be skipped).
+    fn fs_file() -> (Arc<File>, u64) {
+        let size = 16 * MIB;
+        let f = tempfile::tempfile().unwrap();
+        f.set_len(size).unwrap();
+        let a: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 253) as u8).collect();
+        f.write_all_at(&a, 0).unwrap();
+        f.write_all_at(&[0xC3u8; 5000], 5 * MIB + 123).unwrap();
+        f.write_all_at(&[0u8; 65536], 9 * MIB).unwrap();
+        (Arc::new(f), size)
+    }
+
+    /// The process umask (read from /proc; this process does not change it).
+    fn umask() -> u32 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("Umask:")).unwrap();
+        u32::from_str_radix(line[6..].trim(), 8).unwrap()
+    }
+
+    fn read_disk(disk: &Disk) -> Vec<u8> {
+        let mut v = vec![0u8; disk.size() as usize];
+        disk.read_at(&mut v, 0).unwrap();
+        v
+    }
+
+    fn dir_names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn check_written(disk: &Disk, out: &Path) {
+        let got = std::fs::read(out).unwrap();
+        assert_eq!(got.len() as u64, disk.size());
+        assert!(got == read_disk(disk), "content differs from Disk::read_at");
+        let meta = std::fs::metadata(out).unwrap();
+        assert!(
+            meta.blocks() * 512 < disk.size() / 8,
+            "not sparse: {} blocks for {} bytes",
+            meta.blocks(),
+            disk.size()
+        );
+        assert_eq!(
+            cleanup::registered()
+                .iter()
+                .filter(|p| p.starts_with(out.parent().unwrap()))
+                .count(),
+            0
+        );
+    }
+
+    #[test]
+    fn writes_bare_and_partitioned_disks() {
+        let dir = tempfile::tempdir().unwrap();
+        let (fs, size) = fs_file();
+        for (name, disk) in [
+            ("bare.img", Disk::bare(fs.clone(), size)),
+            (
+                "gpt.img",
+                Disk::partitioned(fs.clone(), size, &Guids::random()),
+            ),
+        ] {
+            let out = dir.path().join(name);
+            let mut total = 0;
+            write_image(&disk, &out, false, &mut |n| total += n).unwrap();
+            assert_eq!(total, disk.size());
+            check_written(&disk, &out);
+            let mode = std::fs::metadata(&out).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o666 & !umask());
+        }
+        assert_eq!(dir_names(dir.path()), ["bare.img", "gpt.img"]);
+    }
+
+    #[test]
+    fn fallback_copy_matches() {
+        let dir = tempfile::tempdir().unwrap();
+        let (fs, size) = fs_file();
+        let disk = Disk::partitioned(fs, size, &Guids::random());
+        let out_path = dir.path().join("fallback.img");
+        let out = File::create(&out_path).unwrap();
+        out.set_len(disk.size()).unwrap();
+        let mut c = Copier::new(&out);
+        c.use_copy_file_range = false;
+        let mut total = 0;
+        c.write_disk(&disk, &mut |n| total += n).unwrap();
+        assert_eq!(total, disk.size());
+        drop(out);
+        check_written(&disk, &out_path);
+    }
+
+    #[test]
+    fn write_nonzero_skips_zero_blocks() {
+        let f = tempfile::tempfile().unwrap();
+        f.set_len(64 * 1024).unwrap();
+        let mut data = vec![0u8; 40_000];
+        data[5] = 1;
+        data[20_000] = 2;
+        data[39_999] = 3;
+        write_nonzero(&f, &data, 100).unwrap();
+        let mut back = vec![9u8; 40_000];
+        f.read_exact_at(&mut back, 100).unwrap();
+        assert_eq!(back, data);
+    }
+
+    #[test]
+    fn existing_output_needs_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out.img");
+        std::fs::write(&out, b"precious").unwrap();
+        std::fs::set_permissions(&out, Permissions::from_mode(0o640)).unwrap();
+        let disk = Disk::bare(fs_file().0, 16 * MIB);
+        let err = write_image(&disk, &out, false, &mut |_| {}).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains(&out.display().to_string()) && msg.contains("exists"),
+            "{msg}"
+        );
+        assert_eq!(std::fs::read(&out).unwrap(), b"precious");
+        assert_eq!(dir_names(dir.path()), ["out.img"]);
+
+        write_image(&disk, &out, true, &mut |_| {}).unwrap();
+        check_written(&disk, &out);
+        let mode = std::fs::metadata(&out).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o640);
+        assert_eq!(dir_names(dir.path()), ["out.img"]);
+    }
+
+    #[test]
+    fn noreplace_rename_refuses_late_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = dir.path().join("tmp");
+        let out = dir.path().join("out");
+        std::fs::write(&tmp, b"new").unwrap();
+        std::fs::write(&out, b"old").unwrap();
+        let err = rename_into_place(&tmp, &out, false).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&out).unwrap(), b"old");
+        rename_into_place(&tmp, &out, true).unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), b"new");
+        assert!(!tmp.exists());
+    }
+
+    #[test]
+    fn missing_directory_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("nope").join("out.img");
+        let disk = Disk::bare(fs_file().0, 16 * MIB);
+        let msg = format!(
+            "{:#}",
+            write_image(&disk, &out, false, &mut |_| {}).unwrap_err()
+        );
+        assert!(msg.contains(&out.display().to_string()), "{msg}");
+        assert!(msg.contains("does not exist"), "{msg}");
+        let msg = format!("{:#}", check_output(dir.path(), true).unwrap_err());
+        assert!(msg.contains("is a directory"), "{msg}");
+        check_output(&dir.path().join("fresh.img"), false).unwrap();
+        check_output(Path::new("relative-name.img"), false).unwrap();
+    }
+}

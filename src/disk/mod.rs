@@ -1,1 +1,334 @@
-//! TODO
+//! The virtual disk: an ordered list of regions (in-memory bytes, a range of a file, or zeros)
+//! that together cover the whole disk exactly once.
+//!
+//! A [`Disk`] is the single description of the image that both sinks consume: the image writer
+//! (`crate::image`) copies it region by region into OUTPUT, leaving zero regions and file holes as
+//! holes, and the NBD server answers reads (and block-status queries) from the same regions, so
+//! the two can never disagree. The GPT bytes themselves are built in [`gpt`].
+
+pub mod gpt;
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+/// Where the bytes of a region come from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// In-memory bytes, starting at the given offset into the slice.
+    Bytes(Arc<[u8]>, usize),
+    /// A range of a (usually sparse) file starting at `offset`; holes and anything past the
+    /// file's end read as zeros.
+    File { file: Arc<File>, offset: u64 },
+    /// Zeros.
+    Zero,
+}
+
+/// `len` bytes of the disk starting at `start`, read from `source`.
+#[derive(Debug, Clone)]
+pub struct Region {
+    pub start: u64,
+    pub len: u64,
+    pub source: Source,
+}
+
+impl Region {
+    /// One past the last byte of the region.
+    pub fn end(&self) -> u64 {
+        self.start + self.len
+    }
+}
+
+/// A virtual disk: sorted, contiguous, non-overlapping, non-empty regions covering `[0, size)`.
+#[derive(Debug, Clone)]
+pub struct Disk {
+    regions: Vec<Region>,
+    size: u64,
+    partition_offset: u64,
+    partition_size: u64,
+}
+
+impl Disk {
+    /// GPT-partitioned disk: primary GPT bytes, the filesystem image (bytes `[0, fs_size)` of
+    /// `fs`, a sparse file whose holes read as zero), zero padding, backup GPT.
+    pub fn partitioned(fs: Arc<File>, fs_size: u64, guids: &gpt::Guids) -> Disk {
+        let layout = gpt::layout(fs_size, guids);
+        let backup_offset = layout.backup_offset();
+        let mut b = Builder::default();
+        b.push(
+            layout.primary.len() as u64,
+            Source::Bytes(layout.primary.into(), 0),
+        );
+        b.push(
+            fs_size,
+            Source::File {
+                file: fs,
+                offset: 0,
+            },
+        );
+        b.push(backup_offset - b.end, Source::Zero);
+        b.push(
+            layout.backup.len() as u64,
+            Source::Bytes(layout.backup.into(), 0),
+        );
+        b.finish(layout.partition_offset, layout.partition_size)
+    }
+
+    /// The bare filesystem (like nbdkit's partition filter).
+    pub fn bare(fs: Arc<File>, fs_size: u64) -> Disk {
+        let mut b = Builder::default();
+        b.push(
+            fs_size,
+            Source::File {
+                file: fs,
+                offset: 0,
+            },
+        );
+        b.finish(0, fs_size)
+    }
+
+    /// Total size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The regions, in disk order.
+    pub fn regions(&self) -> &[Region] {
+        &self.regions
+    }
+
+    /// Byte offset of the filesystem on the disk (0 for a bare disk).
+    pub fn partition_offset(&self) -> u64 {
+        self.partition_offset
+    }
+
+    /// Size in bytes of the filesystem.
+    pub fn partition_size(&self) -> u64 {
+        self.partition_size
+    }
+
+    /// Reads bytes at `offset` into `buf` (must be within the disk), from whatever regions cover
+    /// it (pread for File sources, zero fill for Zero).
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .filter(|&e| e <= self.size)
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "read of {} bytes at {offset} is beyond the end of the {}-byte disk",
+                        buf.len(),
+                        self.size
+                    ),
+                )
+            })?;
+        let first = self.regions.partition_point(|r| r.end() <= offset);
+        let mut pos = offset;
+        for region in &self.regions[first..] {
+            if pos >= end {
+                break;
+            }
+            let n = (region.end().min(end) - pos) as usize;
+            let within = pos - region.start;
+            let out = &mut buf[(pos - offset) as usize..][..n];
+            match &region.source {
+                Source::Bytes(bytes, start) => {
+                    let s = start + within as usize;
+                    out.copy_from_slice(&bytes[s..s + n]);
+                }
+                Source::File { file, offset: o } => read_file_at(file, out, o + within)?,
+                Source::Zero => out.fill(0),
+            }
+            pos += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Checks the invariant: regions non-empty, sorted, contiguous, covering `[0, size)`.
+    fn check(&self) -> bool {
+        let mut pos = 0;
+        for r in &self.regions {
+            if r.len == 0 || r.start != pos {
+                return false;
+            }
+            if let Source::Bytes(bytes, start) = &r.source {
+                if (*start as u64).saturating_add(r.len) > bytes.len() as u64 {
+                    return false;
+                }
+            }
+            pos = r.end();
+        }
+        pos == self.size
+    }
+}
+
+/// Fills `buf` from `file` at `offset`; bytes past the end of the file read as zeros.
+fn read_file_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => {
+                buf[done..].fill(0);
+                break;
+            }
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Appends regions back to back, dropping empty ones.
+#[derive(Default)]
+struct Builder {
+    regions: Vec<Region>,
+    end: u64,
+}
+
+impl Builder {
+    fn push(&mut self, len: u64, source: Source) {
+        if len > 0 {
+            self.regions.push(Region {
+                start: self.end,
+                len,
+                source,
+            });
+            self.end += len;
+        }
+    }
+
+    fn finish(self, partition_offset: u64, partition_size: u64) -> Disk {
+        let disk = Disk {
+            regions: self.regions,
+            size: self.end,
+            partition_offset,
+            partition_size,
+        };
+        debug_assert!(disk.check(), "disk regions do not tile the disk: {disk:?}");
+        disk
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sparse file of `size` bytes with `data` written at each offset.
+    fn sparse_file(size: u64, data: &[(u64, &[u8])]) -> Arc<File> {
+        let f = tempfile::tempfile().unwrap();
+        f.set_len(size).unwrap();
+        for (off, bytes) in data {
+            f.write_all_at(bytes, *off).unwrap();
+        }
+        Arc::new(f)
+    }
+
+    /// The disk's content built naively, for comparison.
+    fn expected(disk: &Disk, fs_content: &[u8]) -> Vec<u8> {
+        let mut v = vec![0u8; disk.size() as usize];
+        for r in disk.regions() {
+            let out = &mut v[r.start as usize..r.end() as usize];
+            match &r.source {
+                Source::Bytes(b, s) => out.copy_from_slice(&b[*s..*s + r.len as usize]),
+                Source::File { offset, .. } => {
+                    let o = *offset as usize;
+                    out.copy_from_slice(&fs_content[o..o + r.len as usize])
+                }
+                Source::Zero => {}
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn partitioned_regions_tile_the_disk() {
+        for fs_size in [4096u64, 1 << 20, (3 << 20) + 4096] {
+            let fs = sparse_file(fs_size, &[]);
+            let d = Disk::partitioned(fs, fs_size, &gpt::Guids::random());
+            assert!(d.check());
+            assert_eq!(d.size(), gpt::disk_size_for(fs_size));
+            assert_eq!(d.partition_offset(), 1 << 20);
+            assert_eq!(d.partition_size(), fs_size);
+            let r = d.regions();
+            assert_eq!(r.len(), 4);
+            assert!(matches!(r[0].source, Source::Bytes(..)));
+            assert!(matches!(r[1].source, Source::File { offset: 0, .. }));
+            assert_eq!((r[1].start, r[1].len), (1 << 20, fs_size));
+            assert!(matches!(r[2].source, Source::Zero));
+            assert_eq!(r[3].len, 33 * 512);
+            assert!(r.iter().all(|r| r.len > 0));
+        }
+        let bare = Disk::bare(sparse_file(8192, &[]), 8192);
+        assert!(bare.check());
+        assert_eq!((bare.size(), bare.partition_offset()), (8192, 0));
+        assert_eq!(Disk::bare(sparse_file(0, &[]), 0).regions().len(), 0);
+    }
+
+    #[test]
+    fn invariant_check_rejects_bad_tilings() {
+        let mut d = Disk::bare(sparse_file(8192, &[]), 8192);
+        d.size = 8193;
+        assert!(!d.check());
+        d.size = 8192;
+        d.regions[0].start = 1;
+        assert!(!d.check());
+        d.regions[0].start = 0;
+        d.regions.push(Region {
+            start: 8192,
+            len: 0,
+            source: Source::Zero,
+        });
+        assert!(!d.check());
+    }
+
+    #[test]
+    fn read_at_across_region_boundaries() {
+        let fs_size = (2 << 20) + 4096;
+        let a: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8 + 1).collect();
+        let b = vec![0xABu8; 3000];
+        let end_off = fs_size - 100;
+        let fs = sparse_file(fs_size, &[(0, &a), (1 << 20, &b), (end_off, &[7u8; 100])]);
+        let mut content = vec![0u8; fs_size as usize];
+        content[..a.len()].copy_from_slice(&a);
+        content[1 << 20..(1 << 20) + b.len()].copy_from_slice(&b);
+        content[end_off as usize..].fill(7);
+
+        let d = Disk::partitioned(fs.clone(), fs_size, &gpt::Guids::random());
+        let want = expected(&d, &content);
+        let mut whole = vec![0u8; d.size() as usize];
+        d.read_at(&mut whole, 0).unwrap();
+        assert_eq!(whole, want);
+        // Reads straddling every boundary, and single bytes on both sides.
+        for r in d.regions() {
+            for (off, len) in [(r.start.saturating_sub(700), 1500), (r.start, 1)] {
+                let len = len.min(d.size() - off) as usize;
+                let mut buf = vec![0x55u8; len];
+                d.read_at(&mut buf, off).unwrap();
+                assert_eq!(buf, want[off as usize..off as usize + len], "at {off}");
+            }
+        }
+        let mut last = [0u8; 1];
+        d.read_at(&mut last, d.size() - 1).unwrap();
+        d.read_at(&mut [], d.size()).unwrap();
+        assert!(d.read_at(&mut [0u8; 2], d.size() - 1).is_err());
+        assert!(d.read_at(&mut [0u8; 1], u64::MAX).is_err());
+
+        let bare = Disk::bare(fs, fs_size);
+        let mut buf = vec![0u8; 10_000];
+        bare.read_at(&mut buf, 0).unwrap();
+        assert_eq!(buf, content[..10_000]);
+    }
+
+    #[test]
+    fn file_shorter_than_region_reads_zeros() {
+        let fs = sparse_file(10, &[(0, &[9u8; 10])]);
+        let d = Disk::bare(fs, 4096);
+        let mut buf = vec![1u8; 4096];
+        d.read_at(&mut buf, 0).unwrap();
+        assert!(buf[..10].iter().all(|&x| x == 9));
+        assert!(buf[10..].iter().all(|&x| x == 0));
+    }
+}
