@@ -1,0 +1,489 @@
+//! Shared harness for the integration tests: run the `linuxdisk-mk` binary, check its images with real
+//! tools (`sgdisk -v`, `e2fsck -fn`, `dumpe2fs -h`), plus the tree builder (`tree`), the entry-by-entry
+//! comparator (`compare`) and loop-device / mount guards (`mount`).
+//!
+//! The tests run as root (CI does) and never skip: without root they panic with a clear message.
+#![allow(dead_code)]
+
+pub mod compare;
+pub mod entries;
+pub mod mount;
+pub mod tree;
+
+#[allow(unused_imports)]
+pub use compare::compare_trees;
+#[allow(unused_imports)]
+pub use mount::{mount_image, LoopDev, Mounted, TmpfsMount};
+#[allow(unused_imports)]
+pub use tree::{
+    build_full_tree, build_full_tree_with, build_sized_tree, build_small_tree, FullTree,
+};
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::{OsStr, OsString};
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_linuxdisk-mk");
+/// Byte offset of partition 1 in a GPT image (LBA 2048).
+pub const PART_OFFSET: u64 = 1 << 20;
+/// GPT type GUID of a Linux filesystem partition, as sgdisk prints it.
+pub const LINUX_FS_GUID: &str = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";
+pub const MIB: u64 = 1 << 20;
+
+/// Panics unless running as root: these tests need mknod, chown, losetup and mount.
+pub fn require_root() {
+    if !rustix::process::geteuid().is_root() {
+        panic!(
+            "linuxdisk-mk integration tests must run as root (they create devices, chown to \
+             arbitrary ids, set trusted.* xattrs, and use losetup/mount); run `cargo test` as root"
+        );
+    }
+}
+
+/// A fresh private directory under /var/tmp (never tmpfs /tmp: images are large and sparse).
+pub fn tempdir() -> tempfile::TempDir {
+    require_root();
+    tempfile::Builder::new()
+        .prefix("ldmk-test-")
+        .tempdir_in("/var/tmp")
+        .expect("create temp dir in /var/tmp")
+}
+
+/// What a run of the binary produced.
+pub struct Run {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    pub args: Vec<OsString>,
+}
+
+impl Run {
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+    /// Everything about the run, for assertion messages.
+    pub fn describe(&self) -> String {
+        format!(
+            "linuxdisk-mk {:?}\n  status: {}\n  stdout: {}\n  stderr: {}",
+            self.args, self.status, self.stdout, self.stderr
+        )
+    }
+    /// Asserts exit status 0.
+    pub fn assert_ok(&self) -> &Self {
+        assert_eq!(
+            self.code(),
+            Some(0),
+            "expected success\n{}",
+            self.describe()
+        );
+        self
+    }
+    /// Asserts the given exit code.
+    pub fn assert_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code(),
+            Some(code),
+            "expected exit {code}\n{}",
+            self.describe()
+        );
+        self
+    }
+    /// Asserts a runtime error: exit 1 and exactly one non-empty line on stderr that contains every
+    /// string in `mentions` (e.g. the path concerned).
+    pub fn assert_one_line_error(&self, mentions: &[&str]) -> &Self {
+        self.assert_code(1);
+        let msg = self.stderr.trim_end_matches('\n');
+        assert!(
+            !msg.trim().is_empty(),
+            "error message is empty\n{}",
+            self.describe()
+        );
+        assert!(
+            !msg.contains('\n'),
+            "error message is not exactly one line\n{}",
+            self.describe()
+        );
+        for m in mentions {
+            assert!(
+                msg.contains(m),
+                "error message does not mention {m:?}\n{}",
+                self.describe()
+            );
+        }
+        self
+    }
+}
+
+/// Runs the binary with a generous timeout (so a hang fails the test instead of the whole CI job).
+pub fn run_bin<I, S>(args: I) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    run_bin_timeout(args, Duration::from_secs(300))
+}
+
+/// Runs the binary; kills it and panics if it is still running after `timeout`.
+pub fn run_bin_timeout<I, S>(args: I, timeout: Duration) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    run_cmd_timeout(Command::new(BIN), args, timeout)
+}
+
+/// Runs `cmd` (e.g. the binary wrapped in setpriv) with a timeout, capturing stdout and stderr.
+pub fn run_cmd_timeout<I, S>(mut cmd: Command, args: I, timeout: Duration) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let args: Vec<OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+    cmd.args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let t_out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait for child") {
+            break st;
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = String::from_utf8_lossy(&t_err.join().unwrap()).into_owned();
+            panic!("{cmd:?} {args:?} did not finish within {timeout:?} (killed); stderr so far:\n{stderr}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = String::from_utf8_lossy(&t_out.join().unwrap()).into_owned();
+    let stderr = String::from_utf8_lossy(&t_err.join().unwrap()).into_owned();
+    Run {
+        status,
+        stdout,
+        stderr,
+        args,
+    }
+}
+
+/// Output of an external tool.
+pub struct Tool {
+    pub code: Option<i32>,
+    pub out: String,
+}
+
+/// Runs an external tool to completion, capturing stdout+stderr together.
+pub fn tool<I, S>(prog: &str, args: I) -> Tool
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let args: Vec<OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+    let o = Command::new(prog)
+        .args(&args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {prog}: {e} (is it installed?)"));
+    let mut out = String::from_utf8_lossy(&o.stdout).into_owned();
+    out.push_str(&String::from_utf8_lossy(&o.stderr));
+    Tool {
+        code: o.status.code(),
+        out,
+    }
+}
+
+/// Runs a tool and panics (with its output) unless it exits 0.
+pub fn tool_ok<I, S>(prog: &str, args: I) -> String
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let args: Vec<OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+    let t = tool(prog, &args);
+    assert_eq!(t.code, Some(0), "{prog} {args:?} failed:\n{}", t.out);
+    t.out
+}
+
+/// What `sgdisk` says about partition 1 of a GPT image.
+#[derive(Debug)]
+pub struct GptInfo {
+    pub first_sector: u64,
+    pub last_sector: u64,
+    pub type_guid: String,
+    pub part_guid: String,
+    pub disk_guid: String,
+    pub partitions: usize,
+}
+
+/// `sgdisk -v` must find no problems; then reads partition 1 with `sgdisk -p` / `-i 1`.
+pub fn check_gpt(img: &Path) -> GptInfo {
+    let v = tool("sgdisk", [OsStr::new("-v"), img.as_os_str()]);
+    assert!(
+        v.code == Some(0) && v.out.contains("No problems found"),
+        "sgdisk -v {} reports problems:\n{}",
+        img.display(),
+        v.out
+    );
+    let p = tool_ok("sgdisk", [OsStr::new("-p"), img.as_os_str()]);
+    let disk_guid = field_after(&p, "Disk identifier (GUID):").unwrap_or_default();
+    // Partition table rows start with a partition number after the "Number  Start" header.
+    let partitions = p
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("Number"))
+        .skip(1)
+        .filter(|l| {
+            l.split_whitespace()
+                .next()
+                .is_some_and(|w| w.parse::<u32>().is_ok())
+        })
+        .count();
+    let i = tool_ok(
+        "sgdisk",
+        [OsStr::new("-i"), OsStr::new("1"), img.as_os_str()],
+    );
+    let num = |key: &str| -> u64 {
+        field_after(&i, key)
+            .and_then(|s| s.split_whitespace().next().and_then(|w| w.parse().ok()))
+            .unwrap_or_else(|| panic!("sgdisk -i 1: no {key:?} in:\n{i}"))
+    };
+    let type_guid = field_after(&i, "Partition GUID code:")
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_default();
+    let part_guid = field_after(&i, "Partition unique GUID:").unwrap_or_default();
+    GptInfo {
+        first_sector: num("First sector:"),
+        last_sector: num("Last sector:"),
+        type_guid,
+        part_guid,
+        disk_guid,
+        partitions,
+    }
+}
+
+fn field_after(text: &str, key: &str) -> Option<String> {
+    text.lines().find_map(|l| {
+        l.trim_start()
+            .strip_prefix(key)
+            .map(|r| r.trim().to_owned())
+    })
+}
+
+/// `e2fsck -fn` on `dev` (a loop device or a bare filesystem image) must exit 0.
+pub fn assert_e2fsck_clean(dev: &Path) {
+    let t = tool("e2fsck", [OsStr::new("-fn"), dev.as_os_str()]);
+    assert_eq!(
+        t.code,
+        Some(0),
+        "e2fsck -fn {} is not clean:\n{}",
+        dev.display(),
+        t.out
+    );
+}
+
+/// `dumpe2fs -h` parsed into "Key" -> "value".
+pub fn dumpe2fs(dev: &Path) -> BTreeMap<String, String> {
+    let out = tool_ok("dumpe2fs", [OsStr::new("-h"), dev.as_os_str()]);
+    out.lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect()
+}
+
+/// Typed view of the `dumpe2fs -h` fields the tests use.
+#[derive(Debug)]
+pub struct FsInfo {
+    pub map: BTreeMap<String, String>,
+}
+
+impl FsInfo {
+    pub fn read(dev: &Path) -> FsInfo {
+        FsInfo { map: dumpe2fs(dev) }
+    }
+    pub fn get(&self, key: &str) -> &str {
+        self.map
+            .get(key)
+            .unwrap_or_else(|| panic!("dumpe2fs -h has no {key:?}: {:#?}", self.map))
+    }
+    pub fn num(&self, key: &str) -> u64 {
+        let v = self.get(key);
+        v.parse()
+            .unwrap_or_else(|_| panic!("dumpe2fs {key:?} = {v:?} is not a number"))
+    }
+    pub fn features(&self) -> BTreeSet<String> {
+        self.get("Filesystem features")
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    }
+    pub fn block_size(&self) -> u64 {
+        self.num("Block size")
+    }
+    pub fn size_bytes(&self) -> u64 {
+        self.num("Block count") * self.block_size()
+    }
+    pub fn free_bytes(&self) -> u64 {
+        self.num("Free blocks") * self.block_size()
+    }
+    pub fn label(&self) -> &str {
+        self.get("Filesystem volume name")
+    }
+}
+
+/// Runs `f` with a device for the filesystem at `offset` in `img`: the file itself for offset 0,
+/// else a read-only loop device (detached afterwards, even on panic).
+pub fn with_fs_device<T>(img: &Path, offset: u64, f: impl FnOnce(&Path) -> T) -> T {
+    if offset == 0 {
+        f(img)
+    } else {
+        let lo = LoopDev::attach(img, offset);
+        f(&lo.dev)
+    }
+}
+
+/// Bytes actually allocated to a file (st_blocks * 512).
+pub fn allocated(path: &Path) -> u64 {
+    std::fs::symlink_metadata(path).expect("stat").blocks() * 512
+}
+
+/// Names in a directory (to check that nothing, temp files included, was left behind).
+pub fn dir_names(dir: &Path) -> BTreeSet<OsString> {
+    std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name())
+        .collect()
+}
+
+/// Makes a bare filesystem image (4 KiB blocks, 256-byte inodes) with the real mke2fs -d, for
+/// validating the harness.
+pub fn mke2fs_d(tree: &Path, img: &Path, fstype: &str, size: &str) {
+    let f = std::fs::File::create(img).expect("create image");
+    drop(f);
+    tool_ok(
+        "truncate",
+        [OsStr::new("-s"), OsStr::new(size), img.as_os_str()],
+    );
+    tool_ok(
+        "mke2fs",
+        [
+            OsStr::new("-q"),
+            OsStr::new("-F"),
+            OsStr::new("-t"),
+            OsStr::new(fstype),
+            OsStr::new("-b"),
+            OsStr::new("4096"),
+            OsStr::new("-I"),
+            OsStr::new("256"),
+            OsStr::new("-d"),
+            tree.as_os_str(),
+            img.as_os_str(),
+        ],
+    );
+}
+
+/// Asserts a comparator result is empty, printing (the first 200 of) the differences.
+pub fn assert_no_diffs(diffs: &[String], what: &str) {
+    if !diffs.is_empty() {
+        let shown: Vec<&str> = diffs.iter().take(200).map(String::as_str).collect();
+        panic!(
+            "{what}: {} difference(s) between source and image:\n  {}",
+            diffs.len(),
+            shown.join("\n  ")
+        );
+    }
+}
+
+/// Does `text` state `bytes` in some common unit (bytes, KiB, MiB, GiB; integer or 1-2 decimals)?
+pub fn mentions_size(text: &str, bytes: u64) -> bool {
+    let mut cands = vec![bytes.to_string()];
+    for (div, _) in [(1u64 << 10, "K"), (1 << 20, "M"), (1 << 30, "G")] {
+        let v = bytes as f64 / div as f64;
+        if bytes % div == 0 {
+            cands.push(format!("{}", bytes / div));
+        }
+        if v >= 1.0 {
+            cands.push(format!("{v:.1}"));
+            cands.push(format!("{v:.2}"));
+        }
+    }
+    // Decimal units too (MB = 10^6), in case the tool prints those.
+    for div in [1_000u64, 1_000_000, 1_000_000_000] {
+        let v = bytes as f64 / div as f64;
+        if v >= 1.0 {
+            cands.push(format!("{v:.1}"));
+            cands.push(format!("{v:.2}"));
+        }
+    }
+    // Whole-token match so that "64" does not match inside "1643".
+    let tokens: Vec<&str> = text
+        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .map(|t| t.trim_matches('.'))
+        .filter(|t| !t.is_empty())
+        .collect();
+    cands.iter().any(|c| tokens.contains(&c.as_str()))
+}
+
+/// Every size stated in `text` (numbers with an optional unit), in bytes.
+pub fn sizes_in(text: &str) -> Vec<u64> {
+    let b = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if !b[i].is_ascii_digit() {
+            i += 1;
+            continue;
+        }
+        let s = i;
+        while i < b.len() && (b[i].is_ascii_digit() || b[i] == b'.') {
+            i += 1;
+        }
+        let num: f64 = text[s..i].trim_end_matches('.').parse().unwrap_or(0.0);
+        let rest = text[i..].trim_start().as_bytes();
+        // A unit letter counts only as "K", "KB", "KiB" (etc.) followed by a non-letter.
+        let unit_len = match rest {
+            [_, b'i', b'B', ..] => 3,
+            [_, b'B', ..] => 2,
+            _ => 1,
+        };
+        let unit_ok =
+            !rest.is_empty() && !matches!(rest.get(unit_len), Some(c) if c.is_ascii_alphabetic());
+        let unit = if unit_ok {
+            rest[0].to_ascii_uppercase()
+        } else {
+            b' '
+        };
+        let dec = unit_len == 2;
+        let mul: f64 = match (unit as char, dec) {
+            ('K', false) => 1024.0,
+            ('M', false) => 1048576.0,
+            ('G', false) => 1073741824.0,
+            ('T', false) => 1099511627776.0,
+            ('K', true) => 1e3,
+            ('M', true) => 1e6,
+            ('G', true) => 1e9,
+            ('T', true) => 1e12,
+            _ => 1.0,
+        };
+        out.push((num * mul) as u64);
+    }
+    out
+}
