@@ -14,6 +14,9 @@ fn main() {
         shim.include(p);
     }
     shim.compile("ldk_shim");
+    println!("cargo:rerun-if-changed=shim.c");
+    println!("cargo:rerun-if-changed=shim.h");
+    println!("cargo:rerun-if-changed=wrapper.h");
 
     let mut builder = bindgen::Builder::default()
         .header("wrapper.h")
@@ -28,7 +31,9 @@ fn main() {
     for p in lib.include_paths.iter().chain(&com_err.include_paths) {
         builder = builder.clang_arg(format!("-I{}", p.display()));
     }
-    let bindings = builder.generate().expect("bindgen failed on libext2fs headers");
+    let bindings = builder
+        .generate()
+        .expect("bindgen failed on libext2fs headers");
     let out = PathBuf::from(env::var("OUT_DIR").unwrap()).join("bindings.rs");
     bindings.write_to_file(out).expect("writing bindings");
 }

@@ -1,1 +1,111 @@
-//! TODO
+//! The command line: clap definitions only (the man page in man/ describes the same options).
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+use crate::mkfs::fstype::FsType;
+use crate::mkfs::size::SizeSpec;
+
+/// How the filesystem is presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PartitionMode {
+    /// A GPT disk with one Linux filesystem partition starting at 1 MiB.
+    Gpt,
+    /// The bare filesystem, no partition table.
+    None,
+}
+
+/// Turn a directory into a disk image: one GPT partition holding an ext2, ext3 or ext4
+/// filesystem made with libext2fs, with every file, owner, mode, time, link, device and
+/// extended attribute of the tree.
+#[derive(Debug, Parser)]
+#[command(name = "linuxdisk-mk", version, max_term_width = 100)]
+pub struct Cli {
+    /// Filesystem type
+    #[arg(short = 't', long = "type", value_enum, default_value_t = FsType::Ext2)]
+    pub fstype: FsType,
+
+    /// Filesystem label (at most 16 bytes)
+    #[arg(short = 'L', long, value_parser = parse_label)]
+    pub label: Option<String>,
+
+    /// Filesystem size: SIZE is the total size, +SIZE the minimum free space after the files
+    /// are in. Suffixes K, M, G, T are powers of 1024. Default: just big enough (1-10% free)
+    #[arg(long, value_name = "[+]SIZE", allow_hyphen_values = false)]
+    pub size: Option<SizeSpec>,
+
+    /// Partition table: gpt (one partition at 1 MiB) or none (the bare filesystem)
+    #[arg(long, value_enum, default_value_t = PartitionMode::Gpt)]
+    pub partition: PartitionMode,
+
+    /// Filesystem block size in bytes
+    #[arg(long, value_name = "BYTES", default_value_t = 4096, value_parser = parse_block_size)]
+    pub block_size: u32,
+
+    /// Replace OUTPUT if it exists
+    #[arg(short, long)]
+    pub force: bool,
+
+    /// Print nothing but errors
+    #[arg(short, long, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Say what was chosen (sizes, inode counts, free space)
+    #[arg(short, long)]
+    pub verbose: bool,
+
+    /// Directory whose contents become the filesystem's root
+    #[arg(value_name = "SOURCE")]
+    pub source: PathBuf,
+
+    /// Disk image file to write
+    #[arg(value_name = "OUTPUT")]
+    pub output: PathBuf,
+}
+
+fn parse_label(s: &str) -> Result<String, String> {
+    if s.len() > 16 {
+        return Err(format!(
+            "'{s}' is {} bytes; an ext2/3/4 label holds at most 16",
+            s.len()
+        ));
+    }
+    Ok(s.to_string())
+}
+
+fn parse_block_size(s: &str) -> Result<u32, String> {
+    match s {
+        "1024" | "1K" | "1k" => Ok(1024),
+        "2048" | "2K" | "2k" => Ok(2048),
+        "4096" | "4K" | "4k" => Ok(4096),
+        _ => Err(format!("'{s}' is not one of 1024, 2048, 4096")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn labels_longer_than_16_bytes_are_refused() {
+        assert!(parse_label("0123456789abcdef").is_ok());
+        assert!(parse_label("0123456789abcdefg").is_err());
+        assert!(parse_label("ééééééééé").is_err()); // 18 bytes
+    }
+
+    #[test]
+    fn defaults_follow_the_seed() {
+        let c = Cli::try_parse_from(["linuxdisk-mk", "dir", "out.img"]).unwrap();
+        assert_eq!(c.fstype, FsType::Ext2);
+        assert_eq!(c.block_size, 4096);
+        assert_eq!(c.partition, PartitionMode::Gpt);
+        assert!(c.size.is_none());
+    }
+}

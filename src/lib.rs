@@ -8,6 +8,7 @@
 
 pub mod cleanup;
 pub mod cli;
+pub mod copy;
 pub mod disk;
 pub mod ext2;
 pub mod image;

@@ -1,1 +1,359 @@
-//! TODO
+//! Making the filesystem: plan (what the tree needs) → format (an empty filesystem of the chosen
+//! geometry in a sparse temp file) → populate (the tree's entries). This module picks the size:
+//! the smallest that fits with a small margin, an exact `--size`, or `--size +FREE`.
+
+pub mod dirent;
+pub mod format;
+pub mod fstype;
+pub mod layout;
+pub mod plan;
+pub mod populate;
+pub mod size;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use self::format::{format, journal_blocks, Formatted, Geometry, Identity};
+use self::fstype::{FsType, INODE_SIZE};
+use self::plan::{inodes_with_margin, Needs};
+use self::populate::Populator;
+use self::size::{Human, SizeSpec};
+use crate::ext2;
+use crate::progress::Progress;
+use crate::source::Tree;
+
+/// Bytes per inode for `--size` filesystems (mke2fs's default inode_ratio).
+const INODE_RATIO: u64 = 16384;
+/// Auto-sized filesystems aim for this fraction (in percent) of blocks free once populated.
+const AUTO_FREE_PERCENT: u64 = 3;
+
+/// What to make.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub fstype: FsType,
+    pub block_size: u32,
+    pub size: SizeSpec,
+    pub label: [u8; 16],
+    pub reserved_percent: u32,
+}
+
+/// The finished filesystem: a sparse, unlinked temp file.
+pub struct Built {
+    pub file: File,
+    pub size: u64,
+    pub report: Report,
+}
+
+/// Facts about the filesystem made, for -v.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub blocks: u64,
+    pub block_size: u32,
+    pub inodes: u64,
+    pub free_blocks: u64,
+    pub free_inodes: u64,
+    pub journal_blocks: u32,
+    pub need_blocks: u64,
+    pub need_inodes: u64,
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let pct = |a: u64, b: u64| {
+            if b == 0 {
+                0.0
+            } else {
+                a as f64 * 100.0 / b as f64
+            }
+        };
+        write!(
+            f,
+            "filesystem: {} ({} blocks of {} bytes), {} inodes; journal {} blocks; free: {} blocks ({:.1}%), {} inodes ({:.1}%)",
+            Human(self.blocks * self.block_size as u64),
+            self.blocks,
+            self.block_size,
+            self.inodes,
+            self.journal_blocks,
+            self.free_blocks,
+            pct(self.free_blocks, self.blocks),
+            self.free_inodes,
+            pct(self.free_inodes, self.inodes),
+        )
+    }
+}
+
+/// TMPDIR, or /var/tmp as nbdkit uses.
+pub fn temp_dir() -> PathBuf {
+    std::env::var_os("TMPDIR")
+        .filter(|s| !s.is_empty())
+        .map_or_else(|| PathBuf::from("/var/tmp"), PathBuf::from)
+}
+
+/// Builds the filesystem for `tree` (scanned from `source`).
+pub fn build(
+    source: &Path,
+    tree: &Tree,
+    opts: &Options,
+    progress: &Progress,
+    verbose: &dyn Fn(&str),
+) -> Result<Built> {
+    let needs = plan::needs(tree, opts.fstype, opts.block_size)?;
+    verbose(&format!(
+        "the tree needs about {} blocks of {} bytes and {} inodes",
+        needs.blocks, opts.block_size, needs.inodes
+    ));
+    let tmp = temp_dir();
+    let file = tempfile::tempfile_in(&tmp)
+        .with_context(|| format!("{}: creating a temporary file", tmp.display()))?;
+    let maker = Maker {
+        file,
+        opts,
+        needs: &needs,
+    };
+    let mut attempt = 0;
+    let mut grow = 0u64;
+    loop {
+        let mut made = maker.format_for(grow)?;
+        progress.start_entries("building", Some(tree.entries));
+        let res = maker.populate(source, tree, &mut made, progress);
+        progress.finish();
+        match res {
+            Ok(()) => {}
+            Err(e)
+                if opts.size != SizeSpec::Total(0)
+                    && is_no_space(&e)
+                    && attempt < 3
+                    && !matches!(opts.size, SizeSpec::Total(_)) =>
+            {
+                attempt += 1;
+                grow = (made.fs.blocks_count() / 4).max(256) * attempt;
+                verbose(&format!(
+                    "the estimate was short ({e:#}); retrying {attempt} with {grow} more blocks"
+                ));
+                continue;
+            }
+            Err(e) if is_no_space(&e) => {
+                if let SizeSpec::Total(n) = opts.size {
+                    let min = maker.minimum_size()?;
+                    bail!(
+                        "--size {} is too small for {}: it needs at least {}",
+                        Human(n),
+                        source.display(),
+                        Human(min)
+                    );
+                }
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        }
+        let fs = &made.fs;
+        let report = Report {
+            blocks: fs.blocks_count(),
+            block_size: fs.block_size(),
+            inodes: fs.sb().s_inodes_count as u64,
+            free_blocks: fs.free_blocks(),
+            free_inodes: fs.free_inodes() as u64,
+            journal_blocks: made.journal_blocks,
+            need_blocks: needs.blocks,
+            need_inodes: needs.inodes,
+        };
+        let size = report.blocks * report.block_size as u64;
+        made.fs
+            .close()
+            .context("writing the filesystem's metadata")?;
+        return Ok(Built {
+            file: maker.file,
+            size,
+            report,
+        });
+    }
+}
+
+fn is_no_space(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<ext2::Error>()
+            .is_some_and(|x| x.is_no_space())
+    })
+}
+
+struct Maker<'a> {
+    file: File,
+    opts: &'a Options,
+    needs: &'a Needs,
+}
+
+impl Maker<'_> {
+    /// Where libext2fs opens the (unlinked) temp file.
+    fn device(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()))
+    }
+
+    fn identity(&self) -> Identity {
+        Identity {
+            fstype: self.opts.fstype,
+            block_size: self.opts.block_size,
+            label: self.opts.label,
+            uuid: *uuid::Uuid::new_v4().as_bytes(),
+            hash_seed: *uuid::Uuid::new_v4().as_bytes(),
+            time: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as u32),
+            reserved_percent: self.opts.reserved_percent,
+        }
+    }
+
+    /// Formats the temp file (emptied first, so unwritten blocks are zeros) at `geo`.
+    fn format_at(&self, geo: Geometry) -> Result<Formatted> {
+        let bs = self.opts.block_size as u64;
+        if geo.blocks > self.opts.fstype.max_blocks() {
+            bail!(
+                "a filesystem of {} is larger than {} with {}-byte blocks can address",
+                Human(geo.blocks * bs),
+                self.opts.fstype.name(),
+                bs
+            );
+        }
+        let tmp = temp_dir();
+        self.file
+            .set_len(0)
+            .and_then(|_| self.file.set_len(geo.blocks * bs))
+            .with_context(|| {
+                format!(
+                    "{}: sizing the temporary file to {}",
+                    tmp.display(),
+                    Human(geo.blocks * bs)
+                )
+            })?;
+        format(&self.device(), geo, &self.identity()).with_context(|| {
+            format!(
+                "formatting {} of {} blocks, {} inodes",
+                self.opts.fstype.name(),
+                geo.blocks,
+                geo.inodes
+            )
+        })
+    }
+
+    /// The filesystem of the requested size, formatted; `grow` adds blocks after a failed try.
+    fn format_for(&self, grow: u64) -> Result<Formatted> {
+        let bs = self.opts.block_size as u64;
+        match self.opts.size {
+            SizeSpec::Total(n) => {
+                let blocks = n / bs;
+                let inodes = (n / INODE_RATIO).max(inodes_with_margin(self.needs.inodes));
+                let made = self.try_format(Geometry { blocks, inodes })?;
+                if made
+                    .as_ref()
+                    .is_none_or(|m| m.fs.free_blocks() < self.needs.blocks)
+                {
+                    let min = self.minimum_size()?;
+                    bail!(
+                        "--size {} is too small: the tree needs a filesystem of at least {}",
+                        Human(n),
+                        Human(min)
+                    );
+                }
+                Ok(made.expect("checked above"))
+            }
+            SizeSpec::Free(extra) => {
+                let extra_blocks = extra.div_ceil(bs) + grow;
+                let inodes = inodes_with_margin(self.needs.inodes) + extra / INODE_RATIO;
+                self.fit(inodes, &|_| extra_blocks)
+            }
+            SizeSpec::Auto => {
+                let inodes = inodes_with_margin(self.needs.inodes);
+                self.fit(inodes, &|b| (b * AUTO_FREE_PERCENT / 100).max(16) + grow)
+            }
+        }
+    }
+
+    /// Formats at `geo`, or None when the size is too small for libext2fs to lay out at all.
+    fn try_format(&self, geo: Geometry) -> Result<Option<Formatted>> {
+        match self.format_at(geo) {
+            Ok(m) => Ok(Some(m)),
+            Err(e)
+                if e.chain().any(|c| c.downcast_ref::<ext2::Error>().is_some())
+                    && geo.blocks < 1 << 20 =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The smallest size (in bytes, whole MiB) that holds the tree with no margin.
+    fn minimum_size(&self) -> Result<u64> {
+        let m = self.fit(inodes_with_margin(self.needs.inodes), &|_| 0)?;
+        Ok((m.fs.blocks_count() * self.opts.block_size as u64).next_multiple_of(1 << 20))
+    }
+
+    /// The smallest geometry (searched by formatting: overhead depends on the group count) whose
+    /// free blocks after formatting cover the tree's needs plus `margin(blocks)`.
+    fn fit(&self, inodes: u64, margin: &dyn Fn(u64) -> u64) -> Result<Formatted> {
+        let bs = self.opts.block_size as u64;
+        let need = self.needs.blocks;
+        let tables = inodes * INODE_SIZE as u64 / bs;
+        let mut blocks =
+            (need + tables + journal_blocks(self.opts.fstype, need + tables) as u64 + 64).max(64);
+        blocks += margin(blocks);
+        let mut best: Option<u64> = None;
+        for _ in 0..16 {
+            let geo = Geometry { blocks, inodes };
+            let free = match self.try_format(geo)? {
+                Some(m) => m.fs.free_blocks(),
+                None => 0,
+            };
+            let want = need + margin(blocks);
+            if free >= want {
+                best = Some(best.map_or(blocks, |b: u64| b.min(blocks)));
+                let excess = free - want;
+                if excess <= blocks / 100 + 8 {
+                    break;
+                }
+                blocks -= excess * 9 / 10;
+            } else {
+                let short = want - free;
+                blocks += short + short / 16 + 1;
+                if best.is_some_and(|b| blocks >= b) {
+                    break;
+                }
+            }
+        }
+        let blocks = best.with_context(|| {
+            format!("could not find a filesystem size that holds {need} blocks")
+        })?;
+        let made = self.format_at(Geometry { blocks, inodes })?;
+        Ok(made)
+    }
+
+    fn populate(
+        &self,
+        source: &Path,
+        tree: &Tree,
+        made: &mut Formatted,
+        progress: &Progress,
+    ) -> Result<()> {
+        let fd = rustix::fs::open(
+            source,
+            rustix::fs::OFlags::RDONLY
+                | rustix::fs::OFlags::DIRECTORY
+                | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .with_context(|| source.display().to_string())?;
+        let mut p = Populator {
+            fs: &mut made.fs,
+            image: &self.file,
+            lost_found: made.lost_found,
+            link_counts: &self.needs.link_counts,
+            progress,
+            linked: HashMap::new(),
+        };
+        let mut path = source.as_os_str().as_encoded_bytes().to_vec();
+        p.run(&tree.root, &fd, &mut path)
+    }
+}

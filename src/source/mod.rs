@@ -1,1 +1,98 @@
-//! TODO
+//! Where entries come from: the source tree as one in-memory tree of [`Entry`] values (names as
+//! bytes, full metadata, extended attributes, the layout of sparse files), read once by the
+//! scanner in [`walk`] and consumed by planning and populating.
+
+mod walk;
+mod xattr;
+
+pub use walk::{identity, open_child_dir, open_child_file, scan};
+
+use crate::ext2::Timestamp;
+
+/// One extended attribute: full name (`user.x`, `security.capability`, ...) and value.
+pub type Xattr = (Vec<u8>, Vec<u8>);
+
+/// Metadata common to every entry.
+#[derive(Debug, Clone, Default)]
+pub struct Meta {
+    /// Permission bits including setuid/setgid/sticky (the low 12 bits of st_mode).
+    pub perm: u16,
+    pub uid: u32,
+    pub gid: u32,
+    pub atime: Timestamp,
+    pub mtime: Timestamp,
+    pub ctime: Timestamp,
+    /// Birth time when the source filesystem reports one, else the mtime.
+    pub btime: Timestamp,
+    /// Identity in the source, for hard links and to notice replaced files.
+    pub dev: u64,
+    pub ino: u64,
+    pub nlink: u64,
+}
+
+/// Which bytes of a regular file hold data (the rest are holes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Layout {
+    /// All of `0..size`.
+    Dense,
+    /// Sorted, disjoint byte ranges `(start, end)` found with SEEK_DATA/SEEK_HOLE.
+    Sparse(Vec<(u64, u64)>),
+}
+
+#[derive(Debug, Clone)]
+pub enum Kind {
+    File { size: u64, layout: Layout },
+    Dir { children: Vec<Entry> },
+    Symlink { target: Vec<u8> },
+    CharDev { major: u32, minor: u32 },
+    BlockDev { major: u32, minor: u32 },
+    Fifo,
+    Socket,
+}
+
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The name in its parent directory; empty for the root.
+    pub name: Box<[u8]>,
+    pub kind: Kind,
+    pub meta: Meta,
+    pub xattrs: Vec<Xattr>,
+}
+
+impl Entry {
+    pub fn children(&self) -> &[Entry] {
+        match &self.kind {
+            Kind::Dir { children } => children,
+            _ => &[],
+        }
+    }
+
+    pub fn is_dir(&self) -> bool {
+        matches!(self.kind, Kind::Dir { .. })
+    }
+}
+
+/// The scanned tree with its totals.
+#[derive(Debug)]
+pub struct Tree {
+    pub root: Entry,
+    /// Entries below the root (every name, hard links counted each time).
+    pub entries: u64,
+    /// Sum of regular files' data bytes (holes excluded, hard-linked files once).
+    pub data_bytes: u64,
+}
+
+/// Renders a byte path for messages: invalid UTF-8 as U+FFFD, control characters escaped so
+/// that a message stays on one line.
+pub fn display(path: &[u8]) -> String {
+    String::from_utf8_lossy(path)
+        .chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}

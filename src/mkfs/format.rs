@@ -1,0 +1,98 @@
+//! Formatting: an empty filesystem in the (new, sparse, all-zero) temp file, made the way mke2fs
+//! makes one: tables, root directory, lost+found of 16 KiB, reserved and bad-block inodes, the
+//! resize inode, and a journal of mke2fs's default size for ext3/ext4.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use super::fstype::{FsType, INODE_SIZE};
+use super::plan::lost_found_blocks;
+use crate::ext2::{self, Filesystem, FormatParams, Ino, ROOT_INO};
+
+/// The size of the filesystem to make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    pub blocks: u64,
+    pub inodes: u64,
+}
+
+/// Everything but the size.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub fstype: FsType,
+    pub block_size: u32,
+    pub label: [u8; 16],
+    pub uuid: [u8; 16],
+    pub hash_seed: [u8; 16],
+    /// Superblock times.
+    pub time: u32,
+    /// Reserved-for-root percentage of blocks (mke2fs -m, default 5).
+    pub reserved_percent: u32,
+}
+
+/// A freshly formatted filesystem.
+pub struct Formatted {
+    pub fs: Filesystem,
+    pub lost_found: Ino,
+    pub journal_blocks: u32,
+}
+
+/// Journal size for a filesystem of `blocks` blocks: mke2fs's table, at least jbd2's minimum.
+pub fn journal_blocks(fstype: FsType, blocks: u64) -> u32 {
+    if fstype.has_journal() {
+        ext2::default_journal_blocks(blocks)
+    } else {
+        0
+    }
+}
+
+/// Formats `device` (the temp file, already sized to the geometry and all zeros).
+pub fn format(device: &Path, geo: Geometry, id: &Identity) -> Result<Formatted> {
+    let f = id.fstype.features();
+    let params = FormatParams {
+        blocks: geo.blocks,
+        block_size: id.block_size,
+        inodes: geo.inodes.min(u32::MAX as u64) as u32,
+        inode_size: INODE_SIZE,
+        feature_compat: f.compat,
+        feature_incompat: f.incompat,
+        feature_ro_compat: f.ro_compat,
+        log_groups_per_flex: f.log_groups_per_flex,
+        reserved_blocks: geo.blocks * id.reserved_percent as u64 / 100,
+        label: id.label,
+        uuid: id.uuid,
+        hash_seed: id.hash_seed,
+        time: id.time,
+    };
+    let mut fs = Filesystem::initialize(device, &params)?;
+    fs.allocate_tables()?;
+    fs.mark_inode_tables_zeroed();
+    fs.write_reserved_inodes()?;
+    fs.mkdir(ROOT_INO, ROOT_INO, None)
+        .context("creating the root directory")?;
+    fs.set_umask(0o077);
+    fs.mkdir(ROOT_INO, 0, Some(b"lost+found"))
+        .context("creating /lost+found")?;
+    let lost_found = fs.lookup(ROOT_INO, b"lost+found")?;
+    for _ in 1..lost_found_blocks(id.block_size) {
+        fs.expand_dir(lost_found).context("expanding /lost+found")?;
+    }
+    fs.set_umask(0o022);
+    fs.reserve_inodes();
+    fs.create_bad_block_inode()?;
+    if fs.has_resize_inode() {
+        fs.create_resize_inode()?;
+    }
+    let journal_blocks = journal_blocks(id.fstype, geo.blocks);
+    if journal_blocks > 0 {
+        fs.add_journal(journal_blocks, true)
+            .with_context(|| format!("creating a journal of {journal_blocks} blocks"))?;
+    }
+    fs.record_overhead()?;
+    Ok(Formatted {
+        fs,
+        lost_found,
+        journal_blocks,
+    })
+}

@@ -1,0 +1,228 @@
+//! Planning: what the tree needs from the filesystem (inodes and blocks: file data, extent or
+//! indirect blocks, directory blocks, long symlinks, xattr blocks), hard-link counts, and the
+//! first guess of the filesystem geometry for each `--size` form.
+
+use std::collections::HashMap;
+
+use anyhow::{bail, Result};
+
+use super::dirent::DirPacker;
+use super::fstype::{FsType, INODE_SIZE};
+use super::layout::block_ranges;
+use crate::source::{display, Entry, Kind, Tree};
+
+/// The first non-reserved inode number of a dynamic-revision filesystem: inodes 1..=10 are
+/// reserved (2 is the root) and mke2fs gives lost+found 11.
+pub const FIRST_INO: u64 = 11;
+
+/// What the tree needs.
+#[derive(Debug, Default)]
+pub struct Needs {
+    /// Inodes in use once populated, reserved ones and lost+found included.
+    pub inodes: u64,
+    /// Blocks the tree's contents need beyond a freshly formatted filesystem (an upper bound).
+    pub blocks: u64,
+    /// For files with several names: (dev, ino) in the source → number of names in the tree.
+    pub link_counts: HashMap<(u64, u64), u32>,
+}
+
+/// Blocks mke2fs gives lost+found: 16 KiB, at least 2 blocks, at most 12 (direct blocks).
+pub fn lost_found_blocks(block_size: u32) -> u64 {
+    (16384 / block_size as u64).clamp(2, 12)
+}
+
+/// Walks the tree and adds up what it needs on a `fstype` filesystem with `block_size` blocks.
+pub fn needs(tree: &Tree, fstype: FsType, block_size: u32) -> Result<Needs> {
+    let mut n = Needs {
+        inodes: FIRST_INO,
+        ..Default::default()
+    };
+    let mut path = Vec::new();
+    let mut multi: HashMap<(u64, u64), u32> = HashMap::new();
+    dir(
+        &tree.root, true, fstype, block_size, &mut n, &mut multi, &mut path,
+    )?;
+    n.link_counts = multi.into_iter().filter(|&(_, c)| c > 1).collect();
+    Ok(n)
+}
+
+fn dir(
+    d: &Entry,
+    is_root: bool,
+    fstype: FsType,
+    bs: u32,
+    n: &mut Needs,
+    multi: &mut HashMap<(u64, u64), u32>,
+    path: &mut Vec<u8>,
+) -> Result<()> {
+    let mut packer = DirPacker::start(bs, fstype.has_metadata_csum(), false, 0, 0);
+    let mut has_lost_found = false;
+    n.blocks += xattr_blocks(d, bs, path)?;
+    for c in d.children() {
+        packer.add(&c.name, 0, 0);
+        let len = path.len();
+        path.push(b'/');
+        path.extend_from_slice(&c.name);
+        if is_root && &*c.name == b"lost+found" {
+            if !c.is_dir() {
+                bail!(
+                    "{}: is not a directory, but /lost+found must be one on ext2/3/4",
+                    display(path)
+                );
+            }
+            has_lost_found = true;
+            n.blocks += lost_found_blocks(bs); // padded to mke2fs's size
+            n.inodes -= 1; // reuses inode 11
+        }
+        entry(c, fstype, bs, n, multi, path)?;
+        path.truncate(len);
+    }
+    if is_root && !has_lost_found {
+        packer.add(b"lost+found", 0, 0);
+    }
+    n.blocks += packer.block_count() + mapping_blocks(fstype, bs, &[(0, packer.block_count())]);
+    Ok(())
+}
+
+fn entry(
+    e: &Entry,
+    fstype: FsType,
+    bs: u32,
+    n: &mut Needs,
+    multi: &mut HashMap<(u64, u64), u32>,
+    path: &mut Vec<u8>,
+) -> Result<()> {
+    if !e.is_dir() && e.meta.nlink > 1 {
+        let c = multi.entry((e.meta.dev, e.meta.ino)).or_insert(0);
+        *c += 1;
+        if *c > 1 {
+            return Ok(()); // another name for an inode already counted
+        }
+    }
+    n.inodes += 1;
+    match &e.kind {
+        Kind::Dir { .. } => return dir(e, false, fstype, bs, n, multi, path),
+        Kind::File { size, layout } => {
+            let ranges = block_ranges(*size, layout, bs);
+            let data: u64 = ranges.iter().map(|r| r.1).sum();
+            n.blocks += data + mapping_blocks(fstype, bs, &ranges);
+        }
+        Kind::Symlink { target } => {
+            if target.len() >= bs as usize {
+                bail!(
+                    "{}: symlink target of {} bytes is longer than the {bs}-byte block size allows",
+                    display(path),
+                    target.len()
+                );
+            }
+            if target.len() >= 60 {
+                n.blocks += 1;
+            }
+        }
+        _ => {}
+    }
+    n.blocks += xattr_blocks(e, bs, path)?;
+    Ok(())
+}
+
+/// Blocks beyond the data that map a file's `ranges` (logical start, count): extent tree blocks
+/// for extent-mapped files, indirect blocks for block-mapped ones. An upper bound.
+pub fn mapping_blocks(fstype: FsType, bs: u32, ranges: &[(u64, u64)]) -> u64 {
+    let bs = bs as u64;
+    if ranges.is_empty() {
+        return 0;
+    }
+    if fstype.has_extents() {
+        // An extent maps at most 32768 blocks; allow one break per block group as well.
+        let extents: u64 = ranges
+            .iter()
+            .map(|r| r.1.div_ceil(32768) + 1 + r.1 / (8 * bs))
+            .sum();
+        if extents <= 4 {
+            return 0;
+        }
+        let per_block = (bs - 12) / 12;
+        let leaves = extents.div_ceil(per_block);
+        let index = if leaves > 4 {
+            leaves.div_ceil(per_block) + 1
+        } else {
+            0
+        };
+        return leaves + index;
+    }
+    // Block-mapped: bounded by the indirect blocks needed up to the last logical block.
+    let a = bs / 4;
+    let end = ranges.last().map_or(0, |r| r.0 + r.1);
+    let mut b = 0;
+    if end > 12 {
+        b += 1;
+    }
+    if end > 12 + a {
+        b += 1 + (end.min(12 + a + a * a) - 12 - a).div_ceil(a);
+    }
+    if end > 12 + a + a * a {
+        let rest = end - 12 - a - a * a;
+        b += 1 + rest.div_ceil(a * a) + rest.div_ceil(a);
+    }
+    b
+}
+
+/// 0 or 1: whether the entry's extended attributes overflow the inode's spare space into an
+/// attribute block. Fails when they would not fit in one block either.
+fn xattr_blocks(e: &Entry, bs: u32, path: &[u8]) -> Result<u64> {
+    if e.xattrs.is_empty() {
+        return Ok(0);
+    }
+    // ext4_xattr_entry: 16 bytes + name suffix, padded to 4; the value padded to 4.
+    let size: usize = e
+        .xattrs
+        .iter()
+        .map(|(k, v)| 16 + ((k.len() + 3) & !3) + ((v.len() + 3) & !3))
+        .sum();
+    let in_inode = INODE_SIZE as usize - 128 - 32 - 4 - 4;
+    if size <= in_inode {
+        return Ok(0);
+    }
+    let block = bs as usize - 32 - 4;
+    if size > block + in_inode {
+        bail!(
+            "{}: extended attributes need about {size} bytes, more than the inode and one {bs}-byte block hold",
+            display(path)
+        );
+    }
+    Ok(1)
+}
+
+/// Inodes for the tree plus a margin for files added later.
+pub fn inodes_with_margin(needed: u64) -> u64 {
+    needed + (needed / 20).max(32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_extent_files_need_no_tree_blocks() {
+        assert_eq!(mapping_blocks(FsType::Ext4, 4096, &[(0, 1)]), 0);
+        assert_eq!(mapping_blocks(FsType::Ext4, 4096, &[(0, 32768)]), 0);
+        assert!(mapping_blocks(FsType::Ext4, 4096, &[(0, 1 << 20)]) >= 1);
+    }
+
+    #[test]
+    fn indirect_blocks_for_block_mapped_files() {
+        assert_eq!(mapping_blocks(FsType::Ext2, 4096, &[(0, 12)]), 0);
+        assert_eq!(mapping_blocks(FsType::Ext2, 4096, &[(0, 13)]), 1);
+        assert_eq!(mapping_blocks(FsType::Ext2, 4096, &[(0, 12 + 1024)]), 1);
+        assert_eq!(mapping_blocks(FsType::Ext2, 4096, &[(0, 12 + 1024 + 1)]), 3);
+        // 1 KiB blocks, a 64 MiB file: 1 + (1 + 256) + (1 + 1 + ...)
+        assert!(mapping_blocks(FsType::Ext3, 1024, &[(0, 65536)]) >= 257);
+    }
+
+    #[test]
+    fn lost_found_is_16k_within_direct_blocks() {
+        assert_eq!(lost_found_blocks(4096), 4);
+        assert_eq!(lost_found_blocks(2048), 8);
+        assert_eq!(lost_found_blocks(1024), 12);
+    }
+}

@@ -1,0 +1,325 @@
+//! Populating: every entry of the scanned tree becomes an inode, created once (hard links share
+//! it), with its data blocks allocated as extents (or block maps) and its bytes copied straight
+//! from the source file into those blocks in large runs; each directory's blocks are written in
+//! one pass once its children exist. Inode numbers are kept, never looked up again by name.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::fd::OwnedFd;
+
+use anyhow::{bail, Context, Result};
+use ext2fs_sys as sys;
+
+use super::dirent::DirPacker;
+use super::layout::block_ranges;
+use super::plan::lost_found_blocks;
+use crate::copy::copy_range;
+use crate::ext2::{file_type, Filesystem, Ino, Inode, Run, ROOT_INO};
+use crate::progress::Progress;
+use crate::source::{display, open_child_dir, open_child_file, Entry, Kind, Layout, Meta};
+
+/// The kernel's limit on a directory's link count; beyond it dir_nlink stores 1.
+const LINK_MAX: u64 = 65000;
+
+pub struct Populator<'a> {
+    pub fs: &'a mut Filesystem,
+    /// The temp file the filesystem lives in: file data is written to it directly.
+    pub image: &'a File,
+    pub lost_found: Ino,
+    pub link_counts: &'a HashMap<(u64, u64), u32>,
+    pub progress: &'a Progress,
+    /// Inodes already made for multiply-linked files, by source identity.
+    pub linked: HashMap<(u64, u64), Ino>,
+}
+
+impl Populator<'_> {
+    /// Fills the root directory (inode 2) from `root`, whose directory is open as `fd`.
+    pub fn run(&mut self, root: &Entry, fd: &OwnedFd, path: &mut Vec<u8>) -> Result<()> {
+        self.dir(ROOT_INO, ROOT_INO, root, fd, path, true)
+    }
+
+    fn block_size(&self) -> u64 {
+        self.fs.block_size() as u64
+    }
+
+    /// Creates the children of directory `ino`, then writes its blocks and inode.
+    fn dir(
+        &mut self,
+        ino: Ino,
+        parent: Ino,
+        d: &Entry,
+        fd: &OwnedFd,
+        path: &mut Vec<u8>,
+        is_root: bool,
+    ) -> Result<()> {
+        let bs = self.fs.block_size();
+        let mut packer = DirPacker::start(bs, self.fs.has_metadata_csum(), true, ino, parent);
+        let mut subdirs = 0u64;
+        let mut has_lost_found = false;
+        for c in d.children() {
+            let len = path.len();
+            path.push(b'/');
+            path.extend_from_slice(&c.name);
+            let (c_ino, ft) = if is_root && &*c.name == b"lost+found" && c.is_dir() {
+                has_lost_found = true;
+                let child_fd = open_child_dir(fd, &c.name, path)?;
+                self.dir(self.lost_found, ino, c, &child_fd, path, false)?;
+                (self.lost_found, file_type::DIR)
+            } else {
+                self.entry(ino, c, fd, path)?
+            };
+            path.truncate(len);
+            if ft == file_type::DIR {
+                subdirs += 1;
+            }
+            packer.add(&c.name, c_ino, ft);
+            self.progress.inc_entries(1);
+        }
+        if is_root && !has_lost_found {
+            packer.add(b"lost+found", self.lost_found, file_type::DIR);
+            subdirs += 1;
+        }
+        let reused = is_root || ino == self.lost_found;
+        if ino == self.lost_found {
+            packer.pad_to(lost_found_blocks(bs));
+        }
+        let links = 2 + subdirs;
+        let links = if links < LINK_MAX {
+            links as u16
+        } else if self.fs.has_dir_nlink() {
+            1
+        } else {
+            bail!(
+                "{}: {subdirs} subdirectories are more than ext2/ext3 allow ({}); use -t ext4",
+                display(path),
+                LINK_MAX - 2
+            );
+        };
+        let mut inode = self.new_inode(sys::LINUX_S_IFDIR as u16, &d.meta, links);
+        if reused {
+            // Root and lost+found were made by format: give back their blocks first.
+            let mut old = self
+                .fs
+                .read_inode(ino)
+                .with_context(|| format!("{}: inode {ino}", display(path)))?;
+            self.fs
+                .free_all_blocks(ino, &mut old)
+                .with_context(|| format!("{}: inode {ino}", display(path)))?;
+        }
+        let mut blocks = packer.finish();
+        self.place(ino, &mut inode, &[(0, blocks.len() as u64)], path)?;
+        inode.set_size(blocks.len() as u64 * self.block_size());
+        let runs = self
+            .fs
+            .runs(ino, &mut inode)
+            .with_context(|| format!("{}: inode {ino}", display(path)))?;
+        let mut i = 0usize;
+        for r in runs {
+            for k in 0..r.len {
+                self.fs
+                    .write_dir_block(r.pblk + k, &mut blocks[i], ino)
+                    .with_context(|| format!("{}: writing directory block", display(path)))?;
+                i += 1;
+            }
+        }
+        debug_assert_eq!(i, blocks.len());
+        self.finish_inode(ino, &mut inode, d, path)
+    }
+
+    /// Creates one non-root entry in directory `parent` (open as `fd`); returns its inode and
+    /// directory-entry file type.
+    fn entry(
+        &mut self,
+        parent: Ino,
+        e: &Entry,
+        fd: &OwnedFd,
+        path: &mut Vec<u8>,
+    ) -> Result<(Ino, u8)> {
+        let key = (e.meta.dev, e.meta.ino);
+        let links = self.link_counts.get(&key).copied().unwrap_or(1);
+        if links > 1 {
+            if let Some(&ino) = self.linked.get(&key) {
+                return Ok((ino, ft_of(&e.kind)));
+            }
+        }
+        let ft = ft_of(&e.kind);
+        let ino = match &e.kind {
+            Kind::Dir { .. } => {
+                let ino = self.alloc_ino(parent, sys::LINUX_S_IFDIR, path)?;
+                let child_fd = open_child_dir(fd, &e.name, path)?;
+                self.dir(ino, parent, e, &child_fd, path, false)?;
+                ino
+            }
+            Kind::File { size, layout } => {
+                let ino = self.alloc_ino(parent, sys::LINUX_S_IFREG, path)?;
+                let mut inode = self.new_inode(sys::LINUX_S_IFREG as u16, &e.meta, links as u16);
+                inode.set_size(*size);
+                let ranges = block_ranges(*size, layout, self.fs.block_size());
+                self.place(ino, &mut inode, &ranges, path)?;
+                if !ranges.is_empty() {
+                    let runs = self
+                        .fs
+                        .runs(ino, &mut inode)
+                        .with_context(|| format!("{}: inode {ino}", display(path)))?;
+                    self.copy_data(fd, e, *size, layout, &runs, path)?;
+                }
+                self.finish_inode(ino, &mut inode, e, path)?;
+                ino
+            }
+            Kind::Symlink { target } => {
+                let ino = self
+                    .fs
+                    .symlink(parent, target)
+                    .with_context(|| format!("{}: creating symlink", display(path)))?;
+                let mut inode = self
+                    .fs
+                    .read_inode(ino)
+                    .with_context(|| format!("{}: inode {ino}", display(path)))?;
+                let mut meta_inode =
+                    self.new_inode(sys::LINUX_S_IFLNK as u16, &e.meta, links as u16);
+                // Keep what ext2fs_symlink wrote (size, block map or inline target); take owner,
+                // times and permissions from the source.
+                meta_inode.copy_mapping_from(&inode);
+                inode = meta_inode;
+                self.finish_inode(ino, &mut inode, e, path)?;
+                ino
+            }
+            Kind::CharDev { major, minor } | Kind::BlockDev { major, minor } => {
+                let t = if matches!(e.kind, Kind::CharDev { .. }) {
+                    sys::LINUX_S_IFCHR
+                } else {
+                    sys::LINUX_S_IFBLK
+                };
+                let ino = self.alloc_ino(parent, t, path)?;
+                let mut inode = self.new_inode(t as u16, &e.meta, links as u16);
+                inode.set_device(*major, *minor);
+                self.finish_inode(ino, &mut inode, e, path)?;
+                ino
+            }
+            Kind::Fifo | Kind::Socket => {
+                let t = if matches!(e.kind, Kind::Fifo) {
+                    sys::LINUX_S_IFIFO
+                } else {
+                    sys::LINUX_S_IFSOCK
+                };
+                let ino = self.alloc_ino(parent, t, path)?;
+                let mut inode = self.new_inode(t as u16, &e.meta, links as u16);
+                self.finish_inode(ino, &mut inode, e, path)?;
+                ino
+            }
+        };
+        if links > 1 {
+            self.linked.insert(key, ino);
+        }
+        Ok((ino, ft))
+    }
+
+    fn alloc_ino(&mut self, parent: Ino, ifmt: u32, path: &[u8]) -> Result<Ino> {
+        self.fs
+            .new_inode(parent, ifmt as u16)
+            .with_context(|| format!("{}: allocating an inode", display(path)))
+    }
+
+    /// A new in-memory inode of type `ifmt` with the source's permissions, owner and times.
+    fn new_inode(&self, ifmt: u16, m: &Meta, links: u16) -> Inode {
+        let mut inode = Inode::new(ifmt | m.perm, self.fs.want_extra_isize());
+        inode.set_owner(m.uid, m.gid);
+        inode.set_times(m.atime, m.mtime, m.ctime, m.btime);
+        inode.set_links(links);
+        inode
+    }
+
+    /// Allocates the logical block `ranges` of a file or directory, front to back.
+    fn place(
+        &mut self,
+        ino: Ino,
+        inode: &mut Inode,
+        ranges: &[(u64, u64)],
+        path: &[u8],
+    ) -> Result<()> {
+        if self.fs.has_extents() {
+            inode.init_extents();
+        }
+        for &(lblk, count) in ranges {
+            self.fs.allocate(ino, inode, lblk, count).with_context(|| {
+                format!(
+                    "{}: allocating {count} blocks for inode {ino}",
+                    display(path)
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Writes the inode, then its extended attributes (which update it on disk).
+    fn finish_inode(&mut self, ino: Ino, inode: &mut Inode, e: &Entry, path: &[u8]) -> Result<()> {
+        self.fs
+            .write_inode(ino, inode)
+            .with_context(|| format!("{}: writing inode {ino}", display(path)))?;
+        self.fs.set_xattrs(ino, &e.xattrs).with_context(|| {
+            format!(
+                "{}: writing extended attributes of inode {ino}",
+                display(path)
+            )
+        })
+    }
+
+    /// Copies the file's data bytes into its blocks. The file must still be the one scanned
+    /// (same identity and size): a file changed since the scan is an error, never a corrupt image.
+    fn copy_data(
+        &mut self,
+        dir: &OwnedFd,
+        e: &Entry,
+        size: u64,
+        layout: &Layout,
+        runs: &[Run],
+        path: &[u8],
+    ) -> Result<()> {
+        let f = open_child_file(dir, &e.name, path)?;
+        let st = rustix::fs::fstat(&f).with_context(|| display(path))?;
+        if st.st_ino != e.meta.ino || st.st_size as u64 != size {
+            bail!(
+                "{}: changed during the build (it was {size} bytes, now {}); nothing was written",
+                display(path),
+                st.st_size
+            );
+        }
+        let bs = self.block_size();
+        let data: Vec<(u64, u64)> = match layout {
+            Layout::Dense => vec![(0, size)],
+            Layout::Sparse(r) => r.clone(),
+        };
+        for r in runs {
+            let (rs, re) = (r.lblk * bs, (r.lblk + r.len) * bs);
+            for &(ds, de) in &data {
+                let (a, b) = (rs.max(ds), re.min(de).min(size));
+                if a >= b {
+                    continue;
+                }
+                let dst = r.pblk * bs + (a - rs);
+                let n = copy_range(&f, a, self.image, dst, b - a)
+                    .with_context(|| format!("{}: copying data", display(path)))?;
+                if n != b - a {
+                    bail!(
+                        "{}: shrank during the build; nothing was written",
+                        display(path)
+                    );
+                }
+                self.progress.inc_bytes(n);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn ft_of(k: &Kind) -> u8 {
+    match k {
+        Kind::File { .. } => file_type::REG,
+        Kind::Dir { .. } => file_type::DIR,
+        Kind::Symlink { .. } => file_type::SYMLINK,
+        Kind::CharDev { .. } => file_type::CHRDEV,
+        Kind::BlockDev { .. } => file_type::BLKDEV,
+        Kind::Fifo => file_type::FIFO,
+        Kind::Socket => file_type::SOCK,
+    }
+}

@@ -1,0 +1,261 @@
+//! The directory scanner: walks SOURCE with directory file descriptors (openat/statx relative to
+//! the parent, so paths longer than PATH_MAX work), never following symlinks and never opening
+//! FIFOs or devices, and builds the [`Tree`] with children sorted by name bytes.
+
+use std::collections::HashSet;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, SeekFrom, StatxFlags};
+use rustix::io::Errno;
+
+use super::{display, xattr, Entry, Kind, Layout, Meta, Tree};
+use crate::ext2::Timestamp;
+
+/// Scans the tree at `root`. `exclude` is a (dev, ino) to leave out (the output file when it
+/// lies inside the source). `on_entry` is called once per entry (for a progress display).
+pub fn scan(root: &Path, exclude: Option<(u64, u64)>, on_entry: &mut dyn FnMut()) -> Result<Tree> {
+    let fd = rfs::open(
+        root,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| match e {
+        Errno::NOTDIR => anyhow::anyhow!("{}: not a directory", root.display()),
+        e => anyhow::anyhow!("{}: {}", root.display(), std::io::Error::from(e)),
+    })?;
+    let st = rfs::statx(&fd, "", AtFlags::EMPTY_PATH, wanted())
+        .with_context(|| format!("{}: statx", root.display()))?;
+    let mut path = root.as_os_str().as_encoded_bytes().to_vec();
+    let mut s = Scanner {
+        exclude,
+        on_entry,
+        entries: 0,
+        data_bytes: 0,
+        seen: HashSet::new(),
+    };
+    let xattrs = xattr::read(&xattr::proc_path(&fd, None), true)
+        .with_context(|| format!("{}: reading extended attributes", root.display()))?;
+    let children = s.dir(&fd, &mut path)?;
+    let root = Entry {
+        name: Box::new([]),
+        kind: Kind::Dir { children },
+        meta: meta(&st),
+        xattrs,
+    };
+    Ok(Tree {
+        root,
+        entries: s.entries,
+        data_bytes: s.data_bytes,
+    })
+}
+
+/// The (dev, ino) identity the scanner uses, of an existing file (following symlinks).
+pub fn identity(path: &Path) -> Option<(u64, u64)> {
+    let st = rfs::statx(rfs::CWD, path, AtFlags::empty(), StatxFlags::BASIC_STATS).ok()?;
+    Some((dev_of(&st), st.stx_ino))
+}
+
+struct Scanner<'a> {
+    exclude: Option<(u64, u64)>,
+    on_entry: &'a mut dyn FnMut(),
+    entries: u64,
+    data_bytes: u64,
+    /// (dev, ino) of multiply-linked files already counted in data_bytes.
+    seen: HashSet<(u64, u64)>,
+}
+
+fn wanted() -> StatxFlags {
+    StatxFlags::BASIC_STATS | StatxFlags::BTIME
+}
+
+fn ts(t: rfs::StatxTimestamp) -> Timestamp {
+    Timestamp {
+        sec: t.tv_sec,
+        nsec: t.tv_nsec,
+    }
+}
+
+fn meta(st: &rfs::Statx) -> Meta {
+    let btime = if st.stx_mask & StatxFlags::BTIME.bits() != 0 {
+        ts(st.stx_btime)
+    } else {
+        ts(st.stx_mtime)
+    };
+    Meta {
+        perm: st.stx_mode & 0o7777,
+        uid: st.stx_uid,
+        gid: st.stx_gid,
+        atime: ts(st.stx_atime),
+        mtime: ts(st.stx_mtime),
+        ctime: ts(st.stx_ctime),
+        btime,
+        dev: dev_of(st),
+        ino: st.stx_ino,
+        nlink: st.stx_nlink as u64,
+    }
+}
+
+fn dev_of(st: &rfs::Statx) -> u64 {
+    (st.stx_dev_major as u64) << 32 | st.stx_dev_minor as u64
+}
+
+/// Error for `path` with the OS's words for `e`.
+fn os_err(path: &[u8], what: &str, e: Errno) -> anyhow::Error {
+    anyhow::anyhow!("{}: {what}{}", display(path), std::io::Error::from(e))
+}
+
+impl Scanner<'_> {
+    /// Reads one directory's entries (recursively), sorted by name.
+    fn dir(&mut self, fd: &OwnedFd, path: &mut Vec<u8>) -> Result<Vec<Entry>> {
+        let mut names = Vec::new();
+        let mut dir = rfs::Dir::read_from(fd).map_err(|e| os_err(path, "", e))?;
+        while let Some(ent) = dir.read() {
+            let ent = ent.map_err(|e| os_err(path, "reading directory: ", e))?;
+            let name = ent.file_name().to_bytes();
+            if name != b"." && name != b".." {
+                names.push(name.to_vec());
+            }
+        }
+        drop(dir);
+        names.sort_unstable();
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let len = path.len();
+            path.push(b'/');
+            path.extend_from_slice(&name);
+            let e = self.entry(fd, name, path);
+            path.truncate(len);
+            if let Some(e) = e? {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
+    fn entry(
+        &mut self,
+        parent: &OwnedFd,
+        name: Vec<u8>,
+        path: &mut Vec<u8>,
+    ) -> Result<Option<Entry>> {
+        let st = match rfs::statx(parent, name.as_slice(), AtFlags::SYMLINK_NOFOLLOW, wanted()) {
+            Ok(st) => st,
+            Err(Errno::NOENT) => return Ok(None), // vanished since readdir
+            Err(e) => return Err(os_err(path, "", e)),
+        };
+        let m = meta(&st);
+        if self.exclude == Some((m.dev, m.ino)) {
+            return Ok(None);
+        }
+        self.entries += 1;
+        (self.on_entry)();
+        let xattrs = xattr::read(&xattr::proc_path(parent, Some(&name)), false)
+            .with_context(|| format!("{}: reading extended attributes", display(path)))?;
+        let kind = match FileType::from_raw_mode(st.stx_mode as u32) {
+            FileType::Directory => {
+                let fd = open_child_dir(parent, &name, path)?;
+                let children = self.dir(&fd, path)?;
+                Kind::Dir { children }
+            }
+            FileType::RegularFile => {
+                let size = st.stx_size;
+                let layout = if st.stx_blocks * 512 >= size || size == 0 {
+                    Layout::Dense
+                } else {
+                    let f = open_child_file(parent, &name, path)?;
+                    data_ranges(&f, size).map_err(|e| os_err(path, "finding holes: ", e))?
+                };
+                if m.nlink < 2 || self.seen.insert((m.dev, m.ino)) {
+                    self.data_bytes += match &layout {
+                        Layout::Dense => size,
+                        Layout::Sparse(r) => r.iter().map(|(a, b)| b - a).sum(),
+                    };
+                }
+                Kind::File { size, layout }
+            }
+            FileType::Symlink => {
+                let target = rfs::readlinkat(parent, name.as_slice(), Vec::new())
+                    .map_err(|e| os_err(path, "reading symlink: ", e))?;
+                Kind::Symlink {
+                    target: target.into_bytes(),
+                }
+            }
+            FileType::CharacterDevice => Kind::CharDev {
+                major: st.stx_rdev_major,
+                minor: st.stx_rdev_minor,
+            },
+            FileType::BlockDevice => Kind::BlockDev {
+                major: st.stx_rdev_major,
+                minor: st.stx_rdev_minor,
+            },
+            FileType::Fifo => Kind::Fifo,
+            FileType::Socket => Kind::Socket,
+            FileType::Unknown => bail!(
+                "{}: unknown file type (mode {:o})",
+                display(path),
+                st.stx_mode
+            ),
+        };
+        Ok(Some(Entry {
+            name: name.into_boxed_slice(),
+            kind,
+            meta: m,
+            xattrs,
+        }))
+    }
+}
+
+/// Opens a subdirectory relative to its parent without following symlinks.
+pub fn open_child_dir(parent: &OwnedFd, name: &[u8], path: &[u8]) -> Result<OwnedFd> {
+    rfs::openat(
+        parent,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| os_err(path, "", e))
+}
+
+/// Opens a regular file for reading, relative to its parent: no symlink following, and
+/// O_NONBLOCK so that a FIFO swapped in since the scan cannot block; anything but a regular file
+/// is refused.
+pub fn open_child_file(parent: &OwnedFd, name: &[u8], path: &[u8]) -> Result<OwnedFd> {
+    let fd = rfs::openat(
+        parent,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| os_err(path, "", e))?;
+    let st = rfs::fstat(fd.as_fd()).map_err(|e| os_err(path, "", e))?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        bail!(
+            "{}: changed into something other than a regular file during the build",
+            display(path)
+        );
+    }
+    Ok(fd)
+}
+
+/// The byte ranges of `f` (of `size` bytes) that hold data, by SEEK_DATA/SEEK_HOLE.
+fn data_ranges(f: &OwnedFd, size: u64) -> std::result::Result<Layout, Errno> {
+    let mut ranges = Vec::new();
+    let mut pos = 0u64;
+    while pos < size {
+        let start = match rfs::seek(f, SeekFrom::Data(pos)) {
+            Ok(s) => s,
+            Err(Errno::NXIO) => break,
+            Err(Errno::INVAL) | Err(Errno::OPNOTSUPP) => return Ok(Layout::Dense),
+            Err(e) => return Err(e),
+        };
+        if start >= size {
+            break;
+        }
+        let end = rfs::seek(f, SeekFrom::Hole(start))?.min(size);
+        ranges.push((start, end));
+        pos = end;
+    }
+    Ok(Layout::Sparse(ranges))
+}
