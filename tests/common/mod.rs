@@ -237,14 +237,20 @@ pub struct GptInfo {
 
 /// `sgdisk -v` must find no problems; then reads partition 1 with `sgdisk -p` / `-i 1`.
 pub fn check_gpt(img: &Path) -> GptInfo {
+    gpt_info(img).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Like `check_gpt`, but returns what is wrong instead of panicking.
+pub fn gpt_info(img: &Path) -> Result<GptInfo, String> {
     let v = tool("sgdisk", [OsStr::new("-v"), img.as_os_str()]);
-    assert!(
-        v.code == Some(0) && v.out.contains("No problems found"),
-        "sgdisk -v {} reports problems:\n{}",
-        img.display(),
-        v.out
-    );
-    let p = tool_ok("sgdisk", [OsStr::new("-p"), img.as_os_str()]);
+    if !(v.code == Some(0) && v.out.contains("No problems found")) {
+        return Err(format!(
+            "sgdisk -v {} reports problems:\n{}",
+            img.display(),
+            v.out
+        ));
+    }
+    let p = tool("sgdisk", [OsStr::new("-p"), img.as_os_str()]).out;
     let disk_guid = field_after(&p, "Disk identifier (GUID):").unwrap_or_default();
     // Partition table rows start with a partition number after the "Number  Start" header.
     let partitions = p
@@ -257,27 +263,28 @@ pub fn check_gpt(img: &Path) -> GptInfo {
                 .is_some_and(|w| w.parse::<u32>().is_ok())
         })
         .count();
-    let i = tool_ok(
+    let i = tool(
         "sgdisk",
         [OsStr::new("-i"), OsStr::new("1"), img.as_os_str()],
-    );
-    let num = |key: &str| -> u64 {
+    )
+    .out;
+    let num = |key: &str| -> Result<u64, String> {
         field_after(&i, key)
             .and_then(|s| s.split_whitespace().next().and_then(|w| w.parse().ok()))
-            .unwrap_or_else(|| panic!("sgdisk -i 1: no {key:?} in:\n{i}"))
+            .ok_or_else(|| format!("sgdisk -i 1: no {key:?} in:\n{i}"))
     };
     let type_guid = field_after(&i, "Partition GUID code:")
         .and_then(|s| s.split_whitespace().next().map(str::to_owned))
         .unwrap_or_default();
     let part_guid = field_after(&i, "Partition unique GUID:").unwrap_or_default();
-    GptInfo {
-        first_sector: num("First sector:"),
-        last_sector: num("Last sector:"),
+    Ok(GptInfo {
+        first_sector: num("First sector:")?,
+        last_sector: num("Last sector:")?,
         type_guid,
         part_guid,
         disk_guid,
         partitions,
-    }
+    })
 }
 
 fn field_after(text: &str, key: &str) -> Option<String> {
@@ -290,14 +297,22 @@ fn field_after(text: &str, key: &str) -> Option<String> {
 
 /// `e2fsck -fn` on `dev` (a loop device or a bare filesystem image) must exit 0.
 pub fn assert_e2fsck_clean(dev: &Path) {
+    if let Some(e) = e2fsck_problem(dev) {
+        panic!("{e}");
+    }
+}
+
+/// What `e2fsck -fn` says when it does not exit 0.
+pub fn e2fsck_problem(dev: &Path) -> Option<String> {
     let t = tool("e2fsck", [OsStr::new("-fn"), dev.as_os_str()]);
-    assert_eq!(
-        t.code,
-        Some(0),
-        "e2fsck -fn {} is not clean:\n{}",
-        dev.display(),
-        t.out
-    );
+    (t.code != Some(0)).then(|| {
+        format!(
+            "e2fsck -fn {} exits {:?}:\n{}",
+            dev.display(),
+            t.code,
+            t.out
+        )
+    })
 }
 
 /// `dumpe2fs -h` parsed into "Key" -> "value".
