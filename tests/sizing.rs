@@ -1,0 +1,179 @@
+//! Filesystem sizing: `--size N` (exact total, K/M/G suffixes are powers of 1024, a bare number is
+//! bytes), `--size +N` (at least N free once the files are in), a size too small (fails before
+//! writing, saying how much is needed), the automatic size (1% to 10% free) and `-v` reporting the
+//! chosen size. Sizes are read back with `dumpe2fs -h`; every image must pass `e2fsck -fn`.
+
+mod common;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+/// A temp dir with `src` built by `make`, and where the image goes.
+fn setup(make: impl FnOnce(&Path)) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let tmp = tempdir();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    make(&src);
+    let out = tmp.path().join("disk.img");
+    (tmp, src, out)
+}
+
+fn build(extra: &[&str], src: &Path, out: &Path) -> Run {
+    let mut args: Vec<OsString> = extra.iter().map(OsString::from).collect();
+    args.extend([src.as_os_str().to_owned(), out.as_os_str().to_owned()]);
+    run_bin(&args)
+}
+
+/// e2fsck-clean filesystem info of partition 1.
+fn fs_info(out: &Path) -> FsInfo {
+    with_fs_device(out, PART_OFFSET, |dev| {
+        assert_e2fsck_clean(dev);
+        FsInfo::read(dev)
+    })
+}
+
+#[test]
+fn size_64m_makes_a_filesystem_of_exactly_64_mib() {
+    let (_tmp, src, out) = setup(build_small_tree);
+    build(&["-t", "ext4", "--size", "64M"], &src, &out).assert_ok();
+    let info = fs_info(&out);
+    assert_eq!(
+        info.size_bytes(),
+        64 * MIB,
+        "block count × block size: {:?}",
+        info.map
+    );
+    let g = check_gpt(&out);
+    let part = (g.last_sector - g.first_sector + 1) * 512;
+    assert!(
+        part >= 64 * MIB,
+        "partition ({part} bytes) smaller than the 64 MiB filesystem"
+    );
+}
+
+#[test]
+fn size_suffixes_are_powers_of_1024_and_a_bare_number_is_bytes() {
+    let (tmp, src, _) = setup(build_small_tree);
+    for (arg, want) in [
+        ("67108864", 64 * MIB),
+        ("65536K", 64 * MIB),
+        ("64M", 64 * MIB),
+        ("1G", 1024 * MIB),
+    ] {
+        let out = tmp.path().join(format!("disk-{arg}.img"));
+        build(&["--size", arg], &src, &out).assert_ok();
+        let info = fs_info(&out);
+        assert_eq!(
+            info.size_bytes(),
+            want,
+            "--size {arg}: filesystem is {} bytes",
+            info.size_bytes()
+        );
+        std::fs::remove_file(&out).unwrap();
+    }
+}
+
+#[test]
+fn size_plus_100m_leaves_at_least_100_mib_free() {
+    let (_tmp, src, out) = setup(|d| build_sized_tree(d, 60, 10 * MIB));
+    build(&["-t", "ext4", "--size", "+100M"], &src, &out).assert_ok();
+    let info = fs_info(&out);
+    assert!(
+        info.free_bytes() >= 100 * MIB,
+        "--size +100M: only {} bytes free ({} of {} blocks)",
+        info.free_bytes(),
+        info.num("Free blocks"),
+        info.num("Block count")
+    );
+    assert!(
+        info.size_bytes() <= 2 * 110 * MIB,
+        "--size +100M on a 10 MiB tree made a {}-byte filesystem (more than twice what is needed)",
+        info.size_bytes()
+    );
+    let mnt = mount_image(&out, PART_OFFSET);
+    assert_no_diffs(&compare_trees(&src, mnt.path()), "--size +100M");
+}
+
+#[test]
+fn size_too_small_fails_before_writing_and_says_how_much_is_needed() {
+    let (tmp, src, out) = setup(|d| build_sized_tree(d, 40, 10 * MIB));
+    let before = dir_names(tmp.path());
+    let run = build(&["--size", "1M"], &src, &out);
+    run.assert_one_line_error(&[]);
+    assert!(
+        !out.exists(),
+        "an output file was left after the failure\n{}",
+        run.describe()
+    );
+    assert_eq!(
+        dir_names(tmp.path()),
+        before,
+        "files left beside OUTPUT\n{}",
+        run.describe()
+    );
+    let sizes = sizes_in(&run.stderr);
+    assert!(
+        sizes.iter().any(|&s| s >= 10 * MIB),
+        "the error does not say how much is needed (a size of at least 10 MiB)\n{}",
+        run.describe()
+    );
+}
+
+/// The automatic size leaves 1%..10% of the blocks free (the promise) on ~50 MiB, 300 files.
+fn auto_size_free_space_is_between_1_and_10_percent(extra: &[&str]) {
+    let (_tmp, src, out) = setup(|d| build_sized_tree(d, 300, 50 * MIB));
+    build(extra, &src, &out).assert_ok();
+    let info = fs_info(&out);
+    let (free, total) = (
+        info.num("Free blocks") as f64,
+        info.num("Block count") as f64,
+    );
+    let pct = 100.0 * free / total;
+    assert!(
+        (1.0..=10.0).contains(&pct),
+        "automatic size {extra:?}: {pct:.1}% free ({free} of {total} blocks), want 1%..10%\n{:#?}",
+        info.map
+    );
+    let inodes_free = info.num("Free inodes");
+    assert!(inodes_free > 0, "no free inodes left");
+    let mnt = mount_image(&out, PART_OFFSET);
+    assert_no_diffs(&compare_trees(&src, mnt.path()), "automatic size");
+}
+
+#[test]
+fn auto_size_ext2_free_space_is_between_1_and_10_percent() {
+    auto_size_free_space_is_between_1_and_10_percent(&[]);
+}
+
+#[test]
+fn auto_size_ext4_free_space_is_between_1_and_10_percent() {
+    auto_size_free_space_is_between_1_and_10_percent(&["-t", "ext4"]);
+}
+
+#[test]
+fn verbose_reports_the_chosen_size() {
+    let (tmp, src, out) = setup(|d| build_sized_tree(d, 30, 5 * MIB));
+    let run = build(&["-v"], &src, &out);
+    run.assert_ok();
+    let info = fs_info(&out);
+    let said = format!("{}\n{}", run.stdout, run.stderr);
+    let blocks = info.num("Block count");
+    assert!(
+        mentions_size(&said, info.size_bytes()) || said.contains(&format!("{blocks} blocks")),
+        "-v does not state the chosen size ({} bytes = {blocks} blocks)\n{}",
+        info.size_bytes(),
+        run.describe()
+    );
+    // With an explicit size, -v states that one.
+    let out2 = tmp.path().join("disk2.img");
+    let run = build(&["-v", "--size", "64M"], &src, &out2);
+    run.assert_ok();
+    let said = format!("{}\n{}", run.stdout, run.stderr);
+    assert!(
+        mentions_size(&said, 64 * MIB),
+        "-v --size 64M does not state 64 MiB\n{}",
+        run.describe()
+    );
+}
