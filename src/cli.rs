@@ -23,7 +23,7 @@ pub enum PartitionMode {
 #[command(name = "linuxdisk-mk", version, max_term_width = 100)]
 pub struct Cli {
     /// Filesystem type
-    #[arg(short = 't', long = "type", value_enum, default_value_t = FsType::Ext2)]
+    #[arg(short = 't', long = "type", value_name = "TYPE", value_enum, default_value_t = FsType::Ext2)]
     pub fstype: FsType,
 
     /// Filesystem label (at most 16 bytes)

@@ -123,21 +123,8 @@ pub fn build(
         progress.finish();
         match res {
             Ok(()) => {}
-            Err(e)
-                if opts.size != SizeSpec::Total(0)
-                    && is_no_space(&e)
-                    && attempt < 3
-                    && !matches!(opts.size, SizeSpec::Total(_)) =>
-            {
-                attempt += 1;
-                grow = (made.fs.blocks_count() / 4).max(256) * attempt;
-                verbose(&format!(
-                    "the estimate was short ({e:#}); retrying {attempt} with {grow} more blocks"
-                ));
-                continue;
-            }
-            Err(e) if is_no_space(&e) => {
-                if let SizeSpec::Total(n) = opts.size {
+            Err(e) if is_no_space(&e) => match opts.size {
+                SizeSpec::Total(n) => {
                     let min = maker.minimum_size()?;
                     bail!(
                         "--size {} is too small for {}: it needs at least {}",
@@ -146,8 +133,17 @@ pub fn build(
                         Human(min)
                     );
                 }
-                return Err(e);
-            }
+                // The plan is an upper bound, so this is rare: grow and start again.
+                _ if attempt < 3 => {
+                    attempt += 1;
+                    grow = (made.fs.blocks_count() / 4).max(256) * attempt;
+                    verbose(&format!(
+                        "the estimate was short ({e:#}); retrying with {grow} more blocks"
+                    ));
+                    continue;
+                }
+                _ => return Err(e),
+            },
             Err(e) => return Err(e),
         }
         let fs = &made.fs;

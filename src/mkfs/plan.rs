@@ -193,9 +193,10 @@ fn xattr_blocks(e: &Entry, bs: u32, path: &[u8]) -> Result<u64> {
     Ok(1)
 }
 
-/// Inodes for the tree plus a margin for files added later.
+/// Inodes for the tree plus a margin for files added later (at least 512: a booted busybox
+/// appliance makes some 400 symlinks).
 pub fn inodes_with_margin(needed: u64) -> u64 {
-    needed + (needed / 20).max(32)
+    needed + (needed / 10).max(512)
 }
 
 #[cfg(test)]

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs the Debian packages linuxdisk-mk needs to build, test and demo, if any are missing.
+# Sourced by demo.sh and test.sh; safe to run on its own. Needs root (or sudo) to install.
+set -euo pipefail
+
+LINUXDISK_MK_PACKAGES=(
+	# build: libext2fs headers, pkg-config, libclang for bindgen, a C compiler for the shim
+	libext2fs-dev comerr-dev pkg-config libclang-dev gcc make
+	# checking images with real tools
+	e2fsprogs gdisk util-linux mount
+	# building test trees: xattrs, ACLs, capabilities
+	attr acl libcap2-bin
+	# boot tests and the example appliance: qemu (TCG), a static busybox, initramfs tools
+	qemu-system-x86 busybox-static cpio gzip kmod apt dpkg
+)
+
+ldk_install_deps() {
+	local missing=()
+	for p in "${LINUXDISK_MK_PACKAGES[@]}"; do
+		[[ $p == \#* ]] && continue
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+	done
+	if ((${#missing[@]} == 0)); then
+		return 0
+	fi
+	local sudo=()
+	if [ "$(id -u)" -ne 0 ]; then
+		command -v sudo >/dev/null || { echo "deps.sh: need root to install: ${missing[*]}" >&2; return 1; }
+		sudo=(sudo)
+	fi
+	echo "deps.sh: installing ${missing[*]}" >&2
+	"${sudo[@]}" apt-get update -qq
+	# --no-install-recommends: recommends drag in packages that conflict with backported qemu-utils.
+	DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+}
+
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+	ldk_install_deps
+fi
