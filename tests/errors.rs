@@ -1,0 +1,356 @@
+//! Failures and safety: every bad input of the issue exits 1 (runtime error: exactly one line on
+//! stderr naming the path and the cause) or 2 (usage error), leaves no file at OUTPUT and nothing
+//! (no temp file either) in OUTPUT's directory. An existing OUTPUT is untouched without `-f` and
+//! replaced with it; a full disk, an unreadable source (run as an unprivileged user) and SIGTERM
+//! clean up; a FIFO in the source is never opened for reading.
+
+mod common;
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+
+/// A temp dir with a small source tree `src` and an empty output directory `out`.
+fn setup() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let tmp = tempdir();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    build_small_tree(&src);
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    (tmp, src, out)
+}
+
+fn args(extra: &[&str], src: &Path, out: &Path) -> Vec<OsString> {
+    let mut a: Vec<OsString> = extra.iter().map(OsString::from).collect();
+    a.extend([src.as_os_str().to_owned(), out.as_os_str().to_owned()]);
+    a
+}
+
+fn assert_empty_dir(dir: &Path, run: &Run) {
+    let left = dir_names(dir);
+    assert!(
+        left.is_empty(),
+        "left in {}: {left:?}\n{}",
+        dir.display(),
+        run.describe()
+    );
+}
+
+fn show(p: &Path) -> String {
+    p.display().to_string()
+}
+
+#[test]
+fn missing_source_exits_1_and_names_the_path() {
+    let (tmp, _, out) = setup();
+    let src = tmp.path().join("no-such-dir");
+    let run = run_bin(args(&[], &src, &out.join("disk.img")));
+    run.assert_one_line_error(&["no-such-dir"]);
+    assert_empty_dir(&out, &run);
+}
+
+#[test]
+fn source_that_is_a_regular_file_exits_1_and_names_the_path() {
+    let (tmp, _, out) = setup();
+    let src = tmp.path().join("plain-file");
+    std::fs::write(&src, b"not a directory").unwrap();
+    let run = run_bin(args(&[], &src, &out.join("disk.img")));
+    run.assert_one_line_error(&["plain-file"]);
+    assert_empty_dir(&out, &run);
+}
+
+/// Runs the binary as nobody (65534) on `src`, writing into `out` (made writable for nobody).
+fn run_as_nobody(tmp: &Path, src: &Path, out: &Path) -> Run {
+    for d in [tmp, src] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::os::unix::fs::chown(out, Some(65534), Some(65534)).unwrap();
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(BIN);
+    run_cmd_timeout(
+        cmd,
+        args(&[], src, &out.join("disk.img")),
+        Duration::from_secs(120),
+    )
+}
+
+#[test]
+fn unreadable_source_file_exits_1_and_names_it_when_run_unprivileged() {
+    let (tmp, src, out) = setup();
+    std::fs::write(src.join("secret-file"), b"root only").unwrap();
+    std::fs::set_permissions(
+        src.join("secret-file"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let run = run_as_nobody(tmp.path(), &src, &out);
+    run.assert_one_line_error(&["secret-file"]);
+    assert_empty_dir(&out, &run);
+}
+
+#[test]
+fn unreadable_source_directory_exits_1_and_names_it_when_run_unprivileged() {
+    let (tmp, src, out) = setup();
+    std::fs::create_dir(src.join("private-dir")).unwrap();
+    std::fs::write(src.join("private-dir/inside"), b"x").unwrap();
+    std::fs::set_permissions(
+        src.join("private-dir"),
+        std::fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+    let run = run_as_nobody(tmp.path(), &src, &out);
+    run.assert_one_line_error(&["private-dir"]);
+    assert_empty_dir(&out, &run);
+}
+
+#[test]
+fn existing_output_without_force_is_an_error_and_left_untouched() {
+    let (_tmp, src, out) = setup();
+    let img = out.join("disk.img");
+    let old = entries::Rng::new(99).bytes(100_000);
+    std::fs::write(&img, &old).unwrap();
+    let t = filetime(&img);
+    let run = run_bin(args(&[], &src, &img));
+    run.assert_one_line_error(&["disk.img"]);
+    assert_eq!(
+        std::fs::read(&img).unwrap(),
+        old,
+        "existing OUTPUT was modified\n{}",
+        run.describe()
+    );
+    assert_eq!(filetime(&img), t, "existing OUTPUT's mtime changed");
+    let left: Vec<OsString> = dir_names(&out).into_iter().collect();
+    assert_eq!(
+        left,
+        ["disk.img"],
+        "temp files left beside OUTPUT\n{}",
+        run.describe()
+    );
+}
+
+fn filetime(p: &Path) -> (i64, i64) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(p).unwrap();
+    (m.mtime(), m.mtime_nsec())
+}
+
+#[test]
+fn force_replaces_an_existing_output() {
+    let (_tmp, src, out) = setup();
+    let img = out.join("disk.img");
+    std::fs::write(&img, vec![0xEEu8; 3 << 20]).unwrap();
+    run_bin(args(&["-f"], &src, &img)).assert_ok();
+    check_gpt(&img);
+    with_fs_device(&img, PART_OFFSET, assert_e2fsck_clean);
+    let mnt = mount_image(&img, PART_OFFSET);
+    assert_no_diffs(&compare_trees(&src, mnt.path()), "-f replacement");
+    let left: Vec<OsString> = dir_names(&out).into_iter().collect();
+    assert_eq!(left, ["disk.img"], "temp files left beside OUTPUT");
+}
+
+#[test]
+fn missing_output_directory_exits_1_and_names_it() {
+    let (_tmp, src, out) = setup();
+    let img = out.join("no-such-subdir").join("disk.img");
+    let run = run_bin(args(&[], &src, &img));
+    run.assert_one_line_error(&["no-such-subdir"]);
+    assert_empty_dir(&out, &run);
+}
+
+#[test]
+fn output_that_is_a_directory_exits_1_and_stays() {
+    let (_tmp, src, out) = setup();
+    let target = out.join("a-directory");
+    std::fs::create_dir(&target).unwrap();
+    std::fs::write(target.join("keep"), b"keep me").unwrap();
+    let run = run_bin(args(&[], &src, &target));
+    run.assert_one_line_error(&["a-directory"]);
+    assert_eq!(std::fs::read(target.join("keep")).unwrap(), b"keep me");
+    let left: Vec<OsString> = dir_names(&out).into_iter().collect();
+    assert_eq!(
+        left,
+        ["a-directory"],
+        "temp files left beside OUTPUT\n{}",
+        run.describe()
+    );
+}
+
+#[test]
+fn label_longer_than_16_bytes_is_rejected_without_output() {
+    let (_tmp, src, out) = setup();
+    // 17 ASCII bytes; and 9 characters that are 18 bytes (the limit is bytes, not characters).
+    for label in ["abcdefghijklmnopq", "ééééééééé"] {
+        let img = out.join("disk.img");
+        let run = run_bin(args(&["-L", label], &src, &img));
+        assert!(
+            matches!(run.code(), Some(1) | Some(2)),
+            "-L {label:?} ({} bytes) must fail with exit 1 or 2\n{}",
+            label.len(),
+            run.describe()
+        );
+        assert!(
+            !run.stderr.trim().is_empty(),
+            "no error message\n{}",
+            run.describe()
+        );
+        assert_empty_dir(&out, &run);
+    }
+}
+
+#[test]
+fn bad_option_values_and_arguments_are_usage_errors() {
+    let (_tmp, src, out) = setup();
+    let img = out.join("disk.img");
+    let cases: &[&[&str]] = &[
+        &["--type", "ext5"],
+        &["-t", "xfs"],
+        &["--block-size", "512"],
+        &["--block-size", "8192"],
+        &["--partition", "mbr"],
+        &["--size", "12Q"],
+        &["--size", "abc"],
+        &["--size", "+"],
+        &["--size", ""],
+        &["--no-such-option"],
+    ];
+    for extra in cases {
+        let run = run_bin(args(extra, &src, &img));
+        assert_eq!(
+            run.code(),
+            Some(2),
+            "{extra:?} must be a usage error (exit 2)\n{}",
+            run.describe()
+        );
+        assert!(
+            !run.stderr.trim().is_empty(),
+            "{extra:?}: no message\n{}",
+            run.describe()
+        );
+        assert_empty_dir(&out, &run);
+    }
+    for argv in [vec![], vec![src.as_os_str()]] {
+        let run = run_bin(&argv);
+        assert_eq!(
+            run.code(),
+            Some(2),
+            "missing arguments must exit 2\n{}",
+            run.describe()
+        );
+    }
+    let extra = [OsStr::new("extra-arg")];
+    let run = run_bin([src.as_os_str(), img.as_os_str()].iter().chain(&extra));
+    assert_eq!(
+        run.code(),
+        Some(2),
+        "a third argument must exit 2\n{}",
+        run.describe()
+    );
+    assert_empty_dir(&out, &run);
+}
+
+#[test]
+fn disk_full_exits_1_says_no_space_and_leaves_nothing() {
+    let tmp = tempdir();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    build_sized_tree(&src, 20, 20 * MIB);
+    let full = TmpfsMount::new("2M");
+    let img = full.path().join("disk.img");
+    let run = run_bin(args(&[], &src, &img));
+    run.assert_one_line_error(&[]);
+    assert!(
+        run.stderr.to_lowercase().contains("space"),
+        "the error does not say the disk is full (no space)\n{}",
+        run.describe()
+    );
+    assert!(
+        run.stderr.contains(&show(full.path())),
+        "the error does not name the output path\n{}",
+        run.describe()
+    );
+    assert_empty_dir(full.path(), &run);
+}
+
+#[test]
+fn fifo_in_source_is_not_opened_for_reading() {
+    let (_tmp, src, out) = setup();
+    let fifo = src.join("a-fifo");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        0,
+    )
+    .unwrap();
+    // A writer waiting on the FIFO gets through open() as soon as anyone opens it for reading.
+    let opened = Arc::new(AtomicBool::new(false));
+    let (f2, o2) = (fifo.clone(), opened.clone());
+    let writer = std::thread::spawn(move || {
+        let _w = std::fs::OpenOptions::new().write(true).open(&f2);
+        o2.store(true, Ordering::SeqCst);
+    });
+    let img = out.join("disk.img");
+    let run = run_bin_timeout(args(&[], &src, &img), Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(300));
+    let was_opened = opened.load(Ordering::SeqCst);
+    // Release the writer ourselves.
+    let _r = rustix::fs::open(
+        &fifo,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NONBLOCK,
+        rustix::fs::Mode::empty(),
+    );
+    writer.join().unwrap();
+    run.assert_ok();
+    assert!(
+        !was_opened,
+        "linuxdisk-mk opened the FIFO in the source for reading"
+    );
+    let mnt = mount_image(&img, PART_OFFSET);
+    let ft = std::fs::symlink_metadata(mnt.path().join("a-fifo"))
+        .expect("FIFO missing from the image")
+        .file_type();
+    assert!(ft.is_fifo(), "a-fifo is not a FIFO in the image: {ft:?}");
+}
+
+#[test]
+fn sigterm_during_a_build_leaves_nothing_behind() {
+    let tmp = tempdir();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    build_sized_tree(&src, 2000, 300 * MIB);
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let img = out.join("disk.img");
+    let mut child = Command::new(BIN)
+        .args(args(&[], &src, &img))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    let _ = rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::TERM,
+    );
+    let status = child.wait().unwrap();
+    if status.success() {
+        // Finished before the signal: then the image must be complete.
+        with_fs_device(&img, PART_OFFSET, assert_e2fsck_clean);
+        eprintln!("note: the build finished before SIGTERM arrived; cleanup not exercised");
+    } else {
+        let left = dir_names(&out);
+        assert!(
+            left.is_empty(),
+            "after SIGTERM ({status}) left in OUTPUT's directory: {left:?}"
+        );
+    }
+}
