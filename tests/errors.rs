@@ -66,49 +66,61 @@ fn source_that_is_a_regular_file_exits_1_and_names_the_path() {
     assert_empty_dir(&out, &run);
 }
 
-/// Runs the binary as nobody (65534) on `src`, writing into `out` (made writable for nobody).
-fn run_as_nobody(tmp: &Path, src: &Path, out: &Path) -> Run {
-    for d in [tmp, src] {
+/// Runs the binary as nobody (65534) on a source holding a readable file and `bad`, an entry that
+/// `make_bad` makes unreadable for nobody; returns the run and the (empty) output directory.
+fn run_as_nobody(bad: &str, make_bad: impl FnOnce(&Path)) -> (tempfile::TempDir, PathBuf, Run) {
+    let tmp = tempdir();
+    let src = tmp.path().join("src");
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(src.join("readable-dir")).unwrap();
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(src.join("readable-dir/ok.txt"), b"anyone may read this").unwrap();
+    make_bad(&src.join(bad));
+    for d in [tmp.path(), &src] {
         std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
-    std::os::unix::fs::chown(out, Some(65534), Some(65534)).unwrap();
+    std::os::unix::fs::chown(&out, Some(65534), Some(65534)).unwrap();
+    // A copy of the binary nobody can surely execute (the build dir may be under a 0700 home).
+    let bin = tmp.path().join("linuxdisk-mk");
+    std::fs::copy(BIN, &bin).unwrap();
     let mut cmd = Command::new("setpriv");
     cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(BIN);
-    run_cmd_timeout(
+        .arg(&bin);
+    let run = run_cmd_timeout(
         cmd,
-        args(&[], src, &out.join("disk.img")),
+        args(&[], &src, &out.join("disk.img")),
         Duration::from_secs(120),
-    )
+    );
+    (tmp, out, run)
 }
 
 #[test]
 fn unreadable_source_file_exits_1_and_names_it_when_run_unprivileged() {
-    let (tmp, src, out) = setup();
-    std::fs::write(src.join("secret-file"), b"root only").unwrap();
-    std::fs::set_permissions(
-        src.join("secret-file"),
-        std::fs::Permissions::from_mode(0o600),
-    )
-    .unwrap();
-    let run = run_as_nobody(tmp.path(), &src, &out);
+    let (_tmp, out, run) = run_as_nobody("secret-file", |p| {
+        std::fs::write(p, b"root only").unwrap();
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    });
     run.assert_one_line_error(&["secret-file"]);
     assert_empty_dir(&out, &run);
 }
 
 #[test]
 fn unreadable_source_directory_exits_1_and_names_it_when_run_unprivileged() {
-    let (tmp, src, out) = setup();
-    std::fs::create_dir(src.join("private-dir")).unwrap();
-    std::fs::write(src.join("private-dir/inside"), b"x").unwrap();
-    std::fs::set_permissions(
-        src.join("private-dir"),
-        std::fs::Permissions::from_mode(0o700),
-    )
-    .unwrap();
-    let run = run_as_nobody(tmp.path(), &src, &out);
+    let (_tmp, out, run) = run_as_nobody("private-dir", |p| {
+        std::fs::create_dir(p).unwrap();
+        std::fs::write(p.join("inside"), b"x").unwrap();
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o700)).unwrap();
+    });
     run.assert_one_line_error(&["private-dir"]);
     assert_empty_dir(&out, &run);
+}
+
+#[test]
+fn source_readable_by_an_unprivileged_user_builds() {
+    let (_tmp, out, run) = run_as_nobody("also-readable", |p| std::fs::write(p, b"fine").unwrap());
+    run.assert_ok();
+    let img = out.join("disk.img");
+    with_fs_device(&img, PART_OFFSET, assert_e2fsck_clean);
 }
 
 #[test]

@@ -330,3 +330,52 @@ fn quiet_build_prints_nothing() {
         run.describe()
     );
 }
+
+#[test]
+fn output_inside_source_is_not_copied_into_itself() {
+    let tmp = tempdir();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    build_small_tree(&src);
+    let out = src.join("disk.img");
+    run_bin([src.as_os_str(), out.as_os_str()]).assert_ok();
+    let mnt = mount_image(&out, PART_OFFSET);
+    assert!(
+        std::fs::symlink_metadata(mnt.path().join("disk.img")).is_err(),
+        "OUTPUT inside SOURCE was copied into the image"
+    );
+    // Everything else arrives; the source root's mtime changed when OUTPUT appeared, so compare
+    // all but that and the image file itself.
+    let diffs: Vec<String> = compare_trees(&src, mnt.path())
+        .into_iter()
+        .filter(|d| !d.starts_with("/disk.img: missing") && !d.starts_with("/: mtime"))
+        .collect();
+    assert_no_diffs(&diffs, "OUTPUT inside SOURCE");
+}
+
+#[test]
+fn lost_found_of_the_source_is_used() {
+    let tmp = tempdir();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::create_dir(src.join("lost+found")).unwrap();
+    std::fs::write(src.join("lost+found/#12345"), b"recovered long ago\n").unwrap();
+    std::os::unix::fs::chown(src.join("lost+found"), Some(4321), Some(4321)).unwrap();
+    let mode = std::os::unix::fs::PermissionsExt::from_mode(0o750);
+    std::fs::set_permissions(src.join("lost+found"), mode).unwrap();
+    build_small_tree(&src);
+    let out = tmp.path().join("disk.img");
+    run_bin([
+        "-t".as_ref(),
+        "ext4".as_ref(),
+        src.as_os_str(),
+        out.as_os_str(),
+    ])
+    .assert_ok();
+    with_fs_device(&out, PART_OFFSET, assert_e2fsck_clean);
+    let mnt = mount_image(&out, PART_OFFSET);
+    assert_no_diffs(
+        &compare_trees(&src, mnt.path()),
+        "source with its own lost+found",
+    );
+}
