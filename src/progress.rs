@@ -60,11 +60,11 @@ impl Progress {
             } else {
                 "{prefix:>9} {spinner} {pos} entries".to_string()
             };
-            b.set_style(ProgressStyle::with_template(&template).expect("valid template"));
-            b.set_prefix(prefix);
+            b.reset(); // a finished bar draws nothing until reset
             b.set_length(total.unwrap_or(0));
-            b.set_position(0);
             b.set_message("");
+            b.set_prefix(prefix);
+            b.set_style(ProgressStyle::with_template(&template).expect("valid template"));
         }
         self.bytes.set(0);
     }
