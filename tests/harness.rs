@@ -101,6 +101,7 @@ fn harness_detects_tampered_uid_content_xattr_symlink_and_links() {
          unlink /sub/deeper/empty\n\
          unlink /sub/hello-again.txt\n\
          ea_set /hello.txt user.note tampered\n\
+         ea_set / user.root tampered-root\n\
          sif /link block[0] 0x41414141\n",
     )
     .unwrap();
@@ -141,6 +142,7 @@ fn harness_detects_tampered_uid_content_xattr_symlink_and_links() {
         "/hello.txt: xattr user.note is \"small tree\" in source, \"tampered\" in image",
         "/link: symlink target sub/data.bin in source, AAAAdata.bin in image",
         "/sub/data.bin: content differs at byte 0",
+        "/: xattr user.root is \"root directory xattr\" in source, \"tampered-root\" in image",
         "hard-link group {/hello.txt, /sub/hello-again.txt} (2 names) of the source is not one inode",
     ] {
         assert!(diffs.iter().any(|d| d.contains(want)), "comparator missed {want:?}; it reported:\n{all}");

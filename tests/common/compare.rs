@@ -23,7 +23,8 @@ pub fn compare_trees(src: &Path, mnt: &Path) -> Vec<String> {
     let m = open_dir(CWD, mnt.as_os_str().as_encoded_bytes()).expect("open mount root");
     let (ss, ms) = (fstat(&s).unwrap(), fstat(&m).unwrap());
     w.compare_meta(b"/", &ss, &ms, true);
-    w.compare_xattrs(b"/", &proc_path(&s, None), &proc_path(&m, None));
+    // "N/." names the directory itself; plain "N" would be the /proc magic link (l*xattr).
+    w.compare_xattrs(b"/", &proc_path(&s, Some(b".")), &proc_path(&m, Some(b".")));
     w.walk(&s, &m, b"", true);
     w.compare_link_groups();
     w.diffs

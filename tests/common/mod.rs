@@ -48,10 +48,22 @@ pub fn require_root() {
 /// A fresh private directory under /var/tmp (never tmpfs /tmp: images are large and sparse).
 pub fn tempdir() -> tempfile::TempDir {
     require_root();
-    tempfile::Builder::new()
+    let dir = tempfile::Builder::new()
         .prefix("ldmk-test-")
         .tempdir_in("/var/tmp")
-        .expect("create temp dir in /var/tmp")
+        .expect("create temp dir in /var/tmp");
+    // The trees' atimes lie in the future so that relatime never bumps them while the source is
+    // read; under strictatime every read would change them and the atime comparisons would fail.
+    use rustix::fs::StatVfsMountFlags as F;
+    let flags = rustix::fs::statvfs(dir.path())
+        .expect("statvfs /var/tmp")
+        .f_flag;
+    assert!(
+        flags.intersects(F::RELATIME | F::NOATIME),
+        "/var/tmp is mounted with strictatime: reading a source tree would change its atimes; \
+         remount it relatime (the default) or noatime to run these tests"
+    );
+    dir
 }
 
 /// What a run of the binary produced.
