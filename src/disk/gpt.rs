@@ -74,6 +74,12 @@ pub fn disk_size_for(fs_size: u64) -> u64 {
     PARTITION_START + fs_size.div_ceil(MIB) * MIB + MIB
 }
 
+/// Partition 1's size: the filesystem rounded up to 1 MiB, so the partition ends on a 1 MiB
+/// boundary (sgdisk warns otherwise); the tail past the filesystem reads as zeros.
+pub fn partition_size_for(fs_size: u64) -> u64 {
+    fs_size.div_ceil(MIB) * MIB
+}
+
 /// Lays out a GPT disk whose partition 1 holds `fs_size` bytes (a non-zero multiple of 512).
 pub fn layout(fs_size: u64, guids: &Guids) -> GptLayout {
     assert!(
@@ -111,7 +117,7 @@ pub fn layout(fs_size: u64, guids: &Guids) -> GptLayout {
         backup,
         disk_size,
         partition_offset: PARTITION_START,
-        partition_size: fs_size,
+        partition_size: partition_size_for(fs_size),
     }
 }
 
@@ -133,7 +139,7 @@ fn protective_mbr(total_sectors: u64) -> [u8; 512] {
 fn entries_array(fs_size: u64, guids: &Guids) -> Vec<u8> {
     let mut entries = vec![0u8; ENTRIES_BYTES];
     let first = PARTITION_START / SECTOR;
-    let last = first + fs_size / SECTOR - 1;
+    let last = first + partition_size_for(fs_size) / SECTOR - 1;
     let e = &mut entries[..ENTRY_SIZE as usize];
     e[0..16].copy_from_slice(&guid_to_gpt_bytes(&LINUX_FS_TYPE));
     e[16..32].copy_from_slice(&guid_to_gpt_bytes(&guids.partition));
@@ -247,12 +253,13 @@ mod tests {
             assert_eq!(l.primary.len() as u64, PARTITION_START);
             assert_eq!(l.partition_offset % (1 << 20), 0);
             assert_eq!(l.partition_offset, 2048 * 512);
-            assert_eq!(l.partition_size, fs_size);
+            assert_eq!(l.partition_size, fs_size.div_ceil(1 << 20) << 20);
+            assert_eq!(l.partition_size % (1 << 20), 0, "partition ends on a MiB boundary");
             assert_eq!(l.disk_size % (1 << 20), 0);
             assert!(l.disk_size >= PARTITION_START + fs_size + (1 << 20));
             let e = &l.primary[1024..];
             assert_eq!(u64_at(e, 32), 2048);
-            assert_eq!(u64_at(e, 40), 2048 + fs_size / 512 - 1);
+            assert_eq!(u64_at(e, 40), 2048 + l.partition_size / 512 - 1);
             let last_lba = l.disk_size / 512 - 1;
             let h = &l.primary[512..1024];
             assert_eq!(&h[0..8], b"EFI PART");
@@ -325,6 +332,7 @@ mod tests {
         let p = path.to_str().unwrap();
         let verify = run(&["-v", p]);
         assert!(verify.contains("No problems found"), "{verify}");
+        assert!(!verify.contains("Caution"), "sgdisk cautions: {verify}");
         let info = run(&["-i", "1", p]).to_uppercase();
         assert!(
             info.contains("0FC63DAF-8483-4772-8E79-3D69D8477DE4"),

@@ -251,7 +251,7 @@ mod tests {
             assert!(d.check());
             assert_eq!(d.size(), gpt::disk_size_for(fs_size));
             assert_eq!(d.partition_offset(), 1 << 20);
-            assert_eq!(d.partition_size(), fs_size);
+            assert_eq!(d.partition_size(), gpt::partition_size_for(fs_size));
             let r = d.regions();
             assert_eq!(r.len(), 4);
             assert!(matches!(r[0].source, Source::Bytes(..)));
