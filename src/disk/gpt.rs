@@ -254,7 +254,11 @@ mod tests {
             assert_eq!(l.partition_offset % (1 << 20), 0);
             assert_eq!(l.partition_offset, 2048 * 512);
             assert_eq!(l.partition_size, fs_size.div_ceil(1 << 20) << 20);
-            assert_eq!(l.partition_size % (1 << 20), 0, "partition ends on a MiB boundary");
+            assert_eq!(
+                l.partition_size % (1 << 20),
+                0,
+                "partition ends on a MiB boundary"
+            );
             assert_eq!(l.disk_size % (1 << 20), 0);
             assert!(l.disk_size >= PARTITION_START + fs_size + (1 << 20));
             let e = &l.primary[1024..];
