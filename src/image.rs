@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::fs::Permissions;
 use std::io;
-use std::os::unix::fs::{FileExt, FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -12,14 +12,8 @@ use rustix::fs::{RenameFlags, SeekFrom, CWD};
 use rustix::io::Errno;
 
 use crate::cleanup;
+use crate::copy::{write_nonzero, RangeCopier};
 use crate::disk::{Disk, Source};
-
-/// Largest single copy_file_range request.
-const COPY_RUN: u64 = 64 << 20;
-/// Buffer size for the pread/pwrite fallback.
-const BUF_SIZE: usize = 4 << 20;
-/// Granularity at which all-zero data is skipped (left as a hole).
-const ZERO_BLOCK: usize = 4096;
 
 /// Fails early (before any expensive work) if OUTPUT exists and `!force`, or its directory is
 /// missing/not writable: one clear error naming the path.
@@ -143,17 +137,14 @@ fn rename_into_place(tmp: &Path, output: &Path, force: bool) -> io::Result<()> {
 /// Copies disk regions into the output file.
 struct Copier<'a> {
     out: &'a File,
-    /// False once copy_file_range has failed with an "unsupported" error.
-    use_copy_file_range: bool,
-    buf: Vec<u8>,
+    ranges: RangeCopier,
 }
 
 impl<'a> Copier<'a> {
     fn new(out: &'a File) -> Copier<'a> {
         Copier {
             out,
-            use_copy_file_range: true,
-            buf: Vec::new(),
+            ranges: RangeCopier::new(),
         }
     }
 
@@ -209,104 +200,29 @@ impl<'a> Copier<'a> {
         Ok(())
     }
 
-    /// Copies one data run, reporting its length through `on_bytes` as it goes.
+    /// Copies one data run, reporting its length through `on_bytes` as it goes. A source that
+    /// ends early reads as zeros: the rest is already a hole.
     fn copy_run(
         &mut self,
         src: &File,
-        mut src_off: u64,
-        mut dst_off: u64,
+        src_off: u64,
+        dst_off: u64,
         len: u64,
         on_bytes: &mut dyn FnMut(u64),
     ) -> io::Result<()> {
-        let end = src_off + len;
-        while src_off < end && self.use_copy_file_range {
-            let want = (end - src_off).min(COPY_RUN) as usize;
-            let before = src_off;
-            match rustix::fs::copy_file_range(
-                src,
-                Some(&mut src_off),
-                self.out,
-                Some(&mut dst_off),
-                want,
-            ) {
-                Ok(0) => {
-                    // The source ended early: the rest reads as zeros, already a hole.
-                    on_bytes(end - before);
-                    return Ok(());
-                }
-                Ok(_) => on_bytes(src_off - before),
-                Err(Errno::INTR) => {}
-                Err(Errno::XDEV | Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => {
-                    self.use_copy_file_range = false;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        while src_off < end {
-            if self.buf.is_empty() {
-                self.buf = vec![0u8; BUF_SIZE];
-            }
-            let n = (end - src_off).min(BUF_SIZE as u64) as usize;
-            let chunk = &mut self.buf[..n];
-            let got = read_some(src, chunk, src_off)?;
-            if got == 0 {
-                on_bytes(end - src_off);
-                return Ok(());
-            }
-            write_nonzero(self.out, &chunk[..got], dst_off)?;
-            on_bytes(got as u64);
-            src_off += got as u64;
-            dst_off += got as u64;
-        }
+        let done = self
+            .ranges
+            .copy(src, src_off, self.out, dst_off, len, on_bytes)?;
+        on_bytes(len - done);
         Ok(())
     }
-}
-
-/// Reads as much as possible (up to `buf.len()`) at `offset`; fewer bytes only at end of file.
-fn read_some(src: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-    let mut done = 0;
-    while done < buf.len() {
-        match src.read_at(&mut buf[done..], offset + done as u64) {
-            Ok(0) => break,
-            Ok(n) => done += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(done)
-}
-
-/// Writes `data` at `offset`, skipping all-zero blocks (the output is a fresh sparse file, so
-/// they already read as zeros). Blocks are aligned to the output offset.
-fn write_nonzero(out: &File, data: &[u8], offset: u64) -> io::Result<()> {
-    let mut i = 0;
-    let mut run_start: Option<usize> = None;
-    while i < data.len() {
-        // Align block boundaries to the file, not to the slice.
-        let to_boundary = ZERO_BLOCK - ((offset as usize + i) % ZERO_BLOCK);
-        let next = (i + to_boundary).min(data.len());
-        let zero = data[i..next].iter().all(|&b| b == 0);
-        match (zero, run_start) {
-            (false, None) => run_start = Some(i),
-            (true, Some(s)) => {
-                out.write_all_at(&data[s..i], offset + s as u64)?;
-                run_start = None;
-            }
-            _ => {}
-        }
-        i = next;
-    }
-    if let Some(s) = run_start {
-        out.write_all_at(&data[s..], offset + s as u64)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::disk::gpt::Guids;
-    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::fs::{FileExt, MetadataExt};
     use std::sync::Arc;
 
     const MIB: u64 = 1 << 20;
@@ -397,26 +313,12 @@ mod tests {
         let out = File::create(&out_path).unwrap();
         out.set_len(disk.size()).unwrap();
         let mut c = Copier::new(&out);
-        c.use_copy_file_range = false;
+        c.ranges = RangeCopier::without_copy_file_range();
         let mut total = 0;
         c.write_disk(&disk, &mut |n| total += n).unwrap();
         assert_eq!(total, disk.size());
         drop(out);
         check_written(&disk, &out_path);
-    }
-
-    #[test]
-    fn write_nonzero_skips_zero_blocks() {
-        let f = tempfile::tempfile().unwrap();
-        f.set_len(64 * 1024).unwrap();
-        let mut data = vec![0u8; 40_000];
-        data[5] = 1;
-        data[20_000] = 2;
-        data[39_999] = 3;
-        write_nonzero(&f, &data, 100).unwrap();
-        let mut back = vec![9u8; 40_000];
-        f.read_exact_at(&mut back, 100).unwrap();
-        assert_eq!(back, data);
     }
 
     #[test]

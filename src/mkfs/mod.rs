@@ -22,6 +22,7 @@ use self::fstype::{FsType, INODE_SIZE};
 use self::plan::{inodes_with_margin, Needs};
 use self::populate::Populator;
 use self::size::{Human, SizeSpec};
+use crate::copy::RangeCopier;
 use crate::ext2;
 use crate::progress::Progress;
 use crate::source::Tree;
@@ -348,6 +349,7 @@ impl Maker<'_> {
             link_counts: &self.needs.link_counts,
             progress,
             linked: HashMap::new(),
+            copier: RangeCopier::new(),
         };
         let mut path = source.as_os_str().as_encoded_bytes().to_vec();
         p.run(&tree.root, &fd, &mut path)

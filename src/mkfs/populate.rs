@@ -13,7 +13,7 @@ use ext2fs_sys as sys;
 use super::dirent::DirPacker;
 use super::layout::block_ranges;
 use super::plan::lost_found_blocks;
-use crate::copy::copy_range;
+use crate::copy::RangeCopier;
 use crate::ext2::{file_type, Filesystem, Ino, Inode, Run, ROOT_INO};
 use crate::progress::Progress;
 use crate::source::{display, open_child_dir, open_child_file, Entry, Kind, Layout, Meta};
@@ -30,6 +30,7 @@ pub struct Populator<'a> {
     pub progress: &'a Progress,
     /// Inodes already made for multiply-linked files, by source identity.
     pub linked: HashMap<(u64, u64), Ino>,
+    pub copier: RangeCopier,
 }
 
 impl Populator<'_> {
@@ -297,15 +298,24 @@ impl Populator<'_> {
                     continue;
                 }
                 let dst = r.pblk * bs + (a - rs);
-                let n = copy_range(&f, a, self.image, dst, b - a)
-                    .with_context(|| format!("{}: copying data", display(path)))?;
+                let progress = self.progress;
+                let n = self
+                    .copier
+                    .copy(&f, a, self.image, dst, b - a, &mut |n| {
+                        progress.inc_bytes(n)
+                    })
+                    .with_context(|| {
+                        format!(
+                            "{}: copying data into the temporary filesystem",
+                            display(path)
+                        )
+                    })?;
                 if n != b - a {
                     bail!(
                         "{}: shrank during the build; nothing was written",
                         display(path)
                     );
                 }
-                self.progress.inc_bytes(n);
             }
         }
         Ok(())
