@@ -12,14 +12,29 @@ LINUXDISK_MK_PACKAGES=(
 	attr acl libcap2-bin
 	# boot tests and the example appliance: qemu (TCG), a static busybox, initramfs tools
 	qemu-system-x86 busybox-static cpio gzip kmod apt dpkg
+	# NBD: reference server and clients
+	nbdkit libnbd-bin python3-libnbd qemu-utils
 )
 
-ldk_install_deps() {
-	local missing=()
+ldk_missing() {
+	local p
 	for p in "${LINUXDISK_MK_PACKAGES[@]}"; do
-		[[ $p == \#* ]] && continue
-		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || echo "$p"
 	done
+}
+
+ldk_install_deps() {
+	# Two passes: installing one package can remove another (Debian's qemu-system-x86 replaces a
+	# backported qemu-utils), which the second pass puts back.
+	local pass
+	for pass in 1 2; do
+		ldk_install_pass || return 1
+	done
+}
+
+ldk_install_pass() {
+	local missing=()
+	mapfile -t missing < <(ldk_missing)
 	if ((${#missing[@]} == 0)); then
 		return 0
 	fi
@@ -29,7 +44,8 @@ ldk_install_deps() {
 		sudo=(sudo)
 	fi
 	echo "deps.sh: installing ${missing[*]}" >&2
-	"${sudo[@]}" apt-get update -qq
+	[ -n "${LDK_APT_UPDATED:-}" ] || "${sudo[@]}" apt-get update -qq
+	LDK_APT_UPDATED=1
 	# --no-install-recommends: recommends drag in packages that conflict with backported qemu-utils.
 	DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 }

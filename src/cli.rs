@@ -55,13 +55,74 @@ pub struct Cli {
     #[arg(short, long)]
     pub verbose: bool,
 
+    /// Serve the disk over NBD instead of writing OUTPUT (read-only unless --cow)
+    #[arg(long, help_heading = "Serving over NBD")]
+    pub serve: bool,
+
+    /// Listen on this Unix socket (mode 0600, removed on exit)
+    #[arg(
+        long,
+        value_name = "PATH",
+        requires = "serve",
+        conflicts_with = "tcp",
+        help_heading = "Serving over NBD"
+    )]
+    pub socket: Option<PathBuf>,
+
+    /// Listen on TCP, on 127.0.0.1 unless an address is given [default without --socket or
+    /// --run: 127.0.0.1:10809]
+    #[arg(
+        long,
+        value_name = "[ADDR:]PORT",
+        requires = "serve",
+        help_heading = "Serving over NBD"
+    )]
+    pub tcp: Option<String>,
+
+    /// Captive mode: once listening, run `sh -c CMD` with $uri, $nbd, $unixsocket, $port and
+    /// $exportname set; stop when it exits and exit with its status
+    #[arg(
+        long,
+        value_name = "CMD",
+        requires = "serve",
+        help_heading = "Serving over NBD"
+    )]
+    pub run: Option<String>,
+
+    /// Let clients write: writes go to a copy-on-write overlay in TMPDIR, never to SOURCE
+    #[arg(long, requires = "serve", help_heading = "Serving over NBD")]
+    pub cow: bool,
+
+    /// Export name clients ask for
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires = "serve",
+        default_value = "",
+        help_heading = "Serving over NBD"
+    )]
+    pub export_name: String,
+
+    /// Write the server's process ID to FILE once it is listening
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "serve",
+        help_heading = "Serving over NBD"
+    )]
+    pub pidfile: Option<PathBuf>,
+
     /// Directory whose contents become the filesystem's root
     #[arg(value_name = "SOURCE")]
     pub source: PathBuf,
 
-    /// Disk image file to write
-    #[arg(value_name = "OUTPUT")]
-    pub output: PathBuf,
+    /// Disk image file to write (not with --serve)
+    #[arg(
+        value_name = "OUTPUT",
+        required_unless_present = "serve",
+        conflicts_with = "serve"
+    )]
+    pub output: Option<PathBuf>,
 }
 
 fn parse_label(s: &str) -> Result<String, String> {
@@ -107,5 +168,16 @@ mod tests {
         assert_eq!(c.block_size, 4096);
         assert_eq!(c.partition, PartitionMode::Gpt);
         assert!(c.size.is_none());
+        assert!(!c.serve);
+    }
+
+    #[test]
+    fn serving_takes_no_output() {
+        let c =
+            Cli::try_parse_from(["linuxdisk-mk", "--serve", "--socket", "/tmp/s", "dir"]).unwrap();
+        assert!(c.serve && c.output.is_none());
+        assert!(Cli::try_parse_from(["linuxdisk-mk", "--serve", "dir", "out.img"]).is_err());
+        assert!(Cli::try_parse_from(["linuxdisk-mk", "dir"]).is_err());
+        assert!(Cli::try_parse_from(["linuxdisk-mk", "--cow", "dir", "out.img"]).is_err());
     }
 }

@@ -13,6 +13,7 @@ pub mod disk;
 pub mod ext2;
 pub mod image;
 pub mod mkfs;
+pub mod nbd;
 pub mod progress;
 pub mod run;
 pub mod source;

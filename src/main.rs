@@ -7,8 +7,11 @@ use linuxdisk_mk::{cli::Cli, run};
 fn main() {
     let cli = Cli::parse();
     let result = run::with_big_stack(move || run::run(&cli).map_err(|e| format!("{e:#}")));
-    if let Err(msg) = result {
-        eprintln!("linuxdisk-mk: {}", msg.replace('\n', "\\n"));
-        std::process::exit(1);
+    match result {
+        Ok(status) => std::process::exit(status),
+        Err(msg) => {
+            eprintln!("linuxdisk-mk: {}", msg.replace('\n', "\\n"));
+            std::process::exit(1);
+        }
     }
 }

@@ -8,22 +8,26 @@ use anyhow::{Context, Result};
 use crate::cli::{Cli, PartitionMode};
 use crate::disk::{gpt::Guids, Disk};
 use crate::mkfs::{self, size::Human, Options};
+use crate::nbd::{self, cow::CowExport, Export, ServeOptions};
 use crate::progress::Progress;
 use crate::{cleanup, image, source};
 
 /// mke2fs's default share of blocks reserved for root.
 const RESERVED_PERCENT: u32 = 5;
 
-pub fn run(cli: &Cli) -> Result<()> {
+/// Runs the job; returns the process's exit status (a `--run` command's, when serving).
+pub fn run(cli: &Cli) -> Result<i32> {
     let say = |msg: &str| {
         if cli.verbose {
             eprintln!("linuxdisk-mk: {msg}");
         }
     };
     cleanup::install_signal_handlers()?;
-    image::check_output(&cli.output, cli.force)?;
+    if let Some(output) = &cli.output {
+        image::check_output(output, cli.force)?;
+    }
     raise_fd_limit();
-    let exclude = source::identity(&cli.output);
+    let exclude = cli.output.as_deref().and_then(source::identity);
 
     let progress = Progress::new(!cli.quiet);
     progress.start_entries("scanning", None);
@@ -56,10 +60,11 @@ pub fn run(cli: &Cli) -> Result<()> {
         PartitionMode::Gpt => Disk::partitioned(fs, built.size, &Guids::random()),
         PartitionMode::None => Disk::bare(fs, built.size),
     };
+    let Some(output) = &cli.output else {
+        return serve(cli, disk);
+    };
     progress.start_bytes("writing", disk.size());
-    let written = image::write_image(&disk, &cli.output, cli.force, &mut |n| {
-        progress.inc_position(n)
-    });
+    let written = image::write_image(&disk, output, cli.force, &mut |n| progress.inc_position(n));
     progress.finish();
     written?;
     if !cli.quiet {
@@ -71,13 +76,40 @@ pub fn run(cli: &Cli) -> Result<()> {
         };
         eprintln!(
             "linuxdisk-mk: wrote {}: {} disk, {} filesystem of {}{part}",
-            cli.output.display(),
+            output.display(),
             Human(disk.size()),
             cli.fstype.name(),
             Human(built.size)
         );
     }
-    Ok(())
+    Ok(0)
+}
+
+/// `--serve`: the same disk over NBD, read-only or under a copy-on-write overlay.
+fn serve(cli: &Cli, disk: Disk) -> Result<i32> {
+    let disk: Arc<dyn Export> = Arc::new(disk);
+    let export: Arc<dyn Export> = if cli.cow {
+        Arc::new(
+            CowExport::new(disk, &mkfs::temp_dir())
+                .context("creating the copy-on-write overlay")?,
+        )
+    } else {
+        disk
+    };
+    let opts = ServeOptions {
+        socket: cli.socket.clone(),
+        tcp: cli.tcp.clone(),
+        run: cli.run.clone(),
+        export_name: cli.export_name.clone(),
+        description: format!(
+            "linuxdisk-mk {} of {}",
+            cli.fstype.name(),
+            cli.source.display()
+        ),
+        pidfile: cli.pidfile.clone(),
+        quiet: cli.quiet,
+    };
+    nbd::serve(export, &opts)
 }
 
 /// Deep trees hold one directory descriptor per level: allow as many as the hard limit.
