@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, ValueEnum};
+use clap::{CommandFactory, Parser, ValueEnum};
 
 use crate::mkfs::fstype::FsType;
 use crate::mkfs::size::SizeSpec;
@@ -90,7 +90,7 @@ pub struct Cli {
     pub run: Option<String>,
 
     /// Let clients write: writes go to a copy-on-write overlay in TMPDIR, never to SOURCE
-    #[arg(long, requires = "serve", help_heading = "Serving over NBD")]
+    #[arg(long, help_heading = "Serving over NBD")]
     pub cow: bool,
 
     /// Export name clients ask for
@@ -125,6 +125,39 @@ pub struct Cli {
     pub output: Option<PathBuf>,
 }
 
+impl Cli {
+    /// Parses the command line; usage errors (exit 2) include serving options without --serve.
+    pub fn parse_args() -> Cli {
+        let cli = Cli::parse();
+        if let Err(e) = cli.check() {
+            e.exit();
+        }
+        cli
+    }
+
+    /// Cross-option rules clap's `requires` cannot express for flags with defaults.
+    pub fn check(&self) -> Result<(), clap::Error> {
+        if self.serve {
+            return Ok(());
+        }
+        let given = [
+            ("--socket", self.socket.is_some()),
+            ("--tcp", self.tcp.is_some()),
+            ("--run", self.run.is_some()),
+            ("--cow", self.cow),
+            ("--export-name", !self.export_name.is_empty()),
+            ("--pidfile", self.pidfile.is_some()),
+        ];
+        match given.iter().find(|g| g.1) {
+            Some((name, _)) => Err(Cli::command().error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                format!("{name} needs --serve"),
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
 fn parse_label(s: &str) -> Result<String, String> {
     if s.len() > 16 {
         return Err(format!(
@@ -147,7 +180,6 @@ fn parse_block_size(s: &str) -> Result<u32, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn definition_is_consistent() {
@@ -178,6 +210,7 @@ mod tests {
         assert!(c.serve && c.output.is_none());
         assert!(Cli::try_parse_from(["linuxdisk-mk", "--serve", "dir", "out.img"]).is_err());
         assert!(Cli::try_parse_from(["linuxdisk-mk", "dir"]).is_err());
-        assert!(Cli::try_parse_from(["linuxdisk-mk", "--cow", "dir", "out.img"]).is_err());
+        let c = Cli::try_parse_from(["linuxdisk-mk", "--cow", "dir", "out.img"]).unwrap();
+        assert!(c.check().is_err());
     }
 }

@@ -1,11 +1,10 @@
 //! linuxdisk-mk: parse the command line, run, print any error as one line and exit with
 //! 0 (success), 1 (failure) or 2 (usage error, from clap).
 
-use clap::Parser;
 use linuxdisk_mk::{cli::Cli, run};
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = Cli::parse_args();
     let result = run::with_big_stack(move || run::run(&cli).map_err(|e| format!("{e:#}")));
     match result {
         Ok(status) => std::process::exit(status),
