@@ -334,14 +334,19 @@ impl Maker<'_> {
         made: &mut Formatted,
         progress: &Progress,
     ) -> Result<()> {
-        let fd = rustix::fs::open(
-            source,
-            rustix::fs::OFlags::RDONLY
-                | rustix::fs::OFlags::DIRECTORY
-                | rustix::fs::OFlags::CLOEXEC,
-            rustix::fs::Mode::empty(),
-        )
-        .with_context(|| source.display().to_string())?;
+        let fd = match tree.spool {
+            Some(_) => None,
+            None => Some(
+                rustix::fs::open(
+                    source,
+                    rustix::fs::OFlags::RDONLY
+                        | rustix::fs::OFlags::DIRECTORY
+                        | rustix::fs::OFlags::CLOEXEC,
+                    rustix::fs::Mode::empty(),
+                )
+                .with_context(|| source.display().to_string())?,
+            ),
+        };
         let mut p = Populator {
             fs: &mut made.fs,
             image: &self.file,
@@ -350,8 +355,9 @@ impl Maker<'_> {
             progress,
             linked: HashMap::new(),
             copier: RangeCopier::new(),
+            spool: tree.spool.as_deref(),
         };
         let mut path = source.as_os_str().as_encoded_bytes().to_vec();
-        p.run(&tree.root, &fd, &mut path)
+        p.run(&tree.root, fd.as_ref(), &mut path)
     }
 }

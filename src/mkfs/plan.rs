@@ -102,7 +102,7 @@ fn entry(
     n.inodes += 1;
     match &e.kind {
         Kind::Dir { .. } => return dir(e, false, fstype, bs, n, multi, path),
-        Kind::File { size, layout } => {
+        Kind::File { size, layout, .. } => {
             let ranges = block_ranges(*size, layout, bs);
             let data: u64 = ranges.iter().map(|r| r.1).sum();
             n.blocks += data + mapping_blocks(fstype, bs, &ranges);

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use anyhow::{bail, Context, Result};
 use ext2fs_sys as sys;
@@ -16,7 +16,7 @@ use super::plan::lost_found_blocks;
 use crate::copy::RangeCopier;
 use crate::ext2::{file_type, Filesystem, Ino, Inode, Run, ROOT_INO};
 use crate::progress::Progress;
-use crate::source::{display, open_child_dir, open_child_file, Entry, Kind, Layout, Meta};
+use crate::source::{display, open_child_dir, open_child_file, Data, Entry, Kind, Layout, Meta};
 
 /// The kernel's limit on a directory's link count; beyond it dir_nlink stores 1.
 const LINK_MAX: u64 = 65000;
@@ -31,11 +31,14 @@ pub struct Populator<'a> {
     /// Inodes already made for multiply-linked files, by source identity.
     pub linked: HashMap<(u64, u64), Ino>,
     pub copier: RangeCopier,
+    /// The tree's spool file, for files whose data is [`Data::Spool`].
+    pub spool: Option<&'a File>,
 }
 
 impl Populator<'_> {
-    /// Fills the root directory (inode 2) from `root`, whose directory is open as `fd`.
-    pub fn run(&mut self, root: &Entry, fd: &OwnedFd, path: &mut Vec<u8>) -> Result<()> {
+    /// Fills the root directory (inode 2) from `root`, whose directory is open as `fd` (None when
+    /// the tree came from an archive).
+    pub fn run(&mut self, root: &Entry, fd: Option<&OwnedFd>, path: &mut Vec<u8>) -> Result<()> {
         self.dir(ROOT_INO, ROOT_INO, root, fd, path, true)
     }
 
@@ -49,7 +52,7 @@ impl Populator<'_> {
         ino: Ino,
         parent: Ino,
         d: &Entry,
-        fd: &OwnedFd,
+        fd: Option<&OwnedFd>,
         path: &mut Vec<u8>,
         is_root: bool,
     ) -> Result<()> {
@@ -63,8 +66,8 @@ impl Populator<'_> {
             path.extend_from_slice(&c.name);
             let (c_ino, ft) = if is_root && &*c.name == b"lost+found" && c.is_dir() {
                 has_lost_found = true;
-                let child_fd = open_child_dir(fd, &c.name, path)?;
-                self.dir(self.lost_found, ino, c, &child_fd, path, false)?;
+                let child_fd = child_dir(fd, &c.name, path)?;
+                self.dir(self.lost_found, ino, c, child_fd.as_ref(), path, false)?;
                 (self.lost_found, file_type::DIR)
             } else {
                 self.entry(ino, c, fd, path)?
@@ -133,7 +136,7 @@ impl Populator<'_> {
         &mut self,
         parent: Ino,
         e: &Entry,
-        fd: &OwnedFd,
+        fd: Option<&OwnedFd>,
         path: &mut Vec<u8>,
     ) -> Result<(Ino, u8)> {
         let key = (e.meta.dev, e.meta.ino);
@@ -147,11 +150,11 @@ impl Populator<'_> {
         let ino = match &e.kind {
             Kind::Dir { .. } => {
                 let ino = self.alloc_ino(parent, sys::LINUX_S_IFDIR, path)?;
-                let child_fd = open_child_dir(fd, &e.name, path)?;
-                self.dir(ino, parent, e, &child_fd, path, false)?;
+                let child_fd = child_dir(fd, &e.name, path)?;
+                self.dir(ino, parent, e, child_fd.as_ref(), path, false)?;
                 ino
             }
-            Kind::File { size, layout } => {
+            Kind::File { size, layout, data } => {
                 let ino = self.alloc_ino(parent, sys::LINUX_S_IFREG, path)?;
                 let mut inode = self.new_inode(sys::LINUX_S_IFREG as u16, &e.meta, links as u16);
                 inode.set_size(*size);
@@ -162,7 +165,7 @@ impl Populator<'_> {
                         .fs
                         .runs(ino, &mut inode)
                         .with_context(|| format!("{}: inode {ino}", display(path)))?;
-                    self.copy_data(fd, e, *size, layout, &runs, path)?;
+                    self.copy_data(fd, e, *data, *size, layout, &runs, path)?;
                 }
                 self.finish_inode(ino, &mut inode, e, path)?;
                 ino
@@ -267,24 +270,41 @@ impl Populator<'_> {
 
     /// Copies the file's data bytes into its blocks. The file must still be the one scanned
     /// (same identity and size): a file changed since the scan is an error, never a corrupt image.
+    #[allow(clippy::too_many_arguments)]
     fn copy_data(
         &mut self,
-        dir: &OwnedFd,
+        dir: Option<&OwnedFd>,
         e: &Entry,
+        data: Data,
         size: u64,
         layout: &Layout,
         runs: &[Run],
         path: &[u8],
     ) -> Result<()> {
-        let f = open_child_file(dir, &e.name, path)?;
-        let st = rustix::fs::fstat(&f).with_context(|| display(path))?;
-        if st.st_ino != e.meta.ino || st.st_size as u64 != size {
-            bail!(
-                "{}: changed during the build (it was {size} bytes, now {}); nothing was written",
-                display(path),
-                st.st_size
-            );
-        }
+        let opened;
+        let (src, base): (BorrowedFd, u64) = match data {
+            Data::InTree => {
+                let dir = dir.with_context(|| {
+                    format!("{}: no source directory to read from", display(path))
+                })?;
+                opened = open_child_file(dir, &e.name, path)?;
+                let st = rustix::fs::fstat(&opened).with_context(|| display(path))?;
+                if st.st_ino != e.meta.ino || st.st_size as u64 != size {
+                    bail!(
+                        "{}: changed during the build (it was {size} bytes, now {}); nothing was written",
+                        display(path),
+                        st.st_size
+                    );
+                }
+                (opened.as_fd(), 0)
+            }
+            Data::Spool { offset } => {
+                let spool = self
+                    .spool
+                    .with_context(|| format!("{}: no spool file", display(path)))?;
+                (spool.as_fd(), offset)
+            }
+        };
         let bs = self.block_size();
         let data: Vec<(u64, u64)> = match layout {
             Layout::Dense => vec![(0, size)],
@@ -301,7 +321,7 @@ impl Populator<'_> {
                 let progress = self.progress;
                 let n = self
                     .copier
-                    .copy(&f, a, self.image, dst, b - a, &mut |n| {
+                    .copy(src, base + a, self.image, dst, b - a, &mut |n| {
                         progress.inc_bytes(n)
                     })
                     .with_context(|| {
@@ -320,6 +340,11 @@ impl Populator<'_> {
         }
         Ok(())
     }
+}
+
+/// Opens a child directory when walking a directory source; None for archive sources.
+fn child_dir(parent: Option<&OwnedFd>, name: &[u8], path: &[u8]) -> Result<Option<OwnedFd>> {
+    parent.map(|fd| open_child_dir(fd, name, path)).transpose()
 }
 
 fn ft_of(k: &Kind) -> u8 {

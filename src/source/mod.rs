@@ -39,13 +39,38 @@ pub enum Layout {
     Sparse(Vec<(u64, u64)>),
 }
 
+/// Where a regular file's bytes are read from while populating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Data {
+    /// From the source directory, opened by name relative to its parent directory.
+    InTree,
+    /// From the tree's spool file (an archive or a decompressed copy of one): the file's
+    /// logical bytes `0..size` are at `offset..offset+size` (holes of a sparse file read as
+    /// zeros there too).
+    Spool { offset: u64 },
+}
+
 #[derive(Debug, Clone)]
 pub enum Kind {
-    File { size: u64, layout: Layout },
-    Dir { children: Vec<Entry> },
-    Symlink { target: Vec<u8> },
-    CharDev { major: u32, minor: u32 },
-    BlockDev { major: u32, minor: u32 },
+    File {
+        size: u64,
+        layout: Layout,
+        data: Data,
+    },
+    Dir {
+        children: Vec<Entry>,
+    },
+    Symlink {
+        target: Vec<u8>,
+    },
+    CharDev {
+        major: u32,
+        minor: u32,
+    },
+    BlockDev {
+        major: u32,
+        minor: u32,
+    },
     Fifo,
     Socket,
 }
@@ -76,6 +101,8 @@ impl Entry {
 #[derive(Debug)]
 pub struct Tree {
     pub root: Entry,
+    /// Where [`Data::Spool`] file contents live (None for a directory source).
+    pub spool: Option<std::sync::Arc<std::fs::File>>,
     /// Entries below the root (every name, hard links counted each time).
     pub entries: u64,
     /// Sum of regular files' data bytes (holes excluded, hard-linked files once).

@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, SeekFrom, StatxFlags};
 use rustix::io::Errno;
 
-use super::{display, xattr, Entry, Kind, Layout, Meta, Tree};
+use super::{display, xattr, Data, Entry, Kind, Layout, Meta, Tree};
 use crate::ext2::Timestamp;
 
 /// Scans the tree at `root`. `exclude` is a (dev, ino) to leave out (the output file when it
@@ -46,6 +46,7 @@ pub fn scan(root: &Path, exclude: Option<(u64, u64)>, on_entry: &mut dyn FnMut()
     };
     Ok(Tree {
         root,
+        spool: None,
         entries: s.entries,
         data_bytes: s.data_bytes,
     })
@@ -173,7 +174,11 @@ impl Scanner<'_> {
                         Layout::Sparse(r) => r.iter().map(|(a, b)| b - a).sum(),
                     };
                 }
-                Kind::File { size, layout }
+                Kind::File {
+                    size,
+                    layout,
+                    data: Data::InTree,
+                }
             }
             FileType::Symlink => {
                 let target = rfs::readlinkat(parent, name.as_slice(), Vec::new())
