@@ -1,13 +1,16 @@
-//! Removal of registered temporary files when the process is killed by SIGINT, SIGTERM or SIGHUP.
+//! What SIGINT, SIGTERM and SIGHUP do: by default remove registered temporary files and exit;
+//! while serving, run the server's own action instead.
 //!
 //! Owners of a temporary file that must not outlive the process [`register`] its path while it
 //! exists and keep the returned [`TempPathGuard`]; [`install_signal_handlers`] starts one thread
 //! that, on a signal, removes every registered path and exits with status 128 + signal number.
+//! A long-running job that shuts down by itself (the NBD server) installs an action with
+//! [`on_signal`]: while its [`SignalActionGuard`] lives, each signal calls the action instead.
 
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use anyhow::Context;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -18,13 +21,23 @@ static REGISTRY: Mutex<Vec<(u64, PathBuf)>> = Mutex::new(Vec::new());
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 static INSTALLED: Mutex<bool> = Mutex::new(false);
 
+/// What a signal does instead of the default, with the id of the guard that installed it.
+type Action = Arc<dyn Fn(i32) + Send + Sync>;
+/// Installed actions, innermost last; the last one runs.
+static ACTIONS: Mutex<Vec<(u64, Action)>> = Mutex::new(Vec::new());
+
+fn actions() -> MutexGuard<'static, Vec<(u64, Action)>> {
+    ACTIONS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn registry() -> MutexGuard<'static, Vec<(u64, PathBuf)>> {
     // A panic while holding the lock leaves the list itself consistent.
     REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Starts the signal thread (once; later calls do nothing). On SIGINT, SIGTERM or SIGHUP it
-/// removes every registered path, then exits the process with 128 + the signal number.
+/// runs the action installed with [`on_signal`] if there is one; otherwise it removes every
+/// registered path, then exits the process with 128 + the signal number.
 pub fn install_signal_handlers() -> anyhow::Result<()> {
     let mut installed = INSTALLED.lock().unwrap_or_else(|e| e.into_inner());
     if *installed {
@@ -35,9 +48,16 @@ pub fn install_signal_handlers() -> anyhow::Result<()> {
     std::thread::Builder::new()
         .name("cleanup-signals".into())
         .spawn(move || {
-            if let Some(signo) = signals.forever().next() {
-                remove_all();
-                std::process::exit(128 + signo);
+            for signo in signals.forever() {
+                // Clone the action out: it may install or drop guards itself.
+                let action = actions().last().map(|(_, a)| Arc::clone(a));
+                match action {
+                    Some(action) => action(signo),
+                    None => {
+                        remove_all();
+                        std::process::exit(128 + signo);
+                    }
+                }
             }
         })
         .context("starting the signal handling thread")?;
@@ -46,17 +66,44 @@ pub fn install_signal_handlers() -> anyhow::Result<()> {
 }
 
 /// Removes every registered path (ignoring errors: the file may already be gone) and empties the
-/// registry. Holds the lock until the process exits or the caller returns.
+/// registry, newest first so that a file goes before the directory registered to hold it
+/// (directories are removed when empty). Holds the lock until the process exits.
 fn remove_all() {
     let mut reg = registry();
-    for (_, path) in reg.drain(..) {
-        let _ = std::fs::remove_file(&path);
+    for (_, path) in reg.drain(..).rev() {
+        if std::fs::remove_file(&path).is_err() {
+            let _ = std::fs::remove_dir(&path);
+        }
     }
     // Keep the lock: if the process is about to exit, nobody may rename a file in the meantime.
     std::mem::forget(reg);
 }
 
+/// Makes SIGINT, SIGTERM and SIGHUP call `action(signal number)` on the signal thread, instead
+/// of removing temporary files and exiting, until the returned guard is dropped. The action
+/// runs once per signal and should only start the shutdown (set a flag, wake a loop), not wait
+/// for it. Guards nest: the newest live action runs.
+pub fn on_signal(action: impl Fn(i32) + Send + Sync + 'static) -> SignalActionGuard {
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    actions().push((id, Arc::new(action)));
+    SignalActionGuard { id }
+}
+
+/// Keeps a signal action installed; dropping it restores the previous behaviour.
+#[derive(Debug)]
+#[must_use = "dropping the guard uninstalls the action at once"]
+pub struct SignalActionGuard {
+    id: u64,
+}
+
+impl Drop for SignalActionGuard {
+    fn drop(&mut self) {
+        actions().retain(|(id, _)| *id != self.id);
+    }
+}
+
 /// Registers `path` for removal on a signal until the returned guard is dropped or committed.
+/// An empty directory may be registered too (the files in it registered after it).
 pub fn register(path: PathBuf) -> TempPathGuard {
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     registry().push((id, path));
@@ -175,6 +222,58 @@ mod tests {
             .output()
             .unwrap();
         assert_eq!(status.status.code(), Some(143), "{status:?}");
+        assert!(!path.exists());
+    }
+
+    const ACTION_CHILD_ENV: &str = "LINUXDISK_MK_CLEANUP_ACTION_CHILD";
+
+    /// Runs only as a child of `signal_action_replaces_exit`: with an action installed, two
+    /// signals reach the action (the innermost one); without, the default removes and exits.
+    #[test]
+    fn signal_action_child() {
+        use rustix::process::{getpid, kill_process, Signal};
+        use std::sync::mpsc;
+        use std::time::Duration;
+        let Some(path) = std::env::var_os(ACTION_CHILD_ENV) else {
+            return;
+        };
+        install_signal_handlers().unwrap();
+        // A directory and a file in it: the default removes the file, then the directory.
+        let dir = PathBuf::from(path);
+        let _dir = register(dir.clone());
+        let _file = register(dir.join("socket"));
+        let (tx, rx) = mpsc::channel();
+        let outer_tx = tx.clone();
+        let outer = on_signal(move |_| outer_tx.send("outer").unwrap());
+        let inner =
+            on_signal(move |signo| tx.send(if signo == 15 { "inner" } else { "?" }).unwrap());
+        kill_process(getpid(), Signal::TERM).unwrap();
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok("inner"));
+        drop(inner);
+        kill_process(getpid(), Signal::INT).unwrap();
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok("outer"));
+        drop(outer);
+        kill_process(getpid(), Signal::HUP).unwrap();
+        std::thread::sleep(Duration::from_secs(30));
+        panic!("still alive after SIGHUP");
+    }
+
+    #[test]
+    fn signal_action_replaces_exit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("private");
+        std::fs::create_dir(&path).unwrap();
+        std::fs::write(path.join("socket"), b"x").unwrap();
+        let status = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "cleanup::tests::signal_action_child",
+                "--test-threads=1",
+            ])
+            .env(ACTION_CHILD_ENV, &path)
+            .output()
+            .unwrap();
+        assert_eq!(status.status.code(), Some(128 + 1), "{status:?}");
         assert!(!path.exists());
     }
 }
