@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{CommandFactory, Parser, ValueEnum};
 
-use crate::mkfs::fstype::FsType;
+use crate::mkfs::fstype::{Features, FsType};
 use crate::mkfs::size::SizeSpec;
 
 /// How the filesystem is presented.
@@ -42,6 +42,48 @@ pub struct Cli {
     /// Filesystem block size in bytes
     #[arg(long, value_name = "BYTES", default_value_t = 4096, value_parser = parse_block_size)]
     pub block_size: u32,
+
+    /// Give every entry this owner (numeric), e.g. 0:0 to build a root-owned tree as a user
+    #[arg(long, value_name = "UID:GID", value_parser = parse_owner)]
+    pub owner: Option<(u32, u32)>,
+
+    /// Filesystem features to turn on or (with ^) off, as mke2fs -O: e.g. ^metadata_csum,inline_data
+    #[arg(short = 'O', long = "features", value_name = "FEATURES")]
+    pub features: Option<String>,
+
+    /// Number of inodes (at least what the tree needs) [default: the tree's entries plus 10%, at
+    /// least 512 spare; with --size, one per 16 KiB]
+    #[arg(short = 'N', long = "inodes", value_name = "COUNT")]
+    pub inodes: Option<u64>,
+
+    /// Percentage of blocks reserved for root
+    #[arg(short = 'm', long = "reserved-percent", value_name = "PERCENT", default_value_t = 5.0, value_parser = parse_percent)]
+    pub reserved_percent: f64,
+
+    /// Inode size in bytes (128 loses nanoseconds and dates after 2038)
+    #[arg(short = 'I', long = "inode-size", value_name = "BYTES", default_value_t = 256, value_parser = parse_inode_size)]
+    pub inode_size: u16,
+
+    /// Filesystem UUID [default: random, or derived from the tree under SOURCE_DATE_EPOCH]
+    #[arg(long, value_name = "UUID")]
+    pub uuid: Option<uuid::Uuid>,
+
+    /// GPT disk GUID [default: random, or derived under SOURCE_DATE_EPOCH]
+    #[arg(long, value_name = "GUID")]
+    pub disk_guid: Option<uuid::Uuid>,
+
+    /// GPT partition GUID [default: random, or derived under SOURCE_DATE_EPOCH]
+    #[arg(long, value_name = "GUID")]
+    pub part_guid: Option<uuid::Uuid>,
+
+    /// Partition type: a GUID or a Discoverable Partitions name (linux, root-x86-64, root-arm64,
+    /// usr-x86-64, usr-arm64, home, srv, var, tmp, esp, xbootldr, swap, ...)
+    #[arg(long, value_name = "NAME|GUID", default_value = "linux", value_parser = crate::disk::gpt::parse_part_type)]
+    pub part_type: uuid::Uuid,
+
+    /// Partition name (at most 36 UTF-16 code units)
+    #[arg(long, value_name = "NAME", default_value = "linux", value_parser = parse_part_label)]
+    pub part_label: String,
 
     /// Replace OUTPUT if it exists
     #[arg(short, long)]
@@ -135,8 +177,35 @@ impl Cli {
         cli
     }
 
+    /// The filesystem features: the type's defaults with the -O edits applied.
+    pub fn features(&self) -> Result<Features, String> {
+        let mut f = self.fstype.features();
+        if self.inode_size == 128 {
+            // No room for the extra fields: like mke2fs, don't claim them.
+            f = f.edit("^extra_isize")?;
+        }
+        match &self.features {
+            Some(list) => f.edit(list),
+            None => Ok(f),
+        }
+    }
+
     /// Cross-option rules clap's `requires` cannot express for flags with defaults.
     pub fn check(&self) -> Result<(), clap::Error> {
+        if let Err(e) = self.features() {
+            return Err(
+                Cli::command().error(clap::error::ErrorKind::InvalidValue, format!("-O: {e}"))
+            );
+        }
+        if self.inode_size as u32 > self.block_size {
+            return Err(Cli::command().error(
+                clap::error::ErrorKind::InvalidValue,
+                format!(
+                    "--inode-size {} is larger than the block size {}",
+                    self.inode_size, self.block_size
+                ),
+            ));
+        }
         if self.serve {
             return Ok(());
         }
@@ -156,6 +225,41 @@ impl Cli {
             None => Ok(()),
         }
     }
+}
+
+fn parse_owner(s: &str) -> Result<(u32, u32), String> {
+    let (u, g) = s
+        .split_once(':')
+        .ok_or_else(|| format!("'{s}' is not UID:GID"))?;
+    let num = |x: &str| {
+        x.parse::<u32>()
+            .map_err(|_| format!("'{x}' is not a numeric id"))
+    };
+    Ok((num(u)?, num(g)?))
+}
+
+fn parse_percent(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(p) if (0.0..=50.0).contains(&p) => Ok(p),
+        _ => Err(format!("'{s}' is not a percentage from 0 to 50")),
+    }
+}
+
+fn parse_inode_size(s: &str) -> Result<u16, String> {
+    match s.parse::<u16>() {
+        Ok(n) if n >= 128 && n.is_power_of_two() && n <= 4096 => Ok(n),
+        _ => Err(format!("'{s}' is not a power of two from 128 to 4096")),
+    }
+}
+
+fn parse_part_label(s: &str) -> Result<String, String> {
+    let units = s.encode_utf16().count();
+    if units > 36 {
+        return Err(format!(
+            "'{s}' is {units} UTF-16 code units; a GPT partition name holds 36"
+        ));
+    }
+    Ok(s.to_string())
 }
 
 fn parse_label(s: &str) -> Result<String, String> {
@@ -201,6 +305,45 @@ mod tests {
         assert_eq!(c.partition, PartitionMode::Gpt);
         assert!(c.size.is_none());
         assert!(!c.serve);
+    }
+
+    #[test]
+    fn mke2fs_knobs_parse() {
+        let c = Cli::try_parse_from([
+            "linuxdisk-mk",
+            "-t",
+            "ext4",
+            "-O",
+            "^metadata_csum,inline_data",
+            "-N",
+            "5000",
+            "-m",
+            "0.5",
+            "-I",
+            "512",
+            "--owner",
+            "0:0",
+            "--part-type",
+            "root-x86-64",
+            "d",
+            "o",
+        ])
+        .unwrap();
+        assert!(c.check().is_ok());
+        assert!(!c.features().unwrap().has_metadata_csum());
+        assert_eq!(
+            (c.inodes, c.reserved_percent, c.inode_size, c.owner),
+            (Some(5000), 0.5, 512, Some((0, 0)))
+        );
+        assert_eq!(
+            c.part_type.to_string().to_uppercase(),
+            "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"
+        );
+        let bad = Cli::try_parse_from(["linuxdisk-mk", "-O", "nonsense", "d", "o"]).unwrap();
+        assert!(bad.check().is_err());
+        assert!(Cli::try_parse_from(["linuxdisk-mk", "--owner", "root", "d", "o"]).is_err());
+        assert!(Cli::try_parse_from(["linuxdisk-mk", "-I", "100", "d", "o"]).is_err());
+        assert!(Cli::try_parse_from(["linuxdisk-mk", "--part-type", "nope", "d", "o"]).is_err());
     }
 
     #[test]

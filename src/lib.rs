@@ -11,6 +11,7 @@ pub mod cli;
 pub mod copy;
 pub mod disk;
 pub mod ext2;
+pub mod identity;
 pub mod image;
 pub mod mkfs;
 pub mod nbd;

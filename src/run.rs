@@ -7,13 +7,12 @@ use anyhow::{Context, Result};
 
 use crate::cli::{Cli, PartitionMode};
 use crate::disk::{gpt::Guids, Disk};
+use crate::identity::{self, Ids};
 use crate::mkfs::{self, size::Human, Options};
 use crate::nbd::{self, cow::CowExport, Export, ServeOptions};
 use crate::progress::Progress;
+use crate::source::digest::Normalise;
 use crate::{cleanup, image, source};
-
-/// mke2fs's default share of blocks reserved for root.
-const RESERVED_PERCENT: u32 = 5;
 
 /// Runs the job; returns the process's exit status (a `--run` command's, when serving).
 pub fn run(cli: &Cli) -> Result<i32> {
@@ -41,23 +40,40 @@ pub fn run(cli: &Cli) -> Result<i32> {
         Human(tree.data_bytes)
     ));
 
-    let mut label = [0u8; 16];
-    if let Some(l) = &cli.label {
-        label[..l.len()].copy_from_slice(l.as_bytes());
-    }
+    let opts = options(cli)?;
+    let epoch = identity::source_date_epoch()?;
+    let ids = match epoch {
+        Some(t) => {
+            let norm = Normalise {
+                owner: opts.owner,
+                clamp_time: t,
+            };
+            let mut h = blake3::Hasher::new();
+            h.update(&source::digest::digest(&tree, &cli.source, norm)?);
+            h.update(canonical_options(cli, &opts).as_bytes());
+            Ids::derived(h.finalize().as_bytes())
+        }
+        None => Ids::random(),
+    };
     let opts = Options {
-        fstype: cli.fstype,
-        block_size: cli.block_size,
-        size: cli.size.unwrap_or_default(),
-        label,
-        reserved_percent: RESERVED_PERCENT,
+        uuid: *cli.uuid.unwrap_or(ids.fs_uuid).as_bytes(),
+        hash_seed: *ids.hash_seed.as_bytes(),
+        time: epoch.map_or(opts.time, |t| t as u32),
+        clamp_time: epoch,
+        ..opts
+    };
+    let guids = Guids {
+        disk: cli.disk_guid.unwrap_or(ids.disk),
+        partition: cli.part_guid.unwrap_or(ids.partition),
+        part_type: cli.part_type,
+        part_name: cli.part_label.clone(),
     };
     let built = mkfs::build(&cli.source, &tree, &opts, &progress, &say)?;
     say(&built.report.to_string());
 
     let fs = Arc::new(built.file);
     let disk = match cli.partition {
-        PartitionMode::Gpt => Disk::partitioned(fs, built.size, &Guids::random()),
+        PartitionMode::Gpt => Disk::partitioned(fs, built.size, &guids),
         PartitionMode::None => Disk::bare(fs, built.size),
     };
     let Some(output) = &cli.output else {
@@ -83,6 +99,44 @@ pub fn run(cli: &Cli) -> Result<i32> {
         );
     }
     Ok(0)
+}
+
+/// The filesystem options from the command line (identifiers still random).
+fn options(cli: &Cli) -> Result<Options> {
+    let mut label = [0u8; 16];
+    if let Some(l) = &cli.label {
+        label[..l.len()].copy_from_slice(l.as_bytes());
+    }
+    Ok(Options {
+        features: cli.features().map_err(anyhow::Error::msg)?,
+        block_size: cli.block_size,
+        inode_size: cli.inode_size,
+        inodes: cli.inodes,
+        size: cli.size.unwrap_or_default(),
+        label,
+        reserved_percent: cli.reserved_percent,
+        owner: cli.owner,
+        ..Options::new(cli.fstype)
+    })
+}
+
+/// Everything about the options that shapes the image, for reproducible identifiers.
+fn canonical_options(cli: &Cli, o: &Options) -> String {
+    format!(
+        "type={} features={:?} bs={} isize={} N={:?} size={:?} label={:?} m={} owner={:?} partition={:?} ptype={} pname={:?}",
+        o.fstype.name(),
+        o.features,
+        o.block_size,
+        o.inode_size,
+        o.inodes,
+        o.size,
+        o.label,
+        o.reserved_percent,
+        o.owner,
+        cli.partition,
+        cli.part_type,
+        cli.part_label
+    )
 }
 
 /// `--serve`: the same disk over NBD, read-only or under a copy-on-write overlay.

@@ -25,20 +25,93 @@ const FIRST_USABLE_LBA: u64 = 34;
 const MIB: u64 = 1 << 20;
 
 /// The disk's and the partition's unique GUIDs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Guids {
     pub disk: Uuid,
     pub partition: Uuid,
+    /// Partition 1's type GUID (Linux filesystem unless --part-type says otherwise).
+    pub part_type: Uuid,
+    /// Partition 1's name (at most 36 UTF-16 code units are stored).
+    pub part_name: String,
 }
 
 impl Guids {
-    /// Fresh random (RFC 4122 version 4) GUIDs.
+    /// Fresh random (RFC 4122 version 4) GUIDs, a Linux filesystem partition named "linux".
     pub fn random() -> Guids {
         Guids {
             disk: Uuid::new_v4(),
             partition: Uuid::new_v4(),
+            part_type: LINUX_FS_TYPE,
+            part_name: PARTITION_NAME.to_string(),
         }
     }
+}
+
+/// Partition type names of the Discoverable Partitions Specification (and a few classics),
+/// with their type GUIDs.
+pub const PART_TYPES: &[(&str, Uuid)] = &[
+    ("linux", LINUX_FS_TYPE),
+    (
+        "root-x86-64",
+        uuid::uuid!("4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"),
+    ),
+    (
+        "root-x86",
+        uuid::uuid!("44479540-F297-41B2-9AF7-D131D5F0458A"),
+    ),
+    (
+        "root-arm64",
+        uuid::uuid!("B921B045-1DF0-41C3-AF44-4C6F280362E3"),
+    ),
+    (
+        "root-arm",
+        uuid::uuid!("69DAD710-2CE4-4E3C-B16C-21A1D49ABED3"),
+    ),
+    (
+        "root-riscv64",
+        uuid::uuid!("72EC70A6-CF74-40E6-BD49-4BDA08E8F224"),
+    ),
+    (
+        "usr-x86-64",
+        uuid::uuid!("8484680C-9521-48C6-9C11-B0720656F69E"),
+    ),
+    (
+        "usr-x86",
+        uuid::uuid!("75250D76-8CC6-458E-BD66-BD47CC81A812"),
+    ),
+    (
+        "usr-arm64",
+        uuid::uuid!("B0E01050-EE5F-4390-949A-9101B17104E9"),
+    ),
+    (
+        "usr-arm",
+        uuid::uuid!("7D0359A3-02B3-4F0A-865C-654403E70625"),
+    ),
+    (
+        "usr-riscv64",
+        uuid::uuid!("BEAEC34B-8442-439B-A40B-984381ED097D"),
+    ),
+    ("home", uuid::uuid!("933AC7E1-2EB4-4F13-B844-0E14E2AEF915")),
+    ("srv", uuid::uuid!("3B8F8425-20E0-4F3B-907F-1A25A76F98E8")),
+    ("var", uuid::uuid!("4D21B016-B534-45C2-A9FB-5C16E091FD2D")),
+    ("tmp", uuid::uuid!("7EC6F557-3BC5-4ACA-B293-16EF5DF639D1")),
+    ("esp", uuid::uuid!("C12A7328-F81F-11D2-BA4B-00A0C93EC93B")),
+    (
+        "xbootldr",
+        uuid::uuid!("BC13C2FF-59E6-4262-A352-B275FD6F7172"),
+    ),
+    ("swap", uuid::uuid!("0657FD6D-A4AB-43C4-84E5-0933C84B4F4F")),
+];
+
+/// `--part-type`: a name from [`PART_TYPES`] or a GUID.
+pub fn parse_part_type(s: &str) -> Result<Uuid, String> {
+    if let Some((_, g)) = PART_TYPES.iter().find(|(n, _)| n.eq_ignore_ascii_case(s)) {
+        return Ok(*g);
+    }
+    Uuid::parse_str(s).map_err(|_| {
+        let names: Vec<&str> = PART_TYPES.iter().map(|p| p.0).collect();
+        format!("'{s}' is neither a GUID nor one of: {}", names.join(", "))
+    })
 }
 
 /// The partition table bytes of a disk and where things are on it.
@@ -141,12 +214,12 @@ fn entries_array(fs_size: u64, guids: &Guids) -> Vec<u8> {
     let first = PARTITION_START / SECTOR;
     let last = first + partition_size_for(fs_size) / SECTOR - 1;
     let e = &mut entries[..ENTRY_SIZE as usize];
-    e[0..16].copy_from_slice(&guid_to_gpt_bytes(&LINUX_FS_TYPE));
+    e[0..16].copy_from_slice(&guid_to_gpt_bytes(&guids.part_type));
     e[16..32].copy_from_slice(&guid_to_gpt_bytes(&guids.partition));
     e[32..40].copy_from_slice(&first.to_le_bytes());
     e[40..48].copy_from_slice(&last.to_le_bytes());
     e[48..56].copy_from_slice(&0u64.to_le_bytes()); // attributes
-    for (i, unit) in PARTITION_NAME.encode_utf16().take(36).enumerate() {
+    for (i, unit) in guids.part_name.encode_utf16().take(36).enumerate() {
         e[56 + 2 * i..58 + 2 * i].copy_from_slice(&unit.to_le_bytes());
     }
     entries

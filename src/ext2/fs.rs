@@ -101,6 +101,9 @@ impl Filesystem {
                 sb.s_checksum_type = sys::EXT2_CRC32C_CHKSUM as u8;
             }
         }
+        // SAFETY: fs is valid and not shared; `now` is the time the library stamps on what it
+        // creates (lost+found, journal inode, s_wtime at close) instead of the clock.
+        unsafe { (*fs.raw()).now = p.time as _ };
         // SAFETY: fs is a valid filesystem; the seed is derived from the UUID set above.
         unsafe { sys::ext2fs_init_csum_seed(fs.raw()) };
         Ok(fs)

@@ -6,8 +6,9 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use super::fstype::{FsType, INODE_SIZE};
+use super::fstype::Features;
 use super::plan::lost_found_blocks;
+use super::Options;
 use crate::ext2::{self, Filesystem, FormatParams, Ino, ROOT_INO};
 
 /// The size of the filesystem to make.
@@ -15,20 +16,6 @@ use crate::ext2::{self, Filesystem, FormatParams, Ino, ROOT_INO};
 pub struct Geometry {
     pub blocks: u64,
     pub inodes: u64,
-}
-
-/// Everything but the size.
-#[derive(Debug, Clone)]
-pub struct Identity {
-    pub fstype: FsType,
-    pub block_size: u32,
-    pub label: [u8; 16],
-    pub uuid: [u8; 16],
-    pub hash_seed: [u8; 16],
-    /// Superblock times.
-    pub time: u32,
-    /// Reserved-for-root percentage of blocks (mke2fs -m, default 5).
-    pub reserved_percent: u32,
 }
 
 /// A freshly formatted filesystem.
@@ -39,8 +26,8 @@ pub struct Formatted {
 }
 
 /// Journal size for a filesystem of `blocks` blocks: mke2fs's table, at least jbd2's minimum.
-pub fn journal_blocks(fstype: FsType, blocks: u64) -> u32 {
-    if fstype.has_journal() {
+pub fn journal_blocks(features: &Features, blocks: u64) -> u32 {
+    if features.has_journal() {
         ext2::default_journal_blocks(blocks)
     } else {
         0
@@ -48,18 +35,18 @@ pub fn journal_blocks(fstype: FsType, blocks: u64) -> u32 {
 }
 
 /// Formats `device` (the temp file, already sized to the geometry and all zeros).
-pub fn format(device: &Path, geo: Geometry, id: &Identity) -> Result<Formatted> {
-    let f = id.fstype.features();
+pub fn format(device: &Path, geo: Geometry, id: &Options) -> Result<Formatted> {
+    let f = id.features;
     let params = FormatParams {
         blocks: geo.blocks,
         block_size: id.block_size,
         inodes: geo.inodes.min(u32::MAX as u64) as u32,
-        inode_size: INODE_SIZE,
+        inode_size: id.inode_size,
         feature_compat: f.compat,
         feature_incompat: f.incompat,
         feature_ro_compat: f.ro_compat,
-        log_groups_per_flex: f.log_groups_per_flex,
-        reserved_blocks: geo.blocks * id.reserved_percent as u64 / 100,
+        log_groups_per_flex: f.log_groups_per_flex(),
+        reserved_blocks: (geo.blocks as f64 * id.reserved_percent / 100.0) as u64,
         label: id.label,
         uuid: id.uuid,
         hash_seed: id.hash_seed,
@@ -84,7 +71,7 @@ pub fn format(device: &Path, geo: Geometry, id: &Identity) -> Result<Formatted> 
     if fs.has_resize_inode() {
         fs.create_resize_inode()?;
     }
-    let journal_blocks = journal_blocks(id.fstype, geo.blocks);
+    let journal_blocks = journal_blocks(&id.features, geo.blocks);
     if journal_blocks > 0 {
         fs.add_journal(journal_blocks, true)
             .with_context(|| format!("creating a journal of {journal_blocks} blocks"))?;

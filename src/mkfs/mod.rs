@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use self::format::{format, journal_blocks, Formatted, Geometry, Identity};
-use self::fstype::{FsType, INODE_SIZE};
+use self::format::{format, journal_blocks, Formatted, Geometry};
+use self::fstype::{Features, FsType, INODE_SIZE};
 use self::plan::{inodes_with_margin, Needs};
 use self::populate::Populator;
 use self::size::{Human, SizeSpec};
@@ -35,11 +35,49 @@ const AUTO_FREE_PERCENT: u64 = 3;
 /// What to make.
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// The type asked for (for messages); `features` is what goes on disk.
     pub fstype: FsType,
+    pub features: Features,
     pub block_size: u32,
+    pub inode_size: u16,
+    /// `-N`: at least this many inodes.
+    pub inodes: Option<u64>,
     pub size: SizeSpec,
     pub label: [u8; 16],
-    pub reserved_percent: u32,
+    /// `-m`: percentage of blocks reserved for root.
+    pub reserved_percent: f64,
+    pub uuid: [u8; 16],
+    pub hash_seed: [u8; 16],
+    /// Superblock times (and what libext2fs stamps on lost+found and the journal).
+    pub time: u32,
+    /// `--owner`: every entry's owner.
+    pub owner: Option<(u32, u32)>,
+    /// SOURCE_DATE_EPOCH: file times later than it are clamped to it, and atime, ctime and
+    /// crtime are set to the (clamped) mtime so nothing of the build host leaks in.
+    pub clamp_time: Option<i64>,
+}
+
+impl Options {
+    /// Mke2fs's defaults for `fstype`, random identifiers, the current time.
+    pub fn new(fstype: FsType) -> Options {
+        Options {
+            fstype,
+            features: fstype.features(),
+            block_size: 4096,
+            inode_size: INODE_SIZE,
+            inodes: None,
+            size: SizeSpec::Auto,
+            label: [0; 16],
+            reserved_percent: 5.0,
+            uuid: *uuid::Uuid::new_v4().as_bytes(),
+            hash_seed: *uuid::Uuid::new_v4().as_bytes(),
+            time: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as u32),
+            owner: None,
+            clamp_time: None,
+        }
+    }
 }
 
 /// The finished filesystem: a sparse, unlinked temp file.
@@ -102,11 +140,14 @@ pub fn build(
     progress: &Progress,
     verbose: &dyn Fn(&str),
 ) -> Result<Built> {
-    let needs = plan::needs(tree, opts.fstype, opts.block_size)?;
+    let needs = plan::needs(tree, opts)?;
     verbose(&format!(
         "the tree needs about {} blocks of {} bytes and {} inodes",
         needs.blocks, opts.block_size, needs.inodes
     ));
+    if let Some(n) = opts.inodes.filter(|&n| n < needs.inodes) {
+        bail!("-N {n} is too few inodes: the tree needs {}", needs.inodes);
+    }
     let tmp = temp_dir();
     let file = tempfile::tempfile_in(&tmp)
         .with_context(|| format!("{}: creating a temporary file", tmp.display()))?;
@@ -189,24 +230,15 @@ impl Maker<'_> {
         PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()))
     }
 
-    fn identity(&self) -> Identity {
-        Identity {
-            fstype: self.opts.fstype,
-            block_size: self.opts.block_size,
-            label: self.opts.label,
-            uuid: *uuid::Uuid::new_v4().as_bytes(),
-            hash_seed: *uuid::Uuid::new_v4().as_bytes(),
-            time: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as u32),
-            reserved_percent: self.opts.reserved_percent,
-        }
+    /// `-N` when given (checked to cover the tree), else `default`.
+    fn inode_count(&self, default: u64) -> u64 {
+        self.opts.inodes.unwrap_or(default)
     }
 
     /// Formats the temp file (emptied first, so unwritten blocks are zeros) at `geo`.
     fn format_at(&self, geo: Geometry) -> Result<Formatted> {
         let bs = self.opts.block_size as u64;
-        if geo.blocks > self.opts.fstype.max_blocks() {
+        if geo.blocks > self.opts.features.max_blocks() {
             bail!(
                 "a filesystem of {} is larger than {} with {}-byte blocks can address",
                 Human(geo.blocks * bs),
@@ -225,7 +257,7 @@ impl Maker<'_> {
                     Human(geo.blocks * bs)
                 )
             })?;
-        format(&self.device(), geo, &self.identity()).with_context(|| {
+        format(&self.device(), geo, self.opts).with_context(|| {
             format!(
                 "formatting {} of {} blocks, {} inodes",
                 self.opts.fstype.name(),
@@ -241,7 +273,8 @@ impl Maker<'_> {
         match self.opts.size {
             SizeSpec::Total(n) => {
                 let blocks = n / bs;
-                let inodes = (n / INODE_RATIO).max(inodes_with_margin(self.needs.inodes));
+                let inodes =
+                    self.inode_count((n / INODE_RATIO).max(inodes_with_margin(self.needs.inodes)));
                 let made = self.try_format(Geometry { blocks, inodes })?;
                 if made
                     .as_ref()
@@ -258,11 +291,12 @@ impl Maker<'_> {
             }
             SizeSpec::Free(extra) => {
                 let extra_blocks = extra.div_ceil(bs) + grow;
-                let inodes = inodes_with_margin(self.needs.inodes) + extra / INODE_RATIO;
+                let inodes =
+                    self.inode_count(inodes_with_margin(self.needs.inodes) + extra / INODE_RATIO);
                 self.fit(inodes, &|_| extra_blocks)
             }
             SizeSpec::Auto => {
-                let inodes = inodes_with_margin(self.needs.inodes);
+                let inodes = self.inode_count(inodes_with_margin(self.needs.inodes));
                 self.fit(inodes, &|b| (b * AUTO_FREE_PERCENT / 100).max(16) + grow)
             }
         }
@@ -284,7 +318,10 @@ impl Maker<'_> {
 
     /// The smallest size (in bytes, whole MiB) that holds the tree with no margin.
     fn minimum_size(&self) -> Result<u64> {
-        let m = self.fit(inodes_with_margin(self.needs.inodes), &|_| 0)?;
+        let m = self.fit(
+            self.inode_count(inodes_with_margin(self.needs.inodes)),
+            &|_| 0,
+        )?;
         Ok((m.fs.blocks_count() * self.opts.block_size as u64).next_multiple_of(1 << 20))
     }
 
@@ -293,9 +330,10 @@ impl Maker<'_> {
     fn fit(&self, inodes: u64, margin: &dyn Fn(u64) -> u64) -> Result<Formatted> {
         let bs = self.opts.block_size as u64;
         let need = self.needs.blocks;
-        let tables = inodes * INODE_SIZE as u64 / bs;
+        let tables = inodes * self.opts.inode_size as u64 / bs;
         let mut blocks =
-            (need + tables + journal_blocks(self.opts.fstype, need + tables) as u64 + 64).max(64);
+            (need + tables + journal_blocks(&self.opts.features, need + tables) as u64 + 64)
+                .max(64);
         blocks += margin(blocks);
         let mut best: Option<u64> = None;
         for _ in 0..16 {
@@ -356,6 +394,8 @@ impl Maker<'_> {
             linked: HashMap::new(),
             copier: RangeCopier::new(),
             spool: tree.spool.as_deref(),
+            owner: self.opts.owner,
+            clamp_time: self.opts.clamp_time,
         };
         let mut path = source.as_os_str().as_encoded_bytes().to_vec();
         p.run(&tree.root, fd.as_ref(), &mut path)

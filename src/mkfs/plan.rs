@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use anyhow::{bail, Result};
 
 use super::dirent::DirPacker;
-use super::fstype::{FsType, INODE_SIZE};
 use super::layout::block_ranges;
+use super::Options;
 use crate::source::{display, Entry, Kind, Tree};
 
 /// The first non-reserved inode number of a dynamic-revision filesystem: inodes 1..=10 are
@@ -31,17 +31,15 @@ pub fn lost_found_blocks(block_size: u32) -> u64 {
     (16384 / block_size as u64).clamp(2, 12)
 }
 
-/// Walks the tree and adds up what it needs on a `fstype` filesystem with `block_size` blocks.
-pub fn needs(tree: &Tree, fstype: FsType, block_size: u32) -> Result<Needs> {
+/// Walks the tree and adds up what it needs on the filesystem `opts` describes.
+pub fn needs(tree: &Tree, opts: &Options) -> Result<Needs> {
     let mut n = Needs {
         inodes: FIRST_INO,
         ..Default::default()
     };
     let mut path = Vec::new();
     let mut multi: HashMap<(u64, u64), u32> = HashMap::new();
-    dir(
-        &tree.root, true, fstype, block_size, &mut n, &mut multi, &mut path,
-    )?;
+    dir(&tree.root, true, opts, &mut n, &mut multi, &mut path)?;
     n.link_counts = multi.into_iter().filter(|&(_, c)| c > 1).collect();
     Ok(n)
 }
@@ -49,15 +47,15 @@ pub fn needs(tree: &Tree, fstype: FsType, block_size: u32) -> Result<Needs> {
 fn dir(
     d: &Entry,
     is_root: bool,
-    fstype: FsType,
-    bs: u32,
+    opts: &Options,
     n: &mut Needs,
     multi: &mut HashMap<(u64, u64), u32>,
     path: &mut Vec<u8>,
 ) -> Result<()> {
-    let mut packer = DirPacker::start(bs, fstype.has_metadata_csum(), false, 0, 0);
+    let bs = opts.block_size;
+    let mut packer = DirPacker::start(bs, opts.features.has_metadata_csum(), false, 0, 0);
     let mut has_lost_found = false;
-    n.blocks += xattr_blocks(d, bs, path)?;
+    n.blocks += xattr_blocks(d, opts, path)?;
     for c in d.children() {
         packer.add(&c.name, 0, 0);
         let len = path.len();
@@ -74,24 +72,29 @@ fn dir(
             n.blocks += lost_found_blocks(bs); // padded to mke2fs's size
             n.inodes -= 1; // reuses inode 11
         }
-        entry(c, fstype, bs, n, multi, path)?;
+        entry(c, opts, n, multi, path)?;
         path.truncate(len);
     }
     if is_root && !has_lost_found {
         packer.add(b"lost+found", 0, 0);
     }
-    n.blocks += packer.block_count() + mapping_blocks(fstype, bs, &[(0, packer.block_count())]);
+    n.blocks += packer.block_count()
+        + mapping_blocks(
+            opts.features.has_extents(),
+            bs,
+            &[(0, packer.block_count())],
+        );
     Ok(())
 }
 
 fn entry(
     e: &Entry,
-    fstype: FsType,
-    bs: u32,
+    opts: &Options,
     n: &mut Needs,
     multi: &mut HashMap<(u64, u64), u32>,
     path: &mut Vec<u8>,
 ) -> Result<()> {
+    let bs = opts.block_size;
     if !e.is_dir() && e.meta.nlink > 1 {
         let c = multi.entry((e.meta.dev, e.meta.ino)).or_insert(0);
         *c += 1;
@@ -101,11 +104,11 @@ fn entry(
     }
     n.inodes += 1;
     match &e.kind {
-        Kind::Dir { .. } => return dir(e, false, fstype, bs, n, multi, path),
+        Kind::Dir { .. } => return dir(e, false, opts, n, multi, path),
         Kind::File { size, layout, .. } => {
             let ranges = block_ranges(*size, layout, bs);
             let data: u64 = ranges.iter().map(|r| r.1).sum();
-            n.blocks += data + mapping_blocks(fstype, bs, &ranges);
+            n.blocks += data + mapping_blocks(opts.features.has_extents(), bs, &ranges);
         }
         Kind::Symlink { target } => {
             if target.len() >= bs as usize {
@@ -121,18 +124,18 @@ fn entry(
         }
         _ => {}
     }
-    n.blocks += xattr_blocks(e, bs, path)?;
+    n.blocks += xattr_blocks(e, opts, path)?;
     Ok(())
 }
 
 /// Blocks beyond the data that map a file's `ranges` (logical start, count): extent tree blocks
 /// for extent-mapped files, indirect blocks for block-mapped ones. An upper bound.
-pub fn mapping_blocks(fstype: FsType, bs: u32, ranges: &[(u64, u64)]) -> u64 {
+pub fn mapping_blocks(extents: bool, bs: u32, ranges: &[(u64, u64)]) -> u64 {
     let bs = bs as u64;
     if ranges.is_empty() {
         return 0;
     }
-    if fstype.has_extents() {
+    if extents {
         // An extent maps at most 32768 blocks; allow one break per block group as well.
         let extents: u64 = ranges
             .iter()
@@ -169,7 +172,8 @@ pub fn mapping_blocks(fstype: FsType, bs: u32, ranges: &[(u64, u64)]) -> u64 {
 
 /// 0 or 1: whether the entry's extended attributes overflow the inode's spare space into an
 /// attribute block. Fails when they would not fit in one block either.
-fn xattr_blocks(e: &Entry, bs: u32, path: &[u8]) -> Result<u64> {
+fn xattr_blocks(e: &Entry, opts: &Options, path: &[u8]) -> Result<u64> {
+    let (bs, inode_size) = (opts.block_size, opts.inode_size);
     if e.xattrs.is_empty() {
         return Ok(0);
     }
@@ -179,7 +183,7 @@ fn xattr_blocks(e: &Entry, bs: u32, path: &[u8]) -> Result<u64> {
         .iter()
         .map(|(k, v)| 16 + ((k.len() + 3) & !3) + ((v.len() + 3) & !3))
         .sum();
-    let in_inode = INODE_SIZE as usize - 128 - 32 - 4 - 4;
+    let in_inode = (inode_size as usize).saturating_sub(128 + 32 + 4 + 4);
     if size <= in_inode {
         return Ok(0);
     }
@@ -205,19 +209,19 @@ mod tests {
 
     #[test]
     fn small_extent_files_need_no_tree_blocks() {
-        assert_eq!(mapping_blocks(FsType::Ext4, 4096, &[(0, 1)]), 0);
-        assert_eq!(mapping_blocks(FsType::Ext4, 4096, &[(0, 32768)]), 0);
-        assert!(mapping_blocks(FsType::Ext4, 4096, &[(0, 1 << 20)]) >= 1);
+        assert_eq!(mapping_blocks(true, 4096, &[(0, 1)]), 0);
+        assert_eq!(mapping_blocks(true, 4096, &[(0, 32768)]), 0);
+        assert!(mapping_blocks(true, 4096, &[(0, 1 << 20)]) >= 1);
     }
 
     #[test]
     fn indirect_blocks_for_block_mapped_files() {
-        assert_eq!(mapping_blocks(FsType::Ext2, 4096, &[(0, 12)]), 0);
-        assert_eq!(mapping_blocks(FsType::Ext2, 4096, &[(0, 13)]), 1);
-        assert_eq!(mapping_blocks(FsType::Ext2, 4096, &[(0, 12 + 1024)]), 1);
-        assert_eq!(mapping_blocks(FsType::Ext2, 4096, &[(0, 12 + 1024 + 1)]), 3);
+        assert_eq!(mapping_blocks(false, 4096, &[(0, 12)]), 0);
+        assert_eq!(mapping_blocks(false, 4096, &[(0, 13)]), 1);
+        assert_eq!(mapping_blocks(false, 4096, &[(0, 12 + 1024)]), 1);
+        assert_eq!(mapping_blocks(false, 4096, &[(0, 12 + 1024 + 1)]), 3);
         // 1 KiB blocks, a 64 MiB file: 1 + (1 + 256) + (1 + 1 + ...)
-        assert!(mapping_blocks(FsType::Ext3, 1024, &[(0, 65536)]) >= 257);
+        assert!(mapping_blocks(false, 1024, &[(0, 65536)]) >= 257);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use super::dirent::DirPacker;
 use super::layout::block_ranges;
 use super::plan::lost_found_blocks;
 use crate::copy::RangeCopier;
-use crate::ext2::{file_type, Filesystem, Ino, Inode, Run, ROOT_INO};
+use crate::ext2::{file_type, Filesystem, Ino, Inode, Run, Timestamp, ROOT_INO};
 use crate::progress::Progress;
 use crate::source::{display, open_child_dir, open_child_file, Data, Entry, Kind, Layout, Meta};
 
@@ -33,6 +33,10 @@ pub struct Populator<'a> {
     pub copier: RangeCopier,
     /// The tree's spool file, for files whose data is [`Data::Spool`].
     pub spool: Option<&'a File>,
+    /// `--owner`: every entry's owner.
+    pub owner: Option<(u32, u32)>,
+    /// SOURCE_DATE_EPOCH: see [`super::Options::clamp_time`].
+    pub clamp_time: Option<i64>,
 }
 
 impl Populator<'_> {
@@ -227,8 +231,15 @@ impl Populator<'_> {
     /// A new in-memory inode of type `ifmt` with the source's permissions, owner and times.
     fn new_inode(&self, ifmt: u16, m: &Meta, links: u16) -> Inode {
         let mut inode = Inode::new(ifmt | m.perm, self.fs.want_extra_isize());
-        inode.set_owner(m.uid, m.gid);
-        inode.set_times(m.atime, m.mtime, m.ctime, m.btime);
+        let (uid, gid) = self.owner.unwrap_or((m.uid, m.gid));
+        inode.set_owner(uid, gid);
+        match self.clamp_time {
+            Some(limit) => {
+                let t = clamp(m.mtime, limit);
+                inode.set_times(t, t, t, t);
+            }
+            None => inode.set_times(m.atime, m.mtime, m.ctime, m.btime),
+        }
         inode.set_links(links);
         inode
     }
@@ -339,6 +350,18 @@ impl Populator<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// `t`, or `limit` (whole seconds) when `t` is later.
+pub fn clamp(t: Timestamp, limit: i64) -> Timestamp {
+    if t.sec >= limit {
+        Timestamp {
+            sec: limit,
+            nsec: 0,
+        }
+    } else {
+        t
     }
 }
 

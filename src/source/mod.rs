@@ -2,6 +2,7 @@
 //! bytes, full metadata, extended attributes, the layout of sparse files), read once by the
 //! scanner in [`walk`] and consumed by planning and populating.
 
+pub mod digest;
 mod walk;
 mod xattr;
 

@@ -1,0 +1,175 @@
+//! A digest of a scanned tree as it will be stored: names, types, permissions, owners (after
+//! `--owner`), mtimes (clamped), sizes, link targets, device numbers, hard-link structure,
+//! extended attributes and every byte of content. Reproducible builds derive their UUIDs and
+//! GUIDs from it, so they depend on nothing of the build host (atime, inode numbers, paths).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use rustix::fs::{Mode, OFlags};
+
+use super::{display, open_child_dir, open_child_file, Data, Entry, Kind, Layout, Tree};
+
+/// What the digest normalises, as the image will.
+#[derive(Debug, Clone, Copy)]
+pub struct Normalise {
+    pub owner: Option<(u32, u32)>,
+    pub clamp_time: i64,
+}
+
+/// BLAKE3 of the tree rooted at `source` (a directory, unless the tree has a spool).
+pub fn digest(tree: &Tree, source: &Path, norm: Normalise) -> Result<[u8; 32]> {
+    let fd = match tree.spool {
+        Some(_) => None,
+        None => Some(
+            rustix::fs::open(
+                source,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .with_context(|| source.display().to_string())?,
+        ),
+    };
+    let mut d = Digester {
+        h: blake3::Hasher::new(),
+        norm,
+        links: HashMap::new(),
+        spool: tree.spool.as_deref(),
+        buf: vec![0u8; 1 << 20],
+    };
+    let mut path = source.as_os_str().as_encoded_bytes().to_vec();
+    d.entry(&tree.root, fd.as_ref(), &mut path)?;
+    Ok(*d.h.finalize().as_bytes())
+}
+
+struct Digester<'a> {
+    h: blake3::Hasher,
+    norm: Normalise,
+    /// Hard-link identity → order of first appearance.
+    links: HashMap<(u64, u64), u64>,
+    spool: Option<&'a File>,
+    buf: Vec<u8>,
+}
+
+impl Digester<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.h.update(&(bytes.len() as u64).to_le_bytes());
+        self.h.update(bytes);
+    }
+
+    fn num(&mut self, n: u64) {
+        self.h.update(&n.to_le_bytes());
+    }
+
+    fn entry(&mut self, e: &Entry, dir: Option<&OwnedFd>, path: &mut Vec<u8>) -> Result<()> {
+        let m = &e.meta;
+        self.put(&e.name);
+        let (uid, gid) = self.norm.owner.unwrap_or((m.uid, m.gid));
+        let t = if m.mtime.sec >= self.norm.clamp_time {
+            (self.norm.clamp_time, 0)
+        } else {
+            (m.mtime.sec, m.mtime.nsec)
+        };
+        for n in [
+            m.perm as u64,
+            uid as u64,
+            gid as u64,
+            t.0 as u64,
+            t.1 as u64,
+        ] {
+            self.num(n);
+        }
+        for (k, v) in &e.xattrs {
+            self.put(k);
+            self.put(v);
+        }
+        if !e.is_dir() && m.nlink > 1 {
+            let next = self.links.len() as u64;
+            let first = *self.links.entry((m.dev, m.ino)).or_insert(next);
+            self.num(first);
+            if first != next {
+                return Ok(()); // content already hashed under its first name
+            }
+        }
+        match &e.kind {
+            Kind::Dir { children } => {
+                self.num(1);
+                self.num(children.len() as u64);
+                for c in children {
+                    let len = path.len();
+                    path.push(b'/');
+                    path.extend_from_slice(&c.name);
+                    let child_fd = match (&c.kind, dir) {
+                        (Kind::Dir { .. }, Some(fd)) => Some(open_child_dir(fd, &c.name, path)?),
+                        _ => None,
+                    };
+                    self.entry(c, child_fd.as_ref().or(dir), path)?;
+                    path.truncate(len);
+                }
+            }
+            Kind::File { size, layout, data } => {
+                self.num(2);
+                self.num(*size);
+                self.content(e, dir, *size, layout, *data, path)?;
+            }
+            Kind::Symlink { target } => {
+                self.num(3);
+                self.put(target);
+            }
+            Kind::CharDev { major, minor } => {
+                self.num(4);
+                self.num((*major as u64) << 32 | *minor as u64);
+            }
+            Kind::BlockDev { major, minor } => {
+                self.num(5);
+                self.num((*major as u64) << 32 | *minor as u64);
+            }
+            Kind::Fifo => self.num(6),
+            Kind::Socket => self.num(7),
+        }
+        Ok(())
+    }
+
+    fn content(
+        &mut self,
+        e: &Entry,
+        dir: Option<&OwnedFd>,
+        size: u64,
+        layout: &Layout,
+        data: Data,
+        path: &[u8],
+    ) -> Result<()> {
+        let ranges = match layout {
+            Layout::Dense => vec![(0, size)],
+            Layout::Sparse(r) => r.clone(),
+        };
+        let opened;
+        let (fd, base) = match data {
+            Data::InTree => {
+                let dir = dir.with_context(|| format!("{}: no source directory", display(path)))?;
+                opened = open_child_file(dir, &e.name, path)?;
+                (opened.as_fd(), 0)
+            }
+            Data::Spool { offset } => (self.spool.context("no spool file")?.as_fd(), offset),
+        };
+        for (a, b) in ranges {
+            self.num(a);
+            let mut pos = a;
+            while pos < b {
+                let n = ((b - pos) as usize).min(self.buf.len());
+                let got = rustix::io::pread(fd, &mut self.buf[..n], base + pos)
+                    .map_err(std::io::Error::from)
+                    .with_context(|| format!("{}: reading", display(path)))?;
+                if got == 0 {
+                    anyhow::bail!("{}: shrank during the build", display(path));
+                }
+                self.h.update(&self.buf[..got]);
+                pos += got as u64;
+            }
+        }
+        Ok(())
+    }
+}
