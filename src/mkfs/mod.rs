@@ -140,7 +140,7 @@ pub fn build(
     progress: &Progress,
     verbose: &dyn Fn(&str),
 ) -> Result<Built> {
-    let needs = plan::needs(tree, opts)?;
+    let needs = plan::needs(tree, source, opts)?;
     verbose(&format!(
         "the tree needs about {} blocks of {} bytes and {} inodes",
         needs.blocks, opts.block_size, needs.inodes

@@ -3,11 +3,13 @@
 //! first guess of the filesystem geometry for each `--size` form.
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use anyhow::{bail, Result};
 
 use super::dirent::DirPacker;
 use super::layout::block_ranges;
+use super::size::Human;
 use super::Options;
 use crate::source::{display, Entry, Kind, Tree};
 
@@ -31,13 +33,14 @@ pub fn lost_found_blocks(block_size: u32) -> u64 {
     (16384 / block_size as u64).clamp(2, 12)
 }
 
-/// Walks the tree and adds up what it needs on the filesystem `opts` describes.
-pub fn needs(tree: &Tree, opts: &Options) -> Result<Needs> {
+/// Walks the tree (read from `source`, named in messages) and adds up what it needs on the
+/// filesystem `opts` describes.
+pub fn needs(tree: &Tree, source: &Path, opts: &Options) -> Result<Needs> {
     let mut n = Needs {
         inodes: FIRST_INO,
         ..Default::default()
     };
-    let mut path = Vec::new();
+    let mut path = source.as_os_str().as_encoded_bytes().to_vec();
     let mut multi: HashMap<(u64, u64), u32> = HashMap::new();
     dir(&tree.root, true, opts, &mut n, &mut multi, &mut path)?;
     n.link_counts = multi.into_iter().filter(|&(_, c)| c > 1).collect();
@@ -106,6 +109,17 @@ fn entry(
     match &e.kind {
         Kind::Dir { .. } => return dir(e, false, opts, n, multi, path),
         Kind::File { size, layout, .. } => {
+            let max = max_file_size(opts);
+            if *size > max {
+                bail!(
+                    "{}: a file of {} is larger than {} with {}-byte blocks can hold ({})",
+                    display(path),
+                    Human(*size),
+                    opts.fstype.name(),
+                    bs,
+                    Human(max)
+                );
+            }
             let ranges = block_ranges(*size, layout, bs);
             let data: u64 = ranges.iter().map(|r| r.1).sum();
             n.blocks += data + mapping_blocks(opts.features.has_extents(), bs, &ranges);
@@ -126,6 +140,24 @@ fn entry(
     }
     n.blocks += xattr_blocks(e, opts, path)?;
     Ok(())
+}
+
+/// The largest regular file the filesystem can hold: 2^32 logical blocks with extents; with
+/// block maps, what 12 direct, one indirect, one double and one triple indirect block address,
+/// and without huge_file no more than 2^32 512-byte sectors.
+pub fn max_file_size(opts: &Options) -> u64 {
+    let bs = opts.block_size as u64;
+    let blocks = if opts.features.has_extents() {
+        1u64 << 32
+    } else {
+        let a = bs / 4;
+        12 + a + a * a + a * a * a
+    };
+    let mut max = blocks.saturating_mul(bs);
+    if opts.features.ro_compat & ext2fs_sys::EXT4_FEATURE_RO_COMPAT_HUGE_FILE == 0 {
+        max = max.min((1u64 << 32) * 512 - bs);
+    }
+    max
 }
 
 /// Blocks beyond the data that map a file's `ranges` (logical start, count): extent tree blocks
@@ -222,6 +254,20 @@ mod tests {
         assert_eq!(mapping_blocks(false, 4096, &[(0, 12 + 1024 + 1)]), 3);
         // 1 KiB blocks, a 64 MiB file: 1 + (1 + 256) + (1 + 1 + ...)
         assert!(mapping_blocks(false, 1024, &[(0, 65536)]) >= 257);
+    }
+
+    #[test]
+    fn largest_files_per_type_and_block_size() {
+        let mut o = Options::new(super::super::fstype::FsType::Ext2);
+        o.block_size = 1024;
+        assert_eq!(
+            max_file_size(&o),
+            (12 + 256 + 256 * 256 + 256 * 256 * 256) * 1024
+        ); // ~16 GiB
+        o.block_size = 4096;
+        assert_eq!(max_file_size(&o), (1u64 << 41) - 4096); // 2 TiB without huge_file
+        let o = Options::new(super::super::fstype::FsType::Ext4);
+        assert_eq!(max_file_size(&o), 1u64 << 44); // 16 TiB
     }
 
     #[test]

@@ -65,13 +65,18 @@ pub struct Human(pub u64);
 impl fmt::Display for Human {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.0;
-        for (shift, s) in [(40, "T"), (30, "G"), (20, "M"), (10, "K")] {
+        for (shift, s) in [(40, "T"), (30, "G"), (20, "M")] {
             if n >= 1 << shift && n % (1 << shift) == 0 {
                 return write!(f, "{}{s}", n >> shift);
             }
         }
-        if n >= 1 << 20 {
-            return write!(f, "{:.1} MiB", n as f64 / (1u64 << 20) as f64);
+        for (shift, s) in [(40, "TiB"), (30, "GiB"), (20, "MiB")] {
+            if n >= 1 << shift {
+                return write!(f, "{:.1} {s}", n as f64 / (1u64 << shift) as f64);
+            }
+        }
+        if n >= 1 << 10 && n % (1 << 10) == 0 {
+            return write!(f, "{}K", n >> 10);
         }
         write!(f, "{n} bytes")
     }
@@ -118,7 +123,9 @@ mod tests {
     fn human_sizes_round_trip() {
         assert_eq!(Human(12 << 20).to_string(), "12M");
         assert_eq!(Human(3 << 30).to_string(), "3G");
-        assert_eq!(Human(1536 << 10).to_string(), "1536K");
-        assert_eq!(parse_bytes(&Human(1536 << 10).to_string()), Ok(1536 << 10));
+        assert_eq!(Human(1536 << 10).to_string(), "1.5 MiB");
+        assert_eq!(Human(16_843_020 << 10).to_string(), "16.1 GiB");
+        assert_eq!(Human(512 << 10).to_string(), "512K");
+        assert_eq!(parse_bytes(&Human(3 << 30).to_string()), Ok(3 << 30));
     }
 }
