@@ -8,6 +8,7 @@
 pub mod compare;
 pub mod entries;
 pub mod mount;
+pub mod nbd;
 pub mod tree;
 
 #[allow(unused_imports)]
