@@ -7,6 +7,7 @@
 
 pub mod compare;
 pub mod entries;
+pub mod json;
 pub mod mount;
 pub mod nbd;
 pub mod tree;

@@ -1,8 +1,8 @@
 //! Helpers for the NBD tests (`tests/nbd_*.rs`): a guard that runs `linuxdisk-mk --serve` until it
 //! says it is serving and stops it with SIGTERM on drop (checking the exit status and that the
-//! socket is gone), real NBD clients run with timeouts (`nbdinfo`, `nbdcopy`, `qemu-img`), a small
-//! JSON reader for their `--json` output, and a fingerprint of a source tree (to show `--cow` never
-//! writes to it).
+//! socket is gone), real NBD clients run with timeouts (`nbdinfo`, `nbdcopy`, `qemu-img`; their
+//! `--json` output is read with `super::json`), and a fingerprint of a source tree (to show that
+//! `--cow` never writes to it).
 //!
 //! `LINUXDISK_MK_NBD_SERVER=tests/nbd/nbdkit-shim.sh` runs the suite against an nbdkit-based stand-in
 //! instead of the binary, to check the tests themselves against a known-good server.
@@ -15,6 +15,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub use super::json::Json;
 use super::{require_root, run_bin, run_cmd_timeout, Run, BIN};
 
 /// How long a server may take to build its disk and say it is serving.
@@ -28,7 +29,7 @@ pub const SERVING: &str = "linuxdisk-mk: serving ";
 
 /// The server under test: the binary, or `$LINUXDISK_MK_NBD_SERVER` (a stand-in, see the module doc).
 pub fn server_bin() -> PathBuf {
-    match std::env::var_os("LINUXDISK_MK_NBD_SERVER") {
+    match std::env::var_os("LINUXDISK_MK_NBD_SERVER").filter(|p| !p.is_empty()) {
         Some(p) => std::fs::canonicalize(&p)
             .unwrap_or_else(|e| panic!("LINUXDISK_MK_NBD_SERVER={p:?}: {e}")),
         None => PathBuf::from(BIN),
@@ -73,6 +74,7 @@ pub struct ServerGuard {
     socket: Option<PathBuf>,
     uri: String,
     stderr: Arc<Mutex<Vec<u8>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
     status: Option<ExitStatus>,
 }
 
@@ -104,7 +106,7 @@ impl ServerGuard {
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let mut pipe = child.stderr.take().unwrap();
         let sink = stderr.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             while let Ok(n) = pipe.read(&mut buf) {
                 if n == 0 {
@@ -119,6 +121,7 @@ impl ServerGuard {
             socket,
             uri: String::new(),
             stderr,
+            reader: Some(reader),
             status: None,
         };
         g.wait_ready();
@@ -189,8 +192,17 @@ impl ServerGuard {
         self.socket.as_deref()
     }
 
-    /// Everything the server printed on stderr so far.
+    /// Everything the server printed on stderr so far (all of it once it has exited: the reader
+    /// is given up to 2 s to drain the pipe).
     pub fn stderr(&self) -> String {
+        if self.status.is_some() {
+            if let Some(r) = &self.reader {
+                let start = Instant::now();
+                while !r.is_finished() && start.elapsed() < Duration::from_secs(2) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
         String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
     }
 
@@ -414,183 +426,4 @@ fn fnv(data: &[u8]) -> u64 {
     data.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ *b as u64).wrapping_mul(0x100_0000_01b3)
     })
-}
-
-/// A JSON value (numbers kept as text so 64-bit sizes stay exact).
-#[derive(Debug, Clone, PartialEq)]
-pub enum Json {
-    Null,
-    Bool(bool),
-    Num(String),
-    Str(String),
-    Arr(Vec<Json>),
-    Obj(Vec<(String, Json)>),
-}
-
-impl Json {
-    pub fn parse(text: &str) -> Result<Json, String> {
-        let mut p = JsonParser {
-            s: text.as_bytes(),
-            i: 0,
-        };
-        let v = p.value()?;
-        p.ws();
-        if p.i != p.s.len() {
-            return Err(format!("trailing text at byte {}", p.i));
-        }
-        Ok(v)
-    }
-    /// The member `key` of an object.
-    pub fn get(&self, key: &str) -> Option<&Json> {
-        match self {
-            Json::Obj(m) => m.iter().find(|(k, _)| k == key).map(|(_, v)| v),
-            _ => None,
-        }
-    }
-    pub fn u64(&self) -> Option<u64> {
-        match self {
-            Json::Num(n) => n.parse().ok(),
-            _ => None,
-        }
-    }
-    pub fn bool(&self) -> Option<bool> {
-        match self {
-            Json::Bool(b) => Some(*b),
-            _ => None,
-        }
-    }
-    pub fn str(&self) -> Option<&str> {
-        match self {
-            Json::Str(s) => Some(s),
-            _ => None,
-        }
-    }
-    pub fn arr(&self) -> &[Json] {
-        match self {
-            Json::Arr(a) => a,
-            _ => &[],
-        }
-    }
-}
-
-struct JsonParser<'a> {
-    s: &'a [u8],
-    i: usize,
-}
-
-impl JsonParser<'_> {
-    fn ws(&mut self) {
-        while self.i < self.s.len() && self.s[self.i].is_ascii_whitespace() {
-            self.i += 1;
-        }
-    }
-    fn eat(&mut self, c: u8) -> Result<(), String> {
-        self.ws();
-        if self.s.get(self.i) == Some(&c) {
-            self.i += 1;
-            Ok(())
-        } else {
-            Err(format!("expected {:?} at byte {}", c as char, self.i))
-        }
-    }
-    fn value(&mut self) -> Result<Json, String> {
-        self.ws();
-        let rest = &self.s[self.i..];
-        for (word, v) in [
-            (&b"null"[..], Json::Null),
-            (b"true", Json::Bool(true)),
-            (b"false", Json::Bool(false)),
-        ] {
-            if rest.starts_with(word) {
-                self.i += word.len();
-                return Ok(v);
-            }
-        }
-        match rest.first() {
-            Some(b'"') => self.string().map(Json::Str),
-            Some(b'[') => {
-                self.i += 1;
-                let mut v = Vec::new();
-                self.ws();
-                if self.s.get(self.i) == Some(&b']') {
-                    self.i += 1;
-                    return Ok(Json::Arr(v));
-                }
-                loop {
-                    v.push(self.value()?);
-                    self.ws();
-                    if self.s.get(self.i) == Some(&b',') {
-                        self.i += 1;
-                    } else {
-                        self.eat(b']')?;
-                        return Ok(Json::Arr(v));
-                    }
-                }
-            }
-            Some(b'{') => {
-                self.i += 1;
-                let mut m = Vec::new();
-                self.ws();
-                if self.s.get(self.i) == Some(&b'}') {
-                    self.i += 1;
-                    return Ok(Json::Obj(m));
-                }
-                loop {
-                    self.ws();
-                    let k = self.string()?;
-                    self.eat(b':')?;
-                    m.push((k, self.value()?));
-                    self.ws();
-                    if self.s.get(self.i) == Some(&b',') {
-                        self.i += 1;
-                    } else {
-                        self.eat(b'}')?;
-                        return Ok(Json::Obj(m));
-                    }
-                }
-            }
-            Some(c) if c.is_ascii_digit() || *c == b'-' => {
-                let start = self.i;
-                while self.i < self.s.len() && b"+-.eE0123456789".contains(&self.s[self.i]) {
-                    self.i += 1;
-                }
-                Ok(Json::Num(
-                    String::from_utf8_lossy(&self.s[start..self.i]).into(),
-                ))
-            }
-            _ => Err(format!("unexpected input at byte {}", self.i)),
-        }
-    }
-    fn string(&mut self) -> Result<String, String> {
-        self.eat(b'"')?;
-        let mut out = Vec::new();
-        while let Some(&c) = self.s.get(self.i) {
-            self.i += 1;
-            match c {
-                b'"' => return Ok(String::from_utf8_lossy(&out).into_owned()),
-                b'\\' => {
-                    let e = *self.s.get(self.i).ok_or("truncated escape")?;
-                    self.i += 1;
-                    match e {
-                        b'n' => out.push(b'\n'),
-                        b't' => out.push(b'\t'),
-                        b'r' => out.push(b'\r'),
-                        b'b' => out.push(8),
-                        b'f' => out.push(12),
-                        b'u' => {
-                            let hex = self.s.get(self.i..self.i + 4).ok_or("short \\u")?;
-                            let n = u32::from_str_radix(&String::from_utf8_lossy(hex), 16)
-                                .map_err(|e| e.to_string())?;
-                            self.i += 4;
-                            let ch = char::from_u32(n).unwrap_or('\u{fffd}');
-                            out.extend_from_slice(ch.to_string().as_bytes());
-                        }
-                        other => out.push(other),
-                    }
-                }
-                _ => out.push(c),
-            }
-        }
-        Err("unterminated string".into())
-    }
 }
