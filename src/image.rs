@@ -4,8 +4,10 @@
 use std::fs::File;
 use std::fs::Permissions;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use rustix::fs::{RenameFlags, SeekFrom, CWD};
@@ -49,59 +51,104 @@ pub fn check_output(output: &Path, force: bool) -> anyhow::Result<()> {
     })
 }
 
-/// Writes the disk to a temp file beside OUTPUT (`.NAME.XXXXXX.tmp`), sparse, syncs it and
-/// renames it into place: without `force` with RENAME_NOREPLACE (an error if OUTPUT appeared
-/// meanwhile), with `force` replacing OUTPUT. `on_bytes(n)` reports progress through the disk:
-/// the calls add up to `disk.size()` (holes and skipped zeros count as done). On any error the
-/// temp file is removed; it is also registered with [`cleanup`] for removal on a signal.
+/// Writes the disk to a temp file beside OUTPUT and renames it into place: [`Output::create`]
+/// then [`Output::finish`].
 pub fn write_image(
     disk: &Disk,
     output: &Path,
     force: bool,
     on_bytes: &mut dyn FnMut(u64),
 ) -> anyhow::Result<()> {
-    check_output(output, force)?;
-    let dir = parent_dir(output);
-    let name = output
-        .file_name()
-        .with_context(|| format!("{}: OUTPUT has no file name", output.display()))?;
-    // A new image gets 0666 minus the umask, like any created file; a replaced one keeps its mode.
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{}.", name.to_string_lossy()))
-        .suffix(".tmp")
-        .rand_bytes(6)
-        .permissions(Permissions::from_mode(0o666))
-        .tempfile_in(&dir)
-        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-    let (file, path) = tmp.into_parts();
-    // Field order matters: on error the file is deleted first, then unregistered.
-    let tmp = TempOutput {
-        guard: cleanup::register(path.to_path_buf()),
-        path,
-    };
-    let writing = || format!("writing {}", output.display());
+    Output::create(output, force)?.finish(disk, on_bytes)
+}
 
-    if let Ok(old) = std::fs::metadata(output) {
-        let mode = Permissions::from_mode(old.permissions().mode() & 0o7777);
-        file.set_permissions(mode).with_context(writing)?;
-    }
-    file.set_len(disk.size()).with_context(writing)?;
-    let mut copier = Copier::new(&file);
-    copier.write_disk(disk, on_bytes).with_context(writing)?;
-    file.sync_all().with_context(writing)?;
-    drop(file);
+/// OUTPUT being made: a sparse temp file beside it (`.NAME.XXXXXX.tmp`), registered with
+/// [`cleanup`] for removal on a signal and removed when dropped unfinished. The filesystem can be
+/// built straight into it (at the partition offset), so file data is written once.
+pub struct Output {
+    output: PathBuf,
+    force: bool,
+    file: Arc<File>,
+    tmp: TempOutput,
+}
 
-    let TempOutput { path, guard } = tmp;
-    guard
-        .commit(|| rename_into_place(&path, output, force))
-        .with_context(|| format!("renaming {} to {}", path.display(), output.display()))?;
-    // Renamed: nothing left to delete.
-    let _ = path.keep();
-    if let Ok(d) = File::open(&dir) {
-        // Make the rename durable; failure here does not undo a complete image.
-        let _ = d.sync_all();
+impl Output {
+    /// Checks OUTPUT (see [`check_output`]) and creates the temp file beside it.
+    pub fn create(output: &Path, force: bool) -> anyhow::Result<Output> {
+        check_output(output, force)?;
+        let dir = parent_dir(output);
+        let name = output
+            .file_name()
+            .with_context(|| format!("{}: OUTPUT has no file name", output.display()))?;
+        // A new image gets 0666 minus the umask, like any created file; a replaced one keeps its mode.
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".{}.", name.to_string_lossy()))
+            .suffix(".tmp")
+            .rand_bytes(6)
+            .permissions(Permissions::from_mode(0o666))
+            .tempfile_in(&dir)
+            .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+        let (file, path) = tmp.into_parts();
+        // Field order matters: on error the file is deleted first, then unregistered.
+        let tmp = TempOutput {
+            guard: cleanup::register(path.to_path_buf()),
+            path,
+        };
+        if let Ok(old) = std::fs::metadata(output) {
+            let mode = Permissions::from_mode(old.permissions().mode() & 0o7777);
+            file.set_permissions(mode)
+                .with_context(|| format!("writing {}", output.display()))?;
+        }
+        Ok(Output {
+            output: output.to_path_buf(),
+            force,
+            file: Arc::new(file),
+            tmp,
+        })
     }
-    Ok(())
+
+    /// The temp file, for building the filesystem in place.
+    pub fn file(&self) -> &Arc<File> {
+        &self.file
+    }
+
+    /// The temp file's path (for messages).
+    pub fn temp_path(&self) -> &Path {
+        &self.tmp.path
+    }
+
+    /// Writes `disk` into the temp file, sparse: Bytes regions with pwrite, File regions copied
+    /// only where the source has data, except regions that are this very file at the same
+    /// offset (already in place); Zero regions stay holes. Then syncs and renames it into place:
+    /// without `force` with RENAME_NOREPLACE (an error if OUTPUT appeared meanwhile), with
+    /// `force` replacing OUTPUT. `on_bytes(n)` reports progress; the calls add up to
+    /// `disk.size()`. On any error the temp file is removed.
+    pub fn finish(self, disk: &Disk, on_bytes: &mut dyn FnMut(u64)) -> anyhow::Result<()> {
+        let Output {
+            output,
+            force,
+            file,
+            tmp,
+        } = self;
+        let writing = || format!("writing {}", output.display());
+        file.set_len(disk.size()).with_context(writing)?;
+        let mut copier = Copier::new(&file);
+        copier.write_disk(disk, on_bytes).with_context(writing)?;
+        file.sync_all().with_context(writing)?;
+        drop(file);
+
+        let TempOutput { path, guard } = tmp;
+        guard
+            .commit(|| rename_into_place(&path, &output, force))
+            .with_context(|| format!("renaming {} to {}", path.display(), output.display()))?;
+        // Renamed: nothing left to delete.
+        let _ = path.keep();
+        if let Ok(d) = File::open(parent_dir(&output)) {
+            // Make the rename durable; failure here does not undo a complete image.
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
 }
 
 /// A temp file being written: deleted when dropped (path first), unregistered after.
@@ -155,6 +202,11 @@ impl<'a> Copier<'a> {
                     let data = &bytes[*start..*start + region.len as usize];
                     write_nonzero(self.out, data, region.start)?;
                     on_bytes(region.len);
+                }
+                Source::File { file, offset }
+                    if file.as_raw_fd() == self.out.as_raw_fd() && *offset == region.start =>
+                {
+                    on_bytes(region.len) // built in place
                 }
                 Source::File { file, offset } => {
                     self.copy_file(file, *offset, region.start, region.len, on_bytes)?

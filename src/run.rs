@@ -6,9 +6,10 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 
 use crate::cli::{Cli, PartitionMode};
-use crate::disk::{gpt::Guids, Disk};
+use crate::disk::gpt::{Guids, PARTITION_START};
+use crate::disk::Disk;
 use crate::identity::{self, Ids};
-use crate::mkfs::{self, size::Human, Options};
+use crate::mkfs::{self, size::Human, Options, Target};
 use crate::nbd::{self, cow::CowExport, Export, ServeOptions};
 use crate::progress::Progress;
 use crate::source::digest::Normalise;
@@ -68,19 +69,44 @@ pub fn run(cli: &Cli) -> Result<i32> {
         part_type: cli.part_type,
         part_name: cli.part_label.clone(),
     };
-    let built = mkfs::build(&cli.source, &tree, &opts, &progress, &say)?;
-    say(&built.report.to_string());
-
-    let fs = Arc::new(built.file);
-    let disk = match cli.partition {
-        PartitionMode::Gpt => Disk::partitioned(fs, built.size, &guids),
-        PartitionMode::None => Disk::bare(fs, built.size),
+    let make_disk = |fs: Arc<std::fs::File>, offset: u64, size: u64| match cli.partition {
+        PartitionMode::Gpt => Disk::partitioned_at(fs, offset, size, &guids),
+        PartitionMode::None => Disk::bare(fs, size),
     };
     let Some(output) = &cli.output else {
-        return serve(cli, disk);
+        // Serving: build in an unlinked temp file in TMPDIR.
+        let tmp = mkfs::temp_dir();
+        let file = Arc::new(
+            tempfile::tempfile_in(&tmp)
+                .with_context(|| format!("{}: creating a temporary file", tmp.display()))?,
+        );
+        let target = Target {
+            file: &file,
+            offset: 0,
+            name: &tmp,
+        };
+        let built = mkfs::build(&cli.source, &tree, &opts, &target, &progress, &say)?;
+        say(&built.report.to_string());
+        return serve(cli, make_disk(file.clone(), 0, built.size));
     };
+    // Writing: build the filesystem in place in OUTPUT's temp file, at the partition offset, so
+    // file data is copied once; only the partition table is left to write.
+    let out = image::Output::create(output, cli.force)?;
+    let file = out.file().clone();
+    let offset = match cli.partition {
+        PartitionMode::Gpt => PARTITION_START,
+        PartitionMode::None => 0,
+    };
+    let target = Target {
+        file: &file,
+        offset,
+        name: out.temp_path(),
+    };
+    let built = mkfs::build(&cli.source, &tree, &opts, &target, &progress, &say)?;
+    say(&built.report.to_string());
+    let disk = make_disk(file, offset, built.size);
     progress.start_bytes("writing", disk.size());
-    let written = image::write_image(&disk, output, cli.force, &mut |n| progress.inc_position(n));
+    let written = out.finish(&disk, &mut |n| progress.inc_position(n));
     progress.finish();
     written?;
     if !cli.quiet {

@@ -53,6 +53,12 @@ impl Disk {
     /// GPT-partitioned disk: primary GPT bytes, the filesystem image (bytes `[0, fs_size)` of
     /// `fs`, a sparse file whose holes read as zero), zero padding, backup GPT.
     pub fn partitioned(fs: Arc<File>, fs_size: u64, guids: &gpt::Guids) -> Disk {
+        Disk::partitioned_at(fs, 0, fs_size, guids)
+    }
+
+    /// Like [`Disk::partitioned`], with the filesystem at `fs_offset` in `fs` (an image file
+    /// whose filesystem was built in place at the partition offset).
+    pub fn partitioned_at(fs: Arc<File>, fs_offset: u64, fs_size: u64, guids: &gpt::Guids) -> Disk {
         let layout = gpt::layout(fs_size, guids);
         let backup_offset = layout.backup_offset();
         let mut b = Builder::default();
@@ -64,7 +70,7 @@ impl Disk {
             fs_size,
             Source::File {
                 file: fs,
-                offset: 0,
+                offset: fs_offset,
             },
         );
         b.push(backup_offset - b.end, Source::Zero);

@@ -44,9 +44,9 @@ impl Drop for Filesystem {
 }
 
 impl Filesystem {
-    /// Lays out a new filesystem on `device` (a file, already sized) with `ext2fs_initialize`,
-    /// then sets UUID, checksum seed, hash seed and label as mke2fs does.
-    pub fn initialize(device: &Path, p: &FormatParams) -> Result<Filesystem> {
+    /// Lays out a new filesystem at byte `offset` of `device` (a file, already sized) with
+    /// `ext2fs_initialize`, then sets UUID, checksum seed, hash seed and label as mke2fs does.
+    pub fn initialize(device: &Path, offset: u64, p: &FormatParams) -> Result<Filesystem> {
         let name = CString::new(device.as_os_str().as_bytes()).map_err(|_| Error {
             call: "ext2fs_initialize",
             code: sys::EXT2_ET_INVALID_ARGUMENT as i64,
@@ -85,6 +85,14 @@ impl Filesystem {
         let fs = Filesystem {
             fs: NonNull::new(raw).expect("ext2fs_initialize returned no filesystem"),
         };
+        if offset > 0 {
+            let opts = CString::new(format!("offset={offset}")).expect("no NUL");
+            // SAFETY: fs->io is the filesystem's open channel; nothing has been written yet, so
+            // every block goes through the offset.
+            check("io_channel_set_options", unsafe {
+                sys::io_channel_set_options((*fs.raw()).io, opts.as_ptr())
+            })?;
+        }
         let metadata_csum = fs.has_metadata_csum();
         {
             let sb = fs.sb_mut();

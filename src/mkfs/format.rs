@@ -34,8 +34,8 @@ pub fn journal_blocks(features: &Features, blocks: u64) -> u32 {
     }
 }
 
-/// Formats `device` (the temp file, already sized to the geometry and all zeros).
-pub fn format(device: &Path, geo: Geometry, id: &Options) -> Result<Formatted> {
+/// Formats the filesystem at byte `offset` of `device` (already sized, all zeros there).
+pub fn format(device: &Path, offset: u64, geo: Geometry, id: &Options) -> Result<Formatted> {
     let f = id.features;
     let params = FormatParams {
         blocks: geo.blocks,
@@ -52,7 +52,7 @@ pub fn format(device: &Path, geo: Geometry, id: &Options) -> Result<Formatted> {
         hash_seed: id.hash_seed,
         time: id.time,
     };
-    let mut fs = Filesystem::initialize(device, &params)?;
+    let mut fs = Filesystem::initialize(device, offset, &params)?;
     fs.allocate_tables()?;
     fs.mark_inode_tables_zeroed();
     fs.write_reserved_inodes()?;

@@ -5,6 +5,7 @@
 pub mod dirent;
 pub mod format;
 pub mod fstype;
+pub mod htree;
 pub mod layout;
 pub mod plan;
 pub mod populate;
@@ -80,9 +81,16 @@ impl Options {
     }
 }
 
-/// The finished filesystem: a sparse, unlinked temp file.
+/// Where the filesystem is built: a file (emptied and sized here) and the byte offset in it.
+pub struct Target<'a> {
+    pub file: &'a File,
+    pub offset: u64,
+    /// The file's name, for messages.
+    pub name: &'a Path,
+}
+
+/// The finished filesystem: its size in bytes and facts for -v.
 pub struct Built {
-    pub file: File,
     pub size: u64,
     pub report: Report,
 }
@@ -137,6 +145,7 @@ pub fn build(
     source: &Path,
     tree: &Tree,
     opts: &Options,
+    target: &Target,
     progress: &Progress,
     verbose: &dyn Fn(&str),
 ) -> Result<Built> {
@@ -148,11 +157,8 @@ pub fn build(
     if let Some(n) = opts.inodes.filter(|&n| n < needs.inodes) {
         bail!("-N {n} is too few inodes: the tree needs {}", needs.inodes);
     }
-    let tmp = temp_dir();
-    let file = tempfile::tempfile_in(&tmp)
-        .with_context(|| format!("{}: creating a temporary file", tmp.display()))?;
     let maker = Maker {
-        file,
+        target,
         opts,
         needs: &needs,
     };
@@ -200,14 +206,13 @@ pub fn build(
             need_inodes: needs.inodes,
         };
         let size = report.blocks * report.block_size as u64;
-        made.fs
-            .close()
-            .context("writing the filesystem's metadata")?;
-        return Ok(Built {
-            file: maker.file,
-            size,
-            report,
-        });
+        made.fs.close().with_context(|| {
+            format!(
+                "writing the filesystem's metadata to {}",
+                target.name.display()
+            )
+        })?;
+        return Ok(Built { size, report });
     }
 }
 
@@ -219,7 +224,7 @@ fn is_no_space(e: &anyhow::Error) -> bool {
 }
 
 struct Maker<'a> {
-    file: File,
+    target: &'a Target<'a>,
     opts: &'a Options,
     needs: &'a Needs,
 }
@@ -227,7 +232,7 @@ struct Maker<'a> {
 impl Maker<'_> {
     /// Where libext2fs opens the (unlinked) temp file.
     fn device(&self) -> PathBuf {
-        PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()))
+        PathBuf::from(format!("/proc/self/fd/{}", self.target.file.as_raw_fd()))
     }
 
     /// `-N` when given (checked to cover the tree), else `default`.
@@ -246,18 +251,18 @@ impl Maker<'_> {
                 bs
             );
         }
-        let tmp = temp_dir();
-        self.file
+        let t = self.target;
+        t.file
             .set_len(0)
-            .and_then(|_| self.file.set_len(geo.blocks * bs))
+            .and_then(|_| t.file.set_len(t.offset + geo.blocks * bs))
             .with_context(|| {
                 format!(
-                    "{}: sizing the temporary file to {}",
-                    tmp.display(),
-                    Human(geo.blocks * bs)
+                    "{}: sizing it to {}",
+                    t.name.display(),
+                    Human(t.offset + geo.blocks * bs)
                 )
             })?;
-        format(&self.device(), geo, self.opts).with_context(|| {
+        format(&self.device(), self.target.offset, geo, self.opts).with_context(|| {
             format!(
                 "formatting {} of {} blocks, {} inodes",
                 self.opts.fstype.name(),
@@ -387,7 +392,9 @@ impl Maker<'_> {
         };
         let mut p = Populator {
             fs: &mut made.fs,
-            image: &self.file,
+            image: self.target.file,
+            image_offset: self.target.offset,
+            image_name: self.target.name,
             lost_found: made.lost_found,
             link_counts: &self.needs.link_counts,
             progress,

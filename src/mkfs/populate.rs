@@ -23,8 +23,12 @@ const LINK_MAX: u64 = 65000;
 
 pub struct Populator<'a> {
     pub fs: &'a mut Filesystem,
-    /// The temp file the filesystem lives in: file data is written to it directly.
+    /// The file the filesystem lives in, at byte `image_offset`: file data is written to it
+    /// directly.
     pub image: &'a File,
+    pub image_offset: u64,
+    /// Its name, for messages.
+    pub image_name: &'a std::path::Path,
     pub lost_found: Ino,
     pub link_counts: &'a HashMap<(u64, u64), u32>,
     pub progress: &'a Progress,
@@ -328,7 +332,7 @@ impl Populator<'_> {
                 if a >= b {
                     continue;
                 }
-                let dst = r.pblk * bs + (a - rs);
+                let dst = self.image_offset + r.pblk * bs + (a - rs);
                 let progress = self.progress;
                 let n = self
                     .copier
@@ -337,8 +341,9 @@ impl Populator<'_> {
                     })
                     .with_context(|| {
                         format!(
-                            "{}: copying data into the temporary filesystem",
-                            display(path)
+                            "{}: copying into {}",
+                            display(path),
+                            self.image_name.display()
                         )
                     })?;
                 if n != b - a {
