@@ -3,9 +3,11 @@
 //! scanner in [`walk`] and consumed by planning and populating.
 
 pub mod digest;
+pub mod tar;
 mod walk;
 mod xattr;
 
+pub use tar::{read_archive, ArchiveInput};
 pub use walk::{identity, open_child_dir, open_child_file, scan};
 
 use crate::ext2::Timestamp;
