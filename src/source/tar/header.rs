@@ -69,7 +69,13 @@ impl<'a> Header<'a> {
     pub fn path(&self) -> Vec<u8> {
         let name = cstr(&self.raw[0..100]);
         if self.format == Format::Ustar {
-            let prefix = cstr(&self.raw[345..500]);
+            // star's variant keeps times after a 131-byte prefix and ends with "tar\0".
+            let end = if &self.raw[508..512] == b"tar\0" {
+                476
+            } else {
+                500
+            };
+            let prefix = cstr(&self.raw[345..end]);
             if !prefix.is_empty() {
                 let mut p = prefix.to_vec();
                 p.push(b'/');

@@ -119,13 +119,13 @@ impl Reader {
         let mut local: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         loop {
             let start = self.pos;
-            let Some(block) = self.block()? else {
+            let block = self.block().map_err(|e| self.header_error(start, e))?;
+            let Some(block) = block else {
                 if start == 0 {
                     bail!("empty input, not a tar archive");
                 }
-                bail!(
-                    "truncated: the archive ends at byte {start} without an end-of-archive marker"
-                );
+                let e = anyhow::anyhow!("truncated: no end-of-archive marker");
+                return Err(self.header_error(start, e));
             };
             if is_zero(&block) {
                 if long_name.is_some() || long_link.is_some() || !local.is_empty() {
@@ -410,7 +410,7 @@ impl Reader {
         match self.read_full(&mut b)? {
             0 => Ok(None),
             BLOCK => Ok(Some(b)),
-            n => bail!("truncated: the archive ends {n} bytes into a {BLOCK}-byte block"),
+            _ => bail!("truncated: the archive ends inside a {BLOCK}-byte block"),
         }
     }
 

@@ -198,7 +198,7 @@ fn damaged_archives_are_clear_errors() {
         assert!(e.contains("truncated"), "cut at {cut}: {e}");
     }
     assert!(err(&full[..2000]).contains("entry 'one'"));
-    assert!(err(&full[..4608]).contains("without an end-of-archive marker"));
+    assert!(err(&full[..4608]).contains("no end-of-archive marker at byte 4608, after entry 'two'"));
     let mut bad = full.clone();
     bad[3584 + 10] ^= 0x55;
     let e = err(&bad);
