@@ -8,6 +8,7 @@
 mod blocks;
 mod dir;
 mod fs;
+mod hash;
 mod inode;
 mod xattr;
 
@@ -18,6 +19,7 @@ use ext2fs_sys as sys;
 
 pub use blocks::Run;
 pub use fs::{default_journal_blocks, Filesystem, FormatParams};
+pub use hash::{DirHash, NameHash};
 pub use inode::{Inode, Timestamp};
 
 /// An inode number.
