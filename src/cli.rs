@@ -154,7 +154,8 @@ pub struct Cli {
     )]
     pub pidfile: Option<PathBuf>,
 
-    /// Directory whose contents become the filesystem's root
+    /// Directory whose contents become the filesystem's root, or a tar archive (plain, gzip, xz,
+    /// bzip2 or zstd), or - for a tar stream on stdin
     #[arg(value_name = "SOURCE")]
     pub source: PathBuf,
 

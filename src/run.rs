@@ -13,6 +13,7 @@ use crate::mkfs::{self, size::Human, Options, Target};
 use crate::nbd::{self, cow::CowExport, Export, ServeOptions};
 use crate::progress::Progress;
 use crate::source::digest::Normalise;
+use crate::source::ArchiveInput;
 use crate::{cleanup, image, source};
 
 /// Runs the job; returns the process's exit status (a `--run` command's, when serving).
@@ -31,7 +32,7 @@ pub fn run(cli: &Cli) -> Result<i32> {
 
     let progress = Progress::new(!cli.quiet);
     progress.start_entries("scanning", None);
-    let scanned = source::scan(&cli.source, exclude, &mut || progress.inc_entries(1));
+    let scanned = read_source(cli, exclude, &mut || progress.inc_entries(1));
     progress.finish();
     let tree = scanned?;
     say(&format!(
@@ -125,6 +126,22 @@ pub fn run(cli: &Cli) -> Result<i32> {
         );
     }
     Ok(0)
+}
+
+/// Reads SOURCE: a directory (walked), `-` (a tar stream on stdin) or any other file (a tar
+/// archive, compression detected from its bytes).
+fn read_source(cli: &Cli, exclude: Option<(u64, u64)>, on_entry: &mut dyn FnMut()) -> Result<source::Tree> {
+    use std::io::IsTerminal;
+    if cli.source.as_os_str() == "-" {
+        if std::io::stdin().is_terminal() {
+            anyhow::bail!("SOURCE is - (a tar stream on stdin), but stdin is a terminal");
+        }
+        return source::read_archive(ArchiveInput::Stdin, &mkfs::temp_dir(), on_entry);
+    }
+    match std::fs::metadata(&cli.source) {
+        Ok(m) if !m.is_dir() => source::read_archive(ArchiveInput::Path(cli.source.clone()), &mkfs::temp_dir(), on_entry),
+        _ => source::scan(&cli.source, exclude, on_entry),
+    }
 }
 
 /// The filesystem options from the command line (identifiers still random).

@@ -62,3 +62,33 @@ fn lost_found_that_is_not_a_directory_is_refused() {
     std::fs::write(src.join("lost+found"), b"not a dir").unwrap();
     fails_cleanly(&[src.to_str().unwrap()], &["lost+found"]);
 }
+
+#[test]
+fn more_than_65000_subdirectories_need_dir_nlink() {
+    let dir = tempdir();
+    let src = dir.path().join("src");
+    let d = src.join("d");
+    std::fs::create_dir_all(&d).unwrap();
+    for i in 0..65_500 {
+        std::fs::create_dir(d.join(format!("s{i:05}"))).unwrap();
+    }
+    fails_cleanly(
+        &["-t", "ext3", src.to_str().unwrap()],
+        &["/d", "subdirectories", "ext4"],
+    );
+    let out = dir.path().join("ok.img");
+    run_bin([
+        "-q",
+        "-t",
+        "ext4",
+        src.to_str().unwrap(),
+        out.to_str().unwrap(),
+    ])
+    .assert_ok();
+    with_fs_device(&out, PART_OFFSET, assert_e2fsck_clean);
+    let m = mount_image(&out, PART_OFFSET);
+    assert_eq!(
+        std::fs::read_dir(m.path().join("d")).unwrap().count(),
+        65_500
+    );
+}

@@ -292,3 +292,72 @@ fn unprivileged_user_builds_devices_and_root_owned_files() {
         .file_type()
         .is_block_device());
 }
+
+#[test]
+fn tar_and_the_directory_it_came_from_give_the_same_image() {
+    let dir = tempdir();
+    let a = dir.path().join("a");
+    build_full_tree(&a);
+    // What tar cannot carry: sockets; (GNU tar here) the path longer than PATH_MAX.
+    tool_ok("find", [a.to_str().unwrap(), "-type", "s", "-delete"]);
+    tool_ok("rm", ["-rf", a.join("deep").to_str().unwrap()]);
+    let tar = dir.path().join("a.tar");
+    let cmd = format!(
+        "tar --sparse --xattrs --xattrs-include='*' --acls --format=posix --numeric-owner -C '{}' -cf '{}' .",
+        a.display(),
+        tar.display()
+    );
+    tool("sh", ["-c", cmd.as_str()]); // warns (exit 1) about the pre-1970 time, archives it
+    let (from_dir, from_tar) = (dir.path().join("dir.img"), dir.path().join("tar.img"));
+    build_with_epoch(&a, &from_dir, &[]);
+    build_with_epoch(&tar, &from_tar, &[]);
+    assert!(
+        same_bytes(&from_dir, &from_tar),
+        "a tar of the tree gives another image than the tree"
+    );
+}
+
+#[test]
+fn unprivileged_user_builds_from_a_tar_stream() {
+    let dir = tempdir();
+    let a = dir.path().join("a");
+    std::fs::create_dir(&a).unwrap();
+    tool_ok("mknod", [a.join("null").to_str().unwrap(), "c", "1", "3"]);
+    std::fs::write(a.join("passwd"), b"root:x:0:0::/root:/bin/sh\n").unwrap();
+    tool_ok("chown", ["0:0", a.join("passwd").to_str().unwrap()]);
+    let tar = dir.path().join("a.tar.gz");
+    tool_ok(
+        "tar",
+        [
+            "--numeric-owner",
+            "-C",
+            a.to_str().unwrap(),
+            "-czf",
+            tar.to_str().unwrap(),
+            ".",
+        ],
+    );
+    let outdir = dir.path().join("out");
+    std::fs::create_dir(&outdir).unwrap();
+    tool_ok("chown", ["65534:65534", outdir.to_str().unwrap()]);
+    tool_ok("chmod", ["0755", dir.path().to_str().unwrap()]);
+    tool_ok("chmod", ["0644", tar.to_str().unwrap()]);
+    let bin = dir.path().join("linuxdisk-mk");
+    std::fs::copy(BIN, &bin).unwrap();
+    let img = outdir.join("root.img");
+    let script = format!(
+        "setpriv --reuid=65534 --regid=65534 --clear-groups env TMPDIR='{}' '{}' -q -t ext4 - '{}' < '{}'",
+        outdir.display(),
+        bin.display(),
+        img.display(),
+        tar.display()
+    );
+    let r = tool("sh", ["-c", script.as_str()]);
+    assert_eq!(r.code, Some(0), "unprivileged tar build failed: {}", r.out);
+    let m = mount_image(&img, PART_OFFSET);
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let n = std::fs::symlink_metadata(m.path().join("null")).unwrap();
+    assert!(n.file_type().is_char_device() && n.rdev() == rustix::fs::makedev(1, 3));
+    let p = std::fs::symlink_metadata(m.path().join("passwd")).unwrap();
+    assert_eq!((p.uid(), p.gid()), (0, 0));
+}

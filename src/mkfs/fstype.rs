@@ -126,6 +126,10 @@ impl Features {
         self.ro_compat & sys::EXT4_FEATURE_RO_COMPAT_METADATA_CSUM != 0
     }
 
+    pub fn has_dir_nlink(&self) -> bool {
+        self.ro_compat & sys::EXT4_FEATURE_RO_COMPAT_DIR_NLINK != 0
+    }
+
     pub fn has_64bit(&self) -> bool {
         self.incompat & sys::EXT4_FEATURE_INCOMPAT_64BIT != 0
     }

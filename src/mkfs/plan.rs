@@ -17,6 +17,10 @@ use crate::source::{display, Entry, Kind, Tree};
 /// reserved (2 is the root) and mke2fs gives lost+found 11.
 pub const FIRST_INO: u64 = 11;
 
+/// The kernel's limit on a directory's link count (2 + subdirectories); beyond it, dir_nlink
+/// stores 1.
+pub const LINK_MAX: u64 = 65000;
+
 /// What the tree needs.
 #[derive(Debug, Default)]
 pub struct Needs {
@@ -80,6 +84,15 @@ fn dir(
     }
     if is_root && !has_lost_found {
         packer.add(b"lost+found", 0, 0);
+    }
+    let subdirs = d.children().iter().filter(|c| c.is_dir()).count() as u64;
+    if subdirs + 2 >= LINK_MAX && !opts.features.has_dir_nlink() {
+        bail!(
+            "{}: {subdirs} subdirectories are more than {} allows without dir_nlink ({}); use -t ext4",
+            display(path),
+            opts.fstype.name(),
+            LINK_MAX - 3
+        );
     }
     n.blocks += packer.block_count()
         + mapping_blocks(

@@ -12,14 +12,11 @@ use ext2fs_sys as sys;
 
 use super::dirent::DirPacker;
 use super::layout::block_ranges;
-use super::plan::lost_found_blocks;
+use super::plan::{lost_found_blocks, LINK_MAX};
 use crate::copy::RangeCopier;
 use crate::ext2::{file_type, Filesystem, Ino, Inode, Run, Timestamp, ROOT_INO};
 use crate::progress::Progress;
 use crate::source::{display, open_child_dir, open_child_file, Data, Entry, Kind, Layout, Meta};
-
-/// The kernel's limit on a directory's link count; beyond it dir_nlink stores 1.
-const LINK_MAX: u64 = 65000;
 
 pub struct Populator<'a> {
     pub fs: &'a mut Filesystem,
@@ -104,7 +101,7 @@ impl Populator<'_> {
             bail!(
                 "{}: {subdirs} subdirectories are more than ext2/ext3 allow ({}); use -t ext4",
                 display(path),
-                LINK_MAX - 2
+                LINK_MAX - 3
             );
         };
         let mut inode = self.new_inode(sys::LINUX_S_IFDIR as u16, &d.meta, links);

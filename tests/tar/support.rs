@@ -5,12 +5,6 @@
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
-use linuxdisk_mk::disk::gpt::{Guids, PARTITION_START};
-use linuxdisk_mk::disk::Disk;
-use linuxdisk_mk::image::Output;
-use linuxdisk_mk::mkfs::{self, fstype::FsType, Options, Target};
-use linuxdisk_mk::progress::Progress;
-use linuxdisk_mk::source::{read_archive, ArchiveInput};
 
 use crate::common::{compare_trees, tool, tool_ok};
 
@@ -72,44 +66,36 @@ pub enum Via {
     Fifo,
 }
 
-/// Builds an ext4 GPT image at `out` from `archive`, spooling in `spool_dir`, through the
-/// library as `linuxdisk-mk -t ext4 ARCHIVE OUT` does. Errors as the binary prints them.
+/// Builds an ext4 GPT image at `out` from `archive` with the binary, spooling in `spool_dir`
+/// (TMPDIR): `linuxdisk-mk -t ext4 ARCHIVE OUT`, or for [`Via::Fifo`] the archive's bytes
+/// through a pipe on stdin (`linuxdisk-mk -t ext4 - OUT`). Err: the binary's error line (it must
+/// exit 1).
 pub fn build_image(archive: &Path, via: Via, spool_dir: &Path, out: &Path) -> Result<(), String> {
-    let input = match via {
-        Via::File => archive.to_path_buf(),
-        Via::Fifo => {
-            let fifo = spool_dir.with_extension("fifo");
-            let _ = std::fs::remove_file(&fifo);
-            tool_ok("mkfifo", [fifo.as_os_str()]);
-            let (src, dst) = (archive.to_path_buf(), fifo.clone());
-            std::thread::spawn(move || {
-                // Fails with EPIPE when the reader stops early: fine.
-                if let Ok(mut w) = std::fs::OpenOptions::new().write(true).open(&dst) {
-                    let _ = std::io::copy(&mut std::fs::File::open(&src).unwrap(), &mut w);
-                }
-            });
-            fifo
-        }
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut cmd = Command::new(crate::common::BIN);
+    cmd.env("TMPDIR", spool_dir).args(["-q", "-t", "ext4"]);
+    match via {
+        Via::File => cmd.arg(archive).stdin(Stdio::null()),
+        Via::Fifo => cmd.arg("-").stdin(Stdio::piped()),
     };
-    let res = (|| {
-        let tree = read_archive(ArchiveInput::Path(input.clone()), spool_dir, &mut || {})?;
-        let progress = Progress::new(false);
-        let output = Output::create(out, false)?;
-        let file = output.file().clone();
-        let target = Target {
-            file: &file,
-            offset: PARTITION_START,
-            name: output.temp_path(),
-        };
-        let opts = Options::new(FsType::Ext4);
-        let built = mkfs::build(&input, &tree, &opts, &target, &progress, &|_| {})?;
-        let disk = Disk::partitioned_at(file, PARTITION_START, built.size, &Guids::random());
-        output.finish(&disk, &mut |_| {})
-    })();
-    if matches!(via, Via::Fifo) {
-        let _ = std::fs::remove_file(&input);
+    cmd.arg(out).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| format!("spawning {}: {e}", crate::common::BIN))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let src = archive.to_path_buf();
+        std::thread::spawn(move || {
+            // Fails with EPIPE when the reader stops early: fine.
+            let _ = std::io::copy(&mut std::fs::File::open(&src).unwrap(), &mut stdin);
+            let _ = stdin.flush();
+        });
     }
-    res.map_err(|e| format!("{e:#}"))
+    let o = child.wait_with_output().map_err(|e| e.to_string())?;
+    let err = String::from_utf8_lossy(&o.stderr).trim_end().to_string();
+    match o.status.code() {
+        Some(0) => Ok(()),
+        Some(1) => Err(err.strip_prefix("linuxdisk-mk: ").unwrap_or(&err).to_string()),
+        other => Err(format!("exit {other:?} (want 0 or 1): {err}")),
+    }
 }
 
 /// Differences between the source tree and the image built from its archive, less what a tar
