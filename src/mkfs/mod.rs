@@ -390,6 +390,10 @@ impl Maker<'_> {
                 .with_context(|| source.display().to_string())?,
             ),
         };
+        let hash = match made.fs.sb().s_feature_compat & ext2fs_sys::EXT2_FEATURE_COMPAT_DIR_INDEX {
+            0 => None,
+            _ => Some(ext2::DirHash::for_fs(&made.fs).context("directory hashing")?),
+        };
         let mut p = Populator {
             fs: &mut made.fs,
             image: self.target.file,
@@ -403,6 +407,7 @@ impl Maker<'_> {
             spool: tree.spool.as_deref(),
             owner: self.opts.owner,
             clamp_time: self.opts.clamp_time,
+            hash,
         };
         let mut path = source.as_os_str().as_encoded_bytes().to_vec();
         p.run(&tree.root, fd.as_ref(), &mut path)

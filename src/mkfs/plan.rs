@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::{bail, Result};
 
-use super::dirent::DirPacker;
+use super::htree::BlockBound;
 use super::layout::block_ranges;
 use super::size::Human;
 use super::Options;
@@ -60,11 +60,14 @@ fn dir(
     path: &mut Vec<u8>,
 ) -> Result<()> {
     let bs = opts.block_size;
-    let mut packer = DirPacker::start(bs, opts.features.has_metadata_csum(), false, 0, 0);
+    // An upper bound for linear and htree-indexed layouts alike (`.` and `..` included).
+    let mut bound = BlockBound::default();
+    bound.add(1);
+    bound.add(2);
     let mut has_lost_found = false;
     n.blocks += xattr_blocks(d, opts, path)?;
     for c in d.children() {
-        packer.add(&c.name, 0, 0);
+        bound.add(c.name.len());
         let len = path.len();
         path.push(b'/');
         path.extend_from_slice(&c.name);
@@ -83,7 +86,7 @@ fn dir(
         path.truncate(len);
     }
     if is_root && !has_lost_found {
-        packer.add(b"lost+found", 0, 0);
+        bound.add(b"lost+found".len());
     }
     let subdirs = d.children().iter().filter(|c| c.is_dir()).count() as u64;
     if subdirs + 2 >= LINK_MAX && !opts.features.has_dir_nlink() {
@@ -94,12 +97,8 @@ fn dir(
             LINK_MAX - 3
         );
     }
-    n.blocks += packer.block_count()
-        + mapping_blocks(
-            opts.features.has_extents(),
-            bs,
-            &[(0, packer.block_count())],
-        );
+    let blocks = bound.blocks(bs, opts.features.has_metadata_csum());
+    n.blocks += blocks + mapping_blocks(opts.features.has_extents(), bs, &[(0, blocks)]);
     Ok(())
 }
 

@@ -11,10 +11,11 @@ use anyhow::{bail, Context, Result};
 use ext2fs_sys as sys;
 
 use super::dirent::DirPacker;
+use super::htree::{indexed_blocks, Child, IndexParams, INDEX_FL};
 use super::layout::block_ranges;
 use super::plan::{lost_found_blocks, LINK_MAX};
 use crate::copy::RangeCopier;
-use crate::ext2::{file_type, Filesystem, Ino, Inode, Run, Timestamp, ROOT_INO};
+use crate::ext2::{file_type, DirHash, Filesystem, Ino, Inode, Run, Timestamp, ROOT_INO};
 use crate::progress::Progress;
 use crate::source::{display, open_child_dir, open_child_file, Data, Entry, Kind, Layout, Meta};
 
@@ -36,6 +37,8 @@ pub struct Populator<'a> {
     pub spool: Option<&'a File>,
     /// `--owner`: every entry's owner.
     pub owner: Option<(u32, u32)>,
+    /// Name hashing for htree directories; None without the dir_index feature.
+    pub hash: Option<DirHash>,
     /// SOURCE_DATE_EPOCH: see [`super::Options::clamp_time`].
     pub clamp_time: Option<i64>,
 }
@@ -62,7 +65,7 @@ impl Populator<'_> {
         is_root: bool,
     ) -> Result<()> {
         let bs = self.fs.block_size();
-        let mut packer = DirPacker::start(bs, self.fs.has_metadata_csum(), true, ino, parent);
+        let mut kids: Vec<Child> = Vec::with_capacity(d.children().len() + 1);
         let mut subdirs = 0u64;
         let mut has_lost_found = false;
         for c in d.children() {
@@ -81,17 +84,14 @@ impl Populator<'_> {
             if ft == file_type::DIR {
                 subdirs += 1;
             }
-            packer.add(&c.name, c_ino, ft);
+            kids.push((&c.name, c_ino, ft));
             self.progress.inc_entries(1);
         }
         if is_root && !has_lost_found {
-            packer.add(b"lost+found", self.lost_found, file_type::DIR);
+            kids.push((b"lost+found", self.lost_found, file_type::DIR));
             subdirs += 1;
         }
         let reused = is_root || ino == self.lost_found;
-        if ino == self.lost_found {
-            packer.pad_to(lost_found_blocks(bs));
-        }
         let links = 2 + subdirs;
         let links = if links < LINK_MAX {
             links as u16
@@ -115,7 +115,10 @@ impl Populator<'_> {
                 .free_all_blocks(ino, &mut old)
                 .with_context(|| format!("{}: inode {ino}", display(path)))?;
         }
-        let mut blocks = packer.finish();
+        let (mut blocks, indexed) = self.dir_blocks(ino, parent, &kids, bs);
+        if indexed {
+            inode.add_flags(INDEX_FL);
+        }
         self.place(ino, &mut inode, &[(0, blocks.len() as u64)], path)?;
         inode.set_size(blocks.len() as u64 * self.block_size());
         let runs = self
@@ -133,6 +136,33 @@ impl Populator<'_> {
         }
         debug_assert_eq!(i, blocks.len());
         self.finish_inode(ino, &mut inode, d, path)
+    }
+
+    /// The blocks of directory `ino`: an htree index when it needs more than one block (and the
+    /// filesystem has dir_index), else linear blocks; lost+found stays linear, padded to
+    /// mke2fs's size. The flag says whether the directory is indexed.
+    fn dir_blocks(&self, ino: Ino, parent: Ino, kids: &[Child], bs: u32) -> (Vec<Vec<u8>>, bool) {
+        let csum = self.fs.has_metadata_csum();
+        if ino != self.lost_found {
+            if let Some(h) = &self.hash {
+                let p = IndexParams {
+                    block_size: bs,
+                    csum,
+                    hash_version: h.root_version(),
+                };
+                if let Some(b) = indexed_blocks(ino, parent, kids, &p, &|n| h.hash(n)) {
+                    return (b, true);
+                }
+            }
+        }
+        let mut packer = DirPacker::start(bs, csum, true, ino, parent);
+        for &(name, i, ft) in kids {
+            packer.add(name, i, ft);
+        }
+        if ino == self.lost_found {
+            packer.pad_to(lost_found_blocks(bs));
+        }
+        (packer.finish(), false)
     }
 
     /// Creates one non-root entry in directory `parent` (open as `fd`); returns its inode and
