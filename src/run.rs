@@ -130,7 +130,11 @@ pub fn run(cli: &Cli) -> Result<i32> {
 
 /// Reads SOURCE: a directory (walked), `-` (a tar stream on stdin) or any other file (a tar
 /// archive, compression detected from its bytes).
-fn read_source(cli: &Cli, exclude: Option<(u64, u64)>, on_entry: &mut dyn FnMut()) -> Result<source::Tree> {
+fn read_source(
+    cli: &Cli,
+    exclude: Option<(u64, u64)>,
+    on_entry: &mut dyn FnMut(),
+) -> Result<source::Tree> {
     use std::io::IsTerminal;
     if cli.source.as_os_str() == "-" {
         if std::io::stdin().is_terminal() {
@@ -139,7 +143,11 @@ fn read_source(cli: &Cli, exclude: Option<(u64, u64)>, on_entry: &mut dyn FnMut(
         return source::read_archive(ArchiveInput::Stdin, &mkfs::temp_dir(), on_entry);
     }
     match std::fs::metadata(&cli.source) {
-        Ok(m) if !m.is_dir() => source::read_archive(ArchiveInput::Path(cli.source.clone()), &mkfs::temp_dir(), on_entry),
+        Ok(m) if !m.is_dir() => source::read_archive(
+            ArchiveInput::Path(cli.source.clone()),
+            &mkfs::temp_dir(),
+            on_entry,
+        ),
         _ => source::scan(&cli.source, exclude, on_entry),
     }
 }

@@ -5,7 +5,6 @@
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
-
 use crate::common::{compare_trees, tool, tool_ok};
 
 /// GNU tar's options for an archive that carries everything it can: PAX format (nanosecond
@@ -80,7 +79,9 @@ pub fn build_image(archive: &Path, via: Via, spool_dir: &Path, out: &Path) -> Re
         Via::Fifo => cmd.arg("-").stdin(Stdio::piped()),
     };
     cmd.arg(out).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| format!("spawning {}: {e}", crate::common::BIN))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("spawning {}: {e}", crate::common::BIN))?;
     if let Some(mut stdin) = child.stdin.take() {
         let src = archive.to_path_buf();
         std::thread::spawn(move || {
@@ -93,7 +94,10 @@ pub fn build_image(archive: &Path, via: Via, spool_dir: &Path, out: &Path) -> Re
     let err = String::from_utf8_lossy(&o.stderr).trim_end().to_string();
     match o.status.code() {
         Some(0) => Ok(()),
-        Some(1) => Err(err.strip_prefix("linuxdisk-mk: ").unwrap_or(&err).to_string()),
+        Some(1) => Err(err
+            .strip_prefix("linuxdisk-mk: ")
+            .unwrap_or(&err)
+            .to_string()),
         other => Err(format!("exit {other:?} (want 0 or 1): {err}")),
     }
 }
