@@ -24,8 +24,9 @@ pub fn run(cli: &Cli) -> Result<i32> {
         }
     };
     cleanup::install_signal_handlers()?;
-    if let Some(output) = &cli.output {
-        image::check_output(output, cli.force)?;
+    match &cli.output {
+        Some(output) => image::check_output(output, cli.force)?,
+        None => nbd::check_options(&serve_options(cli))?,
     }
     raise_fd_limit();
     let exclude = cli.output.as_deref().and_then(source::identity);
@@ -190,18 +191,9 @@ fn canonical_options(cli: &Cli, o: &Options) -> String {
     )
 }
 
-/// `--serve`: the same disk over NBD, read-only or under a copy-on-write overlay.
-fn serve(cli: &Cli, disk: Disk) -> Result<i32> {
-    let disk: Arc<dyn Export> = Arc::new(disk);
-    let export: Arc<dyn Export> = if cli.cow {
-        Arc::new(
-            CowExport::new(disk, &mkfs::temp_dir())
-                .context("creating the copy-on-write overlay")?,
-        )
-    } else {
-        disk
-    };
-    let opts = ServeOptions {
+/// The NBD server's options from the command line.
+fn serve_options(cli: &Cli) -> ServeOptions {
+    ServeOptions {
         socket: cli.socket.clone(),
         tcp: cli.tcp.clone(),
         run: cli.run.clone(),
@@ -213,6 +205,20 @@ fn serve(cli: &Cli, disk: Disk) -> Result<i32> {
         ),
         pidfile: cli.pidfile.clone(),
         quiet: cli.quiet,
+    }
+}
+
+/// `--serve`: the same disk over NBD, read-only or under a copy-on-write overlay.
+fn serve(cli: &Cli, disk: Disk) -> Result<i32> {
+    let opts = serve_options(cli);
+    let disk: Arc<dyn Export> = Arc::new(disk);
+    let export: Arc<dyn Export> = if cli.cow {
+        Arc::new(
+            CowExport::new(disk, &mkfs::temp_dir())
+                .context("creating the copy-on-write overlay")?,
+        )
+    } else {
+        disk
     };
     nbd::serve(export, &opts)
 }

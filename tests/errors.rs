@@ -366,3 +366,21 @@ fn sigterm_during_a_build_leaves_nothing_behind() {
         );
     }
 }
+
+#[test]
+fn bad_listener_options_fail_before_building() {
+    let dir = tempdir();
+    let src = dir.path().join("src");
+    build_small_tree(&src);
+    let sock = dir.path().join("taken.sock");
+    std::fs::write(&sock, b"").unwrap();
+    run_bin([
+        "--serve",
+        "--socket",
+        sock.to_str().unwrap(),
+        src.to_str().unwrap(),
+    ])
+    .assert_one_line_error(&["taken.sock", "exists"]);
+    run_bin(["--serve", "--tcp", "::1:10809", src.to_str().unwrap()])
+        .assert_one_line_error(&["--tcp"]);
+}

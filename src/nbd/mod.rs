@@ -15,4 +15,4 @@ pub mod server;
 pub mod session;
 
 pub use export::{Export, Extent};
-pub use server::{serve, ServeOptions};
+pub use server::{check_options, serve, ServeOptions};

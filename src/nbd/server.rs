@@ -52,6 +52,23 @@ pub struct ServeOptions {
     pub quiet: bool,
 }
 
+/// Checks the listener options before the (possibly long) build: a malformed `--tcp` or an
+/// existing `--socket` path is an error now rather than after the filesystem is made.
+pub fn check_options(opts: &ServeOptions) -> anyhow::Result<()> {
+    if let Some(spec) = &opts.tcp {
+        listen::parse_tcp(spec)?;
+    }
+    if let Some(path) = &opts.socket {
+        if std::fs::symlink_metadata(path).is_ok() {
+            anyhow::bail!(
+                "--socket {}: already exists (remove it or choose another path)",
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Serves `export` until a signal or, with `--run`, until the command exits; returns the exit
 /// status for the process: 0 after a signal, the command's status in captive mode.
 pub fn serve(export: Arc<dyn Export>, opts: &ServeOptions) -> anyhow::Result<i32> {
