@@ -50,7 +50,9 @@ if [ ! -e "$work/minbase/.done" ] && [ $quick = 0 ]; then
 	debootstrap --variant=minbase bookworm "$work/minbase" http://deb.debian.org/debian >/dev/null
 	touch "$work/minbase/.done"
 fi
-if [ $quick = 1 ]; then
+if [ -n "${TREES:-}" ]; then
+	read -r -a trees <<<"$TREES"   # e.g. TREES="spread-100k" to rerun some (already generated)
+elif [ $quick = 1 ]; then
 	many_files "$work/flat-3k" 3000 1; trees+=(flat-3k)
 	big_files "$work/big-small" 2 64; trees+=(big-small)
 else
@@ -79,12 +81,13 @@ for t in "${trees[@]}"; do
 	"$tool" -q -t ext4 --partition none "$src" "$out/probe.img"
 	fs_bytes=$(stat -c %s "$out/probe.img"); rm -f "$out/probe.img"
 	mk_size=$((fs_bytes * 3 / 2 / 1048576 + 64))M   # mke2fs needs more room than our exact fit
+	mk_inodes=$(($(find "$src" | wc -l) * 11 / 10 + 1024))  # and more inodes than its ratio gives
 	o=() m=() n=() l=() rss=0
 	for i in $(seq "$runs"); do
 		rm -f "$out"/*.img "$out/tar"
 		drop; o+=("$(secs "$tool" -q -t ext4 "$src" "$out/ours.img")"); r=$(cat "$work/.rss"); [ "$r" -gt "$rss" ] && rss=$r
 		rm -f "$out/ours.img"
-		drop; m+=("$(secs sh -c "truncate -s $mk_size '$out/mk.img' && mke2fs -q -F -t ext4 -b 4096 -d '$src' '$out/mk.img'")")
+		drop; m+=("$(secs sh -c "truncate -s $mk_size '$out/mk.img' && mke2fs -q -F -t ext4 -b 4096 -N $mk_inodes -d '$src' '$out/mk.img'")")
 		rm -f "$out/mk.img"
 		drop; n+=("$(secs env TMPDIR="$out" nbdkit -U - linuxdisk "$src" type=ext4 --run "nbdcopy \$uri '$out/nbd.img'")")
 		rm -f "$out/nbd.img"
