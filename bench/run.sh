@@ -99,7 +99,7 @@ for t in "${trees[@]}"; do
 		"$(ratio "$mo" "$mm")" "$(ratio "$mo" "$mn")" "$(ratio "$mo" "$ml")" $((rss / 1024)) $((fs_bytes >> 20))
 done
 
-if [ $quick = 0 ]; then
+if [ $quick = 0 ] && [ -z "${TREES:-}" ]; then
 	echo; echo "scaling, files in one directory (ours only, median of $runs):"
 	for t in flat-10k flat-30k flat-100k; do
 		o=()
