@@ -10,12 +10,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use rustix::fs::{RenameFlags, SeekFrom, CWD};
+use rustix::fs::{RenameFlags, CWD};
 use rustix::io::Errno;
 
 use crate::cleanup;
 use crate::copy::{write_nonzero, RangeCopier};
 use crate::disk::{Disk, Source};
+use crate::sparse::next_data;
 
 /// Fails early (before any expensive work) if OUTPUT exists and `!force`, or its directory is
 /// missing/not writable: one clear error naming the path.
@@ -229,21 +230,7 @@ impl<'a> Copier<'a> {
     ) -> io::Result<()> {
         let end = src_off + len;
         let mut pos = src_off;
-        while pos < end {
-            let data = match rustix::fs::seek(src, SeekFrom::Data(pos)) {
-                Ok(d) => d.min(end),
-                Err(Errno::NXIO) => end, // only a hole (or EOF) from here on
-                Err(Errno::INVAL | Errno::OPNOTSUPP) => pos, // no SEEK_DATA: all data
-                Err(e) => return Err(e.into()),
-            };
-            if data >= end {
-                break;
-            }
-            let hole = match rustix::fs::seek(src, SeekFrom::Hole(data)) {
-                Ok(h) => h.min(end),
-                Err(Errno::INVAL | Errno::OPNOTSUPP) => end,
-                Err(e) => return Err(e.into()),
-            };
+        while let Some((data, hole)) = next_data(src, pos, end)? {
             on_bytes(data - pos);
             self.copy_run(src, data, dst_off + (data - src_off), hole - data, on_bytes)?;
             pos = hole;

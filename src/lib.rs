@@ -18,3 +18,4 @@ pub mod nbd;
 pub mod progress;
 pub mod run;
 pub mod source;
+pub mod sparse;

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use rustix::fs::{FallocateFlags, SeekFrom};
+use rustix::fs::FallocateFlags;
 
 use super::{Export, Extent};
 
@@ -205,29 +205,19 @@ impl CowExport {
     fn overlay_extents(&self, offset: u64, end: u64, out: &mut Vec<Extent>) -> io::Result<()> {
         let mut pos = offset;
         while pos < end && out.len() < MAX_EXTENTS {
-            let data = match rustix::fs::seek(&self.overlay, SeekFrom::Data(pos)) {
-                Ok(d) => d.min(end),
-                Err(rustix::io::Errno::NXIO) => end,
-                Err(e) => return Err(e.into()),
-            };
-            if data > pos {
-                push(out, data - pos, HOLE_ZERO);
-                pos = data;
-                continue;
+            match crate::sparse::next_data(&self.overlay, pos, end)? {
+                None => {
+                    push(out, end - pos, HOLE_ZERO);
+                    pos = end;
+                }
+                Some((data, hole)) => {
+                    if data > pos {
+                        push(out, data - pos, HOLE_ZERO);
+                    }
+                    push(out, hole - data, 0);
+                    pos = hole;
+                }
             }
-            let hole = match rustix::fs::seek(&self.overlay, SeekFrom::Hole(pos)) {
-                Ok(h) => h.min(end),
-                Err(rustix::io::Errno::NXIO) => end,
-                Err(e) => return Err(e.into()),
-            };
-            // A racing punch can leave `hole == pos`: call one block data and move on.
-            let next = if hole > pos {
-                hole
-            } else {
-                (pos + BLOCK).min(end)
-            };
-            push(out, next - pos, 0);
-            pos = next;
         }
         Ok(())
     }

@@ -6,8 +6,6 @@ use std::fs::File;
 use std::io;
 use std::sync::RwLock;
 
-use rustix::fs::SeekFrom;
-
 use crate::disk::{Disk, Source};
 use crate::nbd::proto::{STATE_HOLE, STATE_ZERO};
 
@@ -154,25 +152,19 @@ impl Export for Disk {
 fn file_extents(file: &File, from: u64, to: u64, out: &mut Extents) -> io::Result<()> {
     let mut p = from;
     while p < to && !out.full() {
-        let data = match rustix::fs::seek(file, SeekFrom::Data(p)) {
-            Ok(d) => d.min(to),
-            // No data at or after p: the rest is a hole.
-            Err(rustix::io::Errno::NXIO) => to,
-            // The filesystem cannot tell: say data, which is always safe.
-            Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOTSUP) => {
-                out.push(to - p, 0);
-                return Ok(());
+        match crate::sparse::next_data(file, p, to)? {
+            None => {
+                out.push(to - p, STATE_HOLE | STATE_ZERO);
+                p = to;
             }
-            Err(e) => return Err(e.into()),
-        };
-        out.push(data - p, STATE_HOLE | STATE_ZERO);
-        p = data;
-        if p >= to {
-            break;
+            Some((data, hole)) => {
+                if data > p {
+                    out.push(data - p, STATE_HOLE | STATE_ZERO);
+                }
+                out.push(hole - data, 0);
+                p = hole;
+            }
         }
-        let hole = rustix::fs::seek(file, SeekFrom::Hole(p))?.clamp(p + 1, to);
-        out.push(hole - p, 0);
-        p = hole;
     }
     Ok(())
 }

@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, SeekFrom, StatxFlags};
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, StatxFlags};
 use rustix::io::Errno;
 
 use super::{display, xattr, Data, Entry, Kind, Layout, Meta, Tree};
@@ -166,7 +166,8 @@ impl Scanner<'_> {
                     Layout::Dense
                 } else {
                     let f = open_child_file(parent, &name, path)?;
-                    data_ranges(&f, size).map_err(|e| os_err(path, "finding holes: ", e))?
+                    data_ranges(&f, size)
+                        .with_context(|| format!("{}: finding holes", display(path)))?
                 };
                 if m.nlink < 2 || self.seen.insert((m.dev, m.ino)) {
                     self.data_bytes += match &layout {
@@ -244,21 +245,11 @@ pub fn open_child_file(parent: &OwnedFd, name: &[u8], path: &[u8]) -> Result<Own
     Ok(fd)
 }
 
-/// The byte ranges of `f` (of `size` bytes) that hold data, by SEEK_DATA/SEEK_HOLE.
-fn data_ranges(f: &OwnedFd, size: u64) -> std::result::Result<Layout, Errno> {
+/// The byte ranges of `f` (of `size` bytes) that hold data.
+fn data_ranges(f: &OwnedFd, size: u64) -> std::io::Result<Layout> {
     let mut ranges = Vec::new();
     let mut pos = 0u64;
-    while pos < size {
-        let start = match rfs::seek(f, SeekFrom::Data(pos)) {
-            Ok(s) => s,
-            Err(Errno::NXIO) => break,
-            Err(Errno::INVAL) | Err(Errno::OPNOTSUPP) => return Ok(Layout::Dense),
-            Err(e) => return Err(e),
-        };
-        if start >= size {
-            break;
-        }
-        let end = rfs::seek(f, SeekFrom::Hole(start))?.min(size);
+    while let Some((start, end)) = crate::sparse::next_data(f, pos, size)? {
         ranges.push((start, end));
         pos = end;
     }
