@@ -28,6 +28,9 @@ Inspect it:
   sgdisk -p $out/root.img
   dev=\$(losetup -r -o 1048576 -f --show $out/root.img); mount -o ro \$dev /mnt; ls -l /mnt; umount /mnt; losetup -d \$dev
 
+Serve the same disk over NBD instead (read-only; nbdinfo lists it, Ctrl-C stops):
+  $tool --serve --socket /tmp/appliance.sock -t ext4 $out/root &  nbdinfo 'nbd+unix:///?socket=/tmp/appliance.sock'
+
 Boot it (qemu under TCG, Debian's kernel fetched and cached by tests/boot/prepare.sh; Ctrl-A X quits):
   make -C $here/examples LINUXDISK_MK=$tool ROOT=$out/root IMG=$out/root.img boot
 MSG
