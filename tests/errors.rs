@@ -384,3 +384,56 @@ fn bad_listener_options_fail_before_building() {
     run_bin(["--serve", "--tcp", "::1:10809", src.to_str().unwrap()])
         .assert_one_line_error(&["--tcp"]);
 }
+
+#[test]
+fn read_only_output_directory_is_one_clear_error() {
+    let dir = tempdir();
+    let src = dir.path().join("src");
+    build_small_tree(&src);
+    let ro = TmpfsMount::new("1M");
+    tool_ok("mount", ["-o", "remount,ro", ro.path().to_str().unwrap()]);
+    let out = ro.path().join("x.img");
+    run_bin([src.to_str().unwrap(), out.to_str().unwrap()])
+        .assert_one_line_error(&[ro.path().to_str().unwrap()]);
+    assert!(dir_names(ro.path()).is_empty());
+}
+
+#[test]
+fn tar_spool_follows_tmpdir_on_another_filesystem() {
+    let dir = tempdir();
+    let src = dir.path().join("src");
+    build_small_tree(&src);
+    let tar = dir.path().join("x.tar.gz");
+    tool_ok(
+        "tar",
+        [
+            "-C",
+            src.to_str().unwrap(),
+            "-czf",
+            tar.to_str().unwrap(),
+            ".",
+        ],
+    );
+    let spool = TmpfsMount::new("64M");
+    let out = dir.path().join("x.img");
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.env("TMPDIR", spool.path());
+    run_cmd_timeout(
+        cmd,
+        ["-q", tar.to_str().unwrap(), out.to_str().unwrap()],
+        std::time::Duration::from_secs(120),
+    )
+    .assert_ok();
+    assert!(dir_names(spool.path()).is_empty(), "spool left in TMPDIR");
+    // A TMPDIR that does not exist: one line naming it, no output.
+    let out2 = dir.path().join("y.img");
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.env("TMPDIR", "/nonexistent-tmpdir");
+    run_cmd_timeout(
+        cmd,
+        [tar.to_str().unwrap(), out2.to_str().unwrap()],
+        std::time::Duration::from_secs(60),
+    )
+    .assert_one_line_error(&["/nonexistent-tmpdir"]);
+    assert!(!out2.exists());
+}
