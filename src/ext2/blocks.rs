@@ -81,19 +81,8 @@ impl Filesystem {
             unsafe { sys::ext2fs_block_alloc_stats_range(self.raw(), pblk, plen as u32, 1) };
             for i in 0..plen {
                 let mut p = pblk + i;
-                // SAFETY: buf is 3 blocks as bmap2 requires; p is a valid out/in pointer.
-                check("ext2fs_bmap2", unsafe {
-                    sys::ext2fs_bmap2(
-                        self.raw(),
-                        ino,
-                        inode.as_small_mut(),
-                        buf.as_mut_ptr().cast(),
-                        (sys::BMAP_SET | sys::BMAP_ALLOC) as i32,
-                        lblk + done + i,
-                        std::ptr::null_mut(),
-                        &mut p,
-                    )
-                })?;
+                let flags = sys::BMAP_SET | sys::BMAP_ALLOC;
+                self.bmap(ino, inode, &mut buf, flags, lblk + done + i, &mut p)?;
             }
             // SAFETY: inode is valid; BMAP_SET does not count the data blocks themselves.
             check("ext2fs_iblk_add_blocks", unsafe {
@@ -103,6 +92,33 @@ impl Filesystem {
             goal = pblk + plen;
         }
         Ok(())
+    }
+
+    /// `ext2fs_bmap2` for logical block `lblk` of a block-mapped inode: `p` is the physical block
+    /// to set (BMAP_SET) or receives the one found. `buf` is 3 blocks of scratch space.
+    fn bmap(
+        &self,
+        ino: Ino,
+        inode: &mut Inode,
+        buf: &mut [u8],
+        flags: u32,
+        lblk: u64,
+        p: &mut BlockNo,
+    ) -> Result<()> {
+        assert!(buf.len() >= 3 * self.block_size() as usize);
+        // SAFETY: buf holds the 3 blocks bmap2 requires; p is a valid in/out pointer.
+        check("ext2fs_bmap2", unsafe {
+            sys::ext2fs_bmap2(
+                self.raw(),
+                ino,
+                inode.as_small_mut(),
+                buf.as_mut_ptr().cast(),
+                flags as i32,
+                lblk,
+                std::ptr::null_mut(),
+                p,
+            )
+        })
     }
 
     /// Every mapped run of the inode, in logical order, adjacent runs merged.
@@ -151,19 +167,7 @@ impl Filesystem {
         let mut buf = vec![0u8; 3 * bs as usize];
         for lblk in 0..nblocks {
             let mut p = 0u64;
-            // SAFETY: buf is 3 blocks; p is a valid out-pointer; flags 0 = look up only.
-            check("ext2fs_bmap2", unsafe {
-                sys::ext2fs_bmap2(
-                    self.raw(),
-                    ino,
-                    inode.as_small_mut(),
-                    buf.as_mut_ptr().cast(),
-                    0,
-                    lblk,
-                    std::ptr::null_mut(),
-                    &mut p,
-                )
-            })?;
+            self.bmap(ino, inode, &mut buf, 0, lblk, &mut p)?; // flags 0: look up only
             if p != 0 {
                 push(Run {
                     lblk,

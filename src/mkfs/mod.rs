@@ -377,19 +377,7 @@ impl Maker<'_> {
         made: &mut Formatted,
         progress: &Progress,
     ) -> Result<()> {
-        let fd = match tree.spool {
-            Some(_) => None,
-            None => Some(
-                rustix::fs::open(
-                    source,
-                    rustix::fs::OFlags::RDONLY
-                        | rustix::fs::OFlags::DIRECTORY
-                        | rustix::fs::OFlags::CLOEXEC,
-                    rustix::fs::Mode::empty(),
-                )
-                .with_context(|| source.display().to_string())?,
-            ),
-        };
+        let fd = crate::source::bytes::open_root(tree, source)?;
         let hash = match made.fs.sb().s_feature_compat & ext2fs_sys::EXT2_FEATURE_COMPAT_DIR_INDEX {
             0 => None,
             _ => Some(ext2::DirHash::for_fs(&made.fs).context("directory hashing")?),

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 use anyhow::{bail, Context, Result};
 use ext2fs_sys as sys;
@@ -17,7 +17,8 @@ use super::plan::{lost_found_blocks, LINK_MAX};
 use crate::copy::RangeCopier;
 use crate::ext2::{file_type, DirHash, Filesystem, Ino, Inode, Run, Timestamp, ROOT_INO};
 use crate::progress::Progress;
-use crate::source::{display, open_child_dir, open_child_file, Data, Entry, Kind, Layout, Meta};
+use crate::source::bytes::file_bytes;
+use crate::source::{display, open_child_dir, Data, Entry, Kind, Layout, Meta};
 
 pub struct Populator<'a> {
     pub fs: &'a mut Filesystem,
@@ -323,35 +324,10 @@ impl Populator<'_> {
         runs: &[Run],
         path: &[u8],
     ) -> Result<()> {
-        let opened;
-        let (src, base): (BorrowedFd, u64) = match data {
-            Data::InTree => {
-                let dir = dir.with_context(|| {
-                    format!("{}: no source directory to read from", display(path))
-                })?;
-                opened = open_child_file(dir, &e.name, path)?;
-                let st = rustix::fs::fstat(&opened).with_context(|| display(path))?;
-                if st.st_ino != e.meta.ino || st.st_size as u64 != size {
-                    bail!(
-                        "{}: changed during the build (it was {size} bytes, now {}); nothing was written",
-                        display(path),
-                        st.st_size
-                    );
-                }
-                (opened.as_fd(), 0)
-            }
-            Data::Spool { offset } => {
-                let spool = self
-                    .spool
-                    .with_context(|| format!("{}: no spool file", display(path)))?;
-                (spool.as_fd(), offset)
-            }
-        };
+        let bytes = file_bytes(e, data, size, dir, self.spool, path)?;
+        let (src, base) = (bytes.fd(), bytes.base());
         let bs = self.block_size();
-        let data: Vec<(u64, u64)> = match layout {
-            Layout::Dense => vec![(0, size)],
-            Layout::Sparse(r) => r.clone(),
-        };
+        let data = layout.data_ranges(size);
         for r in runs {
             let (rs, re) = (r.lblk * bs, (r.lblk + r.len) * bs);
             for &(ds, de) in &data {

@@ -5,13 +5,13 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use rustix::fs::{Mode, OFlags};
 
-use super::{display, open_child_dir, open_child_file, Data, Entry, Kind, Layout, Tree};
+use super::bytes::{file_bytes, open_root};
+use super::{display, open_child_dir, Data, Entry, Kind, Layout, Tree};
 
 /// What the digest normalises, as the image will.
 #[derive(Debug, Clone, Copy)]
@@ -22,17 +22,7 @@ pub struct Normalise {
 
 /// BLAKE3 of the tree rooted at `source` (a directory, unless the tree has a spool).
 pub fn digest(tree: &Tree, source: &Path, norm: Normalise) -> Result<[u8; 32]> {
-    let fd = match tree.spool {
-        Some(_) => None,
-        None => Some(
-            rustix::fs::open(
-                source,
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .with_context(|| source.display().to_string())?,
-        ),
-    };
+    let fd = open_root(tree, source)?;
     let mut d = Digester {
         h: blake3::Hasher::new(),
         norm,
@@ -142,19 +132,9 @@ impl Digester<'_> {
         data: Data,
         path: &[u8],
     ) -> Result<()> {
-        let ranges = match layout {
-            Layout::Dense => vec![(0, size)],
-            Layout::Sparse(r) => r.clone(),
-        };
-        let opened;
-        let (fd, base) = match data {
-            Data::InTree => {
-                let dir = dir.with_context(|| format!("{}: no source directory", display(path)))?;
-                opened = open_child_file(dir, &e.name, path)?;
-                (opened.as_fd(), 0)
-            }
-            Data::Spool { offset } => (self.spool.context("no spool file")?.as_fd(), offset),
-        };
+        let ranges = layout.data_ranges(size);
+        let bytes = file_bytes(e, data, size, dir, self.spool, path)?;
+        let (fd, base) = (bytes.fd(), bytes.base());
         for (a, b) in ranges {
             self.num(a);
             let mut pos = a;

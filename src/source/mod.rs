@@ -2,6 +2,7 @@
 //! bytes, full metadata, extended attributes, the layout of sparse files), read once by the
 //! scanner in [`walk`] and consumed by planning and populating.
 
+pub mod bytes;
 pub mod digest;
 pub mod tar;
 mod walk;
@@ -40,6 +41,16 @@ pub enum Layout {
     Dense,
     /// Sorted, disjoint byte ranges `(start, end)` found with SEEK_DATA/SEEK_HOLE.
     Sparse(Vec<(u64, u64)>),
+}
+
+impl Layout {
+    /// The byte ranges `(start, end)` holding data in a file of `size` bytes.
+    pub fn data_ranges(&self, size: u64) -> Vec<(u64, u64)> {
+        match self {
+            Layout::Dense => vec![(0, size)],
+            Layout::Sparse(r) => r.clone(),
+        }
+    }
 }
 
 /// Where a regular file's bytes are read from while populating.

@@ -1,0 +1,83 @@
+//! Reading a tree back while it is used: the source root's directory descriptor, and a regular
+//! file's bytes — opened by name in its directory (checked to still be the file scanned) or found
+//! in the tree's spool file. Populating and the reproducible-build digest both read through here.
+
+use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use rustix::fs::{Mode, OFlags};
+
+use super::{display, open_child_file, Data, Entry, Tree};
+
+/// The source root's directory, or None when the tree came from an archive (its spool holds
+/// every file's bytes).
+pub fn open_root(tree: &Tree, source: &Path) -> Result<Option<OwnedFd>> {
+    if tree.spool.is_some() {
+        return Ok(None);
+    }
+    let fd = rustix::fs::open(
+        source,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .with_context(|| source.display().to_string())?;
+    Ok(Some(fd))
+}
+
+/// Where a regular file's bytes are read: a descriptor, and the offset of the file's byte 0 in
+/// it.
+pub enum FileBytes<'a> {
+    Opened(OwnedFd),
+    Spool(&'a File, u64),
+}
+
+impl FileBytes<'_> {
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        match self {
+            FileBytes::Opened(f) => f.as_fd(),
+            FileBytes::Spool(f, _) => f.as_fd(),
+        }
+    }
+
+    pub fn base(&self) -> u64 {
+        match self {
+            FileBytes::Opened(_) => 0,
+            FileBytes::Spool(_, offset) => *offset,
+        }
+    }
+}
+
+/// The bytes of regular file `e` (`data` and `size` from its kind): opened by name in `dir` for
+/// a directory source — refused if it is no longer the file scanned (another inode or size) —
+/// or at its offset in `spool`.
+pub fn file_bytes<'a>(
+    e: &Entry,
+    data: Data,
+    size: u64,
+    dir: Option<&OwnedFd>,
+    spool: Option<&'a File>,
+    path: &[u8],
+) -> Result<FileBytes<'a>> {
+    match data {
+        Data::InTree => {
+            let dir = dir
+                .with_context(|| format!("{}: no source directory to read from", display(path)))?;
+            let f = open_child_file(dir, &e.name, path)?;
+            let st = rustix::fs::fstat(&f).with_context(|| display(path))?;
+            if st.st_ino != e.meta.ino || st.st_size as u64 != size {
+                bail!(
+                    "{}: changed during the build (it was {size} bytes, now {}); nothing was written",
+                    display(path),
+                    st.st_size
+                );
+            }
+            Ok(FileBytes::Opened(f))
+        }
+        Data::Spool { offset } => {
+            let spool = spool.with_context(|| format!("{}: no spool file", display(path)))?;
+            Ok(FileBytes::Spool(spool, offset))
+        }
+    }
+}
