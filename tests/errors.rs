@@ -81,8 +81,7 @@ fn run_as_nobody(bad: &str, make_bad: impl FnOnce(&Path)) -> (tempfile::TempDir,
     }
     std::os::unix::fs::chown(&out, Some(65534), Some(65534)).unwrap();
     // A copy of the binary nobody can surely execute (the build dir may be under a 0700 home).
-    let bin = tmp.path().join("linuxdisk-mk");
-    std::fs::copy(BIN, &bin).unwrap();
+    let bin = binary_for_nobody(tmp.path());
     let mut cmd = Command::new("setpriv");
     cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
         .arg(&bin);

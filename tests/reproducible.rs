@@ -253,9 +253,7 @@ fn unprivileged_user_builds_devices_and_root_owned_files() {
     std::fs::create_dir(&outdir).unwrap();
     tool_ok("chown", ["65534:65534", outdir.to_str().unwrap()]);
     // A copy of the binary nobody can run (target/ may not be reachable for nobody).
-    let bin = dir.path().join("linuxdisk-mk");
-    std::fs::copy(BIN, &bin).unwrap();
-    tool_ok("chmod", ["0755", bin.to_str().unwrap()]);
+    let bin = binary_for_nobody(dir.path());
     let img = outdir.join("x.img");
     let mut cmd = Command::new("setpriv");
     cmd.env("TMPDIR", &outdir);
@@ -342,8 +340,7 @@ fn unprivileged_user_builds_from_a_tar_stream() {
     tool_ok("chown", ["65534:65534", outdir.to_str().unwrap()]);
     tool_ok("chmod", ["0755", dir.path().to_str().unwrap()]);
     tool_ok("chmod", ["0644", tar.to_str().unwrap()]);
-    let bin = dir.path().join("linuxdisk-mk");
-    std::fs::copy(BIN, &bin).unwrap();
+    let bin = binary_for_nobody(dir.path());
     let img = outdir.join("root.img");
     let script = format!(
         "setpriv --reuid=65534 --regid=65534 --clear-groups env TMPDIR='{}' '{}' -q -t ext4 - '{}' < '{}'",

@@ -142,6 +142,31 @@ where
     run_bin_timeout(args, Duration::from_secs(300))
 }
 
+/// Places the binary at `dir/linuxdisk-mk` where an unprivileged user can run it (the build
+/// directory may sit under a 0700 home). A hard link writes nothing; a copy is the fallback, and
+/// then we wait out `ETXTBSY`: a child forked by another test thread while the copy's write fd was
+/// open holds that fd until it execs, and exec of the copy fails until then.
+pub fn binary_for_nobody(dir: &Path) -> std::path::PathBuf {
+    let bin = dir.join("linuxdisk-mk");
+    if std::fs::hard_link(BIN, &bin).is_ok() {
+        return bin;
+    }
+    std::fs::copy(BIN, &bin).unwrap();
+    let start = Instant::now();
+    loop {
+        match Command::new(&bin).arg("--version").output() {
+            Err(e)
+                if e.raw_os_error() == Some(rustix::io::Errno::TXTBSY.raw_os_error())
+                    && start.elapsed() < Duration::from_secs(10) =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("cannot run the copy {}: {e}", bin.display()),
+            Ok(_) => return bin,
+        }
+    }
+}
+
 /// Runs the binary; kills it and panics if it is still running after `timeout`.
 pub fn run_bin_timeout<I, S>(args: I, timeout: Duration) -> Run
 where
