@@ -135,6 +135,11 @@ pub struct Cli {
     #[arg(long, help_heading = "Serving over NBD")]
     pub cow: bool,
 
+    /// Don't copy file data: answer reads of it from the files in SOURCE, which must not change
+    /// while served (a changed file's reads fail with EIO)
+    #[arg(long, help_heading = "Serving over NBD")]
+    pub lazy: bool,
+
     /// Export name clients ask for
     #[arg(
         long,
@@ -215,6 +220,7 @@ impl Cli {
             ("--tcp", self.tcp.is_some()),
             ("--run", self.run.is_some()),
             ("--cow", self.cow),
+            ("--lazy", self.lazy),
             ("--export-name", !self.export_name.is_empty()),
             ("--pidfile", self.pidfile.is_some()),
         ];

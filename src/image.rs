@@ -16,6 +16,7 @@ use rustix::io::Errno;
 use crate::cleanup;
 use crate::copy::{write_nonzero, RangeCopier};
 use crate::disk::{Disk, Source};
+use crate::source::live::LiveFile;
 use crate::sparse::next_data;
 
 /// Fails early (before any expensive work) if OUTPUT exists and `!force`, or its directory is
@@ -213,7 +214,31 @@ impl<'a> Copier<'a> {
                     self.copy_file(file, *offset, region.start, region.len, on_bytes)?
                 }
                 Source::Zero => on_bytes(region.len),
+                Source::Live { file, offset } => {
+                    self.copy_live(file, *offset, region.start, region.len)?;
+                    on_bytes(region.len);
+                }
             }
+        }
+        Ok(())
+    }
+
+    /// Copies a source file's range (only lazily served disks have these; kept for
+    /// completeness, so that any disk can be written).
+    fn copy_live(
+        &mut self,
+        src: &LiveFile,
+        src_off: u64,
+        dst_off: u64,
+        len: u64,
+    ) -> io::Result<()> {
+        let mut buf = vec![0u8; len.min(4 << 20) as usize];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(buf.len() as u64) as usize;
+            src.read_at(&mut buf[..n], src_off + done)?;
+            write_nonzero(self.out, &buf[..n], dst_off + done)?;
+            done += n as u64;
         }
         Ok(())
     }

@@ -87,9 +87,19 @@ pub fn run(cli: &Cli) -> Result<i32> {
             offset: 0,
             name: &tmp,
         };
+        let opts = Options {
+            lazy: cli.lazy,
+            ..opts
+        };
         let built = mkfs::build(&cli.source, &tree, &opts, &target, &progress, &say)?;
         say(&built.report.to_string());
-        return serve(cli, make_disk(file.clone(), 0, built.size));
+        let disk = make_disk(file.clone(), 0, built.size);
+        let at = disk.partition_offset();
+        let lazy = built
+            .lazy
+            .into_iter()
+            .map(|(o, len, src)| (at + o, len, src));
+        return serve(cli, disk.overlay(lazy.collect()));
     };
     // Writing: build the filesystem in place in OUTPUT's temp file, at the partition offset, so
     // file data is copied once; only the partition table is left to write.

@@ -13,6 +13,8 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
+use crate::source::live::LiveFile;
+
 /// Where the bytes of a region come from.
 #[derive(Debug, Clone)]
 pub enum Source {
@@ -23,6 +25,26 @@ pub enum Source {
     File { file: Arc<File>, offset: u64 },
     /// Zeros.
     Zero,
+    /// A source file's bytes from `offset`, read when asked for (`--serve --lazy`).
+    Live { file: Arc<LiveFile>, offset: u64 },
+}
+
+impl Source {
+    /// The same source, `by` bytes further on.
+    pub fn advanced(&self, by: u64) -> Source {
+        match self {
+            Source::Bytes(b, start) => Source::Bytes(b.clone(), start + by as usize),
+            Source::File { file, offset } => Source::File {
+                file: file.clone(),
+                offset: offset + by,
+            },
+            Source::Zero => Source::Zero,
+            Source::Live { file, offset } => Source::Live {
+                file: file.clone(),
+                offset: offset + by,
+            },
+        }
+    }
 }
 
 /// `len` bytes of the disk starting at `start`, read from `source`.
@@ -146,10 +168,40 @@ impl Disk {
                 }
                 Source::File { file, offset: o } => read_file_at(file, out, o + within)?,
                 Source::Zero => out.fill(0),
+                Source::Live { file, offset: o } => file.read_at(out, o + within)?,
             }
             pos += n as u64;
         }
         Ok(())
+    }
+
+    /// The disk with each of `parts` (disk offset, length, source; sorted, not overlapping)
+    /// in place of what covered those bytes. Each part must lie within one region.
+    pub fn overlay(self, parts: Vec<(u64, u64, Source)>) -> Disk {
+        let mut b = Builder::default();
+        let mut parts = parts.into_iter().filter(|p| p.1 > 0).peekable();
+        for r in self.regions {
+            let mut pos = r.start;
+            while let Some((at, len, _)) = parts.peek() {
+                let (at, len) = (*at, *len);
+                if at >= r.end() {
+                    break;
+                }
+                assert!(
+                    at >= pos && at + len <= r.end(),
+                    "overlay part {at}+{len} does not fit region {}+{}",
+                    r.start,
+                    r.len
+                );
+                b.push(at - pos, r.source.advanced(pos - r.start));
+                let (_, _, source) = parts.next().expect("peeked");
+                b.push(len, source);
+                pos = at + len;
+            }
+            b.push(r.end() - pos, r.source.advanced(pos - r.start));
+        }
+        assert!(parts.next().is_none(), "overlay part beyond the disk");
+        b.finish(self.partition_offset, self.partition_size)
     }
 
     /// Checks the invariant: regions non-empty, sorted, contiguous, covering `[0, size)`.
@@ -244,6 +296,7 @@ mod tests {
                     out.copy_from_slice(&fs_content[o..o + r.len as usize])
                 }
                 Source::Zero => {}
+                Source::Live { .. } => unreachable!("no live sources in these tests"),
             }
         }
         v
@@ -271,6 +324,36 @@ mod tests {
         assert!(bare.check());
         assert_eq!((bare.size(), bare.partition_offset()), (8192, 0));
         assert_eq!(Disk::bare(sparse_file(0, &[]), 0).regions().len(), 0);
+    }
+
+    #[test]
+    fn overlay_splits_regions_and_reads_the_parts() {
+        let fs_size = 3 << 20;
+        let fs = sparse_file(fs_size, &[(0, &[1u8; 8192]), (2 << 20, &[2u8; 4096])]);
+        let d = Disk::partitioned(fs, fs_size, &gpt::Guids::random());
+        let mut before = vec![0u8; d.size() as usize];
+        d.read_at(&mut before, 0).unwrap();
+        let fs_at = d.partition_offset();
+        let part = |n: u8, len: usize| Source::Bytes(vec![n; len].into(), 0);
+        // One part at the start of the filesystem region, one inside it, one at its end.
+        let parts = vec![
+            (fs_at, 4096, part(7, 4096)),
+            (fs_at + (1 << 20), 100, part(8, 100)),
+            (fs_at + fs_size - 10, 10, part(9, 10)),
+        ];
+        let o = d.overlay(parts.clone());
+        assert!(o.check());
+        assert_eq!(o.regions().len(), 4 + 4);
+        let mut after = vec![0u8; o.size() as usize];
+        o.read_at(&mut after, 0).unwrap();
+        let mut want = before;
+        for (at, len, src) in &parts {
+            let Source::Bytes(b, _) = src else {
+                unreachable!()
+            };
+            want[*at as usize..(*at + *len) as usize].copy_from_slice(b);
+        }
+        assert_eq!(after, want);
     }
 
     #[test]

@@ -21,11 +21,12 @@ use anyhow::{bail, Context, Result};
 use self::format::{format, journal_blocks, Formatted, Geometry};
 use self::fstype::{Features, FsType, INODE_SIZE};
 use self::plan::{inodes_with_margin, Needs};
-use self::populate::Populator;
+use self::populate::{Lazy, Populator};
 use self::size::{Human, SizeSpec};
 use crate::copy::RangeCopier;
 use crate::ext2;
 use crate::progress::Progress;
+use crate::source::live::LiveTree;
 use crate::source::Tree;
 
 /// Bytes per inode for `--size` filesystems (mke2fs's default inode_ratio).
@@ -56,6 +57,8 @@ pub struct Options {
     /// SOURCE_DATE_EPOCH: file times later than it are clamped to it, and atime, ctime and
     /// crtime are set to the (clamped) mtime so nothing of the build host leaks in.
     pub clamp_time: Option<i64>,
+    /// `--lazy`: don't copy file data; [`Built::lazy`] says where it goes and where it is.
+    pub lazy: bool,
 }
 
 impl Options {
@@ -77,6 +80,7 @@ impl Options {
                 .map_or(0, |d| d.as_secs() as u32),
             owner: None,
             clamp_time: None,
+            lazy: false,
         }
     }
 }
@@ -93,6 +97,9 @@ pub struct Target<'a> {
 pub struct Built {
     pub size: u64,
     pub report: Report,
+    /// With [`Options::lazy`]: the file data left out, as (byte offset in the filesystem,
+    /// length, source) in filesystem order.
+    pub lazy: Vec<(u64, u64, crate::disk::Source)>,
 }
 
 /// Facts about the filesystem made, for -v.
@@ -169,8 +176,8 @@ pub fn build(
         progress.start_entries("building", Some(tree.entries));
         let res = maker.populate(source, tree, &mut made, progress);
         progress.finish();
-        match res {
-            Ok(()) => {}
+        let lazy = match res {
+            Ok(lazy) => lazy,
             Err(e) if is_no_space(&e) => match opts.size {
                 SizeSpec::Total(n) => {
                     let min = maker.minimum_size()?;
@@ -193,7 +200,7 @@ pub fn build(
                 _ => return Err(e),
             },
             Err(e) => return Err(e),
-        }
+        };
         let fs = &made.fs;
         let report = Report {
             blocks: fs.blocks_count(),
@@ -212,7 +219,9 @@ pub fn build(
                 target.name.display()
             )
         })?;
-        return Ok(Built { size, report });
+        let mut lazy = lazy.map(|l| l.parts).unwrap_or_default();
+        lazy.sort_unstable_by_key(|p| p.0);
+        return Ok(Built { size, report, lazy });
     }
 }
 
@@ -376,8 +385,19 @@ impl Maker<'_> {
         tree: &Tree,
         made: &mut Formatted,
         progress: &Progress,
-    ) -> Result<()> {
+    ) -> Result<Option<Lazy>> {
         let fd = crate::source::bytes::open_root(tree, source)?;
+        let lazy = match self.opts.lazy {
+            false => None,
+            true => Some(Lazy::new(
+                match tree.spool {
+                    Some(_) => None,
+                    None => Some(LiveTree::open(source)?),
+                },
+                source.as_os_str().len(),
+                tree.spool.clone(),
+            )),
+        };
         let hash = match made.fs.sb().s_feature_compat & ext2fs_sys::EXT2_FEATURE_COMPAT_DIR_INDEX {
             0 => None,
             _ => Some(ext2::DirHash::for_fs(&made.fs).context("directory hashing")?),
@@ -396,8 +416,10 @@ impl Maker<'_> {
             owner: self.opts.owner,
             clamp_time: self.opts.clamp_time,
             hash,
+            lazy,
         };
         let mut path = source.as_os_str().as_encoded_bytes().to_vec();
-        p.run(&tree.root, fd.as_ref(), &mut path)
+        p.run(&tree.root, fd.as_ref(), &mut path)?;
+        Ok(p.lazy)
     }
 }

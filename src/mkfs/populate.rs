@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::OwnedFd;
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use ext2fs_sys as sys;
@@ -15,9 +16,11 @@ use super::htree::{indexed_blocks, Child, IndexParams, INDEX_FL};
 use super::layout::block_ranges;
 use super::plan::{lost_found_blocks, LINK_MAX};
 use crate::copy::RangeCopier;
+use crate::disk::Source;
 use crate::ext2::{file_type, DirHash, Filesystem, Ino, Inode, Run, Timestamp, ROOT_INO};
 use crate::progress::Progress;
 use crate::source::bytes::file_bytes;
+use crate::source::live::LiveTree;
 use crate::source::{display, open_child_dir, Data, Entry, Kind, Layout, Meta};
 
 pub struct Populator<'a> {
@@ -42,6 +45,58 @@ pub struct Populator<'a> {
     pub hash: Option<DirHash>,
     /// SOURCE_DATE_EPOCH: see [`super::Options::clamp_time`].
     pub clamp_time: Option<i64>,
+    /// `--lazy`: file data is not copied but recorded here, to be read when served.
+    pub lazy: Option<Lazy>,
+}
+
+/// File data left in the source (`--serve --lazy`): where each data range of each file lies in
+/// the filesystem, and where its bytes are read from.
+pub struct Lazy {
+    /// The source root, for a directory source.
+    pub tree: Option<Arc<LiveTree>>,
+    /// Length of the source root's path at the start of every entry's path.
+    pub root_len: usize,
+    /// The tree's spool, for an archive source.
+    pub spool: Option<Arc<File>>,
+    /// (byte offset in the filesystem, length, source), in the order placed.
+    pub parts: Vec<(u64, u64, Source)>,
+    files: usize,
+}
+
+impl Lazy {
+    pub fn new(tree: Option<Arc<LiveTree>>, root_len: usize, spool: Option<Arc<File>>) -> Lazy {
+        Lazy {
+            tree,
+            root_len,
+            spool,
+            parts: Vec::new(),
+            files: 0,
+        }
+    }
+
+    /// Where file `e`'s bytes are read, at its byte 0.
+    fn source(&mut self, e: &Entry, data: Data, size: u64, path: &[u8]) -> Result<Source> {
+        Ok(match data {
+            Data::InTree => {
+                let tree = self.tree.as_ref().with_context(|| {
+                    format!("{}: no source directory to read from", display(path))
+                })?;
+                self.files += 1;
+                let rel = &path[self.root_len.min(path.len())..];
+                Source::Live {
+                    file: Arc::new(tree.file(rel, &e.meta, size, self.files)),
+                    offset: 0,
+                }
+            }
+            Data::Spool { offset } => Source::File {
+                file: self
+                    .spool
+                    .clone()
+                    .with_context(|| format!("{}: no spool file", display(path)))?,
+                offset,
+            },
+        })
+    }
 }
 
 impl Populator<'_> {
@@ -324,9 +379,23 @@ impl Populator<'_> {
         runs: &[Run],
         path: &[u8],
     ) -> Result<()> {
+        let bs = self.block_size();
+        if let Some(lazy) = &mut self.lazy {
+            let src = lazy.source(e, data, size, path)?;
+            for r in runs {
+                let (rs, re) = (r.lblk * bs, (r.lblk + r.len) * bs);
+                for &(ds, de) in &layout.data_ranges(size) {
+                    let (a, b) = (rs.max(ds), re.min(de).min(size));
+                    if a < b {
+                        let at = r.pblk * bs + (a - rs);
+                        lazy.parts.push((at, b - a, src.advanced(a)));
+                    }
+                }
+            }
+            return Ok(());
+        }
         let bytes = file_bytes(e, data, size, dir, self.spool, path)?;
         let (src, base) = (bytes.fd(), bytes.base());
-        let bs = self.block_size();
         let data = layout.data_ranges(size);
         for r in runs {
             let (rs, re) = (r.lblk * bs, (r.lblk + r.len) * bs);

@@ -120,6 +120,8 @@ impl Export for Disk {
             let stop = region.end().min(end);
             match &region.source {
                 Source::Zero => out.push(stop - pos, STATE_HOLE | STATE_ZERO),
+                // A source file's data range (`--lazy`): holes were left out when it was placed.
+                Source::Live { .. } => out.push(stop - pos, 0),
                 Source::Bytes(bytes, start) => {
                     let base = *start as u64 + (pos - region.start);
                     let mut p = pos;

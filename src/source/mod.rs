@@ -4,6 +4,7 @@
 
 pub mod bytes;
 pub mod digest;
+pub mod live;
 pub mod tar;
 mod walk;
 mod xattr;
