@@ -27,6 +27,23 @@ pub const TOOL_TIMEOUT: Duration = Duration::from_secs(120);
 /// What the server prints on stderr when it is ready, followed by its URI.
 pub const SERVING: &str = "linuxdisk-mk: serving ";
 
+/// The distribution's python, which has python3-libnbd (the default `python3` here is a pyenv
+/// build without the nbd module).
+pub const PYTHON: &str = "/usr/bin/python3";
+
+/// Panics (saying what to install) unless [`PYTHON`] can import nbd: the tests never skip.
+pub fn require_python_nbd() {
+    let py = Command::new(PYTHON)
+        .args(["-c", "import nbd"])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {PYTHON}: {e}"));
+    assert!(
+        py.status.success(),
+        "{PYTHON} cannot import nbd: apt-get install python3-libnbd\n{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+}
+
 /// The server under test: the binary, or `$LINUXDISK_MK_NBD_SERVER` (a stand-in, see the module doc).
 pub fn server_bin() -> PathBuf {
     match std::env::var_os("LINUXDISK_MK_NBD_SERVER").filter(|p| !p.is_empty()) {
@@ -93,11 +110,22 @@ impl ServerGuard {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
+        Self::start_with_env(&[], args)
+    }
+
+    /// Like [`ServerGuard::start`], with extra environment variables (e.g. `SOURCE_DATE_EPOCH`,
+    /// so that the served disk is byte-identical to the image file written for the same tree).
+    pub fn start_with_env<I, S>(env: &[(&str, &str)], args: I) -> ServerGuard
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
         let mut full: Vec<OsString> = vec!["--serve".into()];
         full.extend(args.into_iter().map(|a| a.as_ref().to_owned()));
         let socket = arg_after(&full, "--socket").map(PathBuf::from);
         let mut child = Command::new(server_bin())
             .args(&full)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
