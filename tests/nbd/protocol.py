@@ -5,7 +5,9 @@ requests reach the server) and, for what libnbd cannot send, a raw socket.
     /usr/bin/python3 protocol.py URI COPY CHECK...
 
 URI: nbd+unix:///EXPORT?socket=PATH of a read-only server; COPY: an nbdcopy of the served disk
-(the reference bytes); CHECK: errors, block_status, no_structured, concurrent, opt, raw.
+(the reference bytes); CHECK: errors, block_status, no_structured, concurrent, opt, raw (which
+ends with absurd offsets and lengths on the wire: 2^63, offset+length past 2^64, 2^31 and
+2^32-1 bytes, over 32 MiB, block status too, with simple and with structured replies).
 Prints one line per problem and exits 1 if there is any (0 when all hold). Needs /usr/bin/python3:
 the default python3 here is a pyenv build without the nbd module.
 """
@@ -382,6 +384,125 @@ def check_raw():
     check(time.monotonic() - start < 10, "a client beside a stalled one took over 10 s")
     h.shutdown()
     stalled.close()
+    check_raw_absurd()
+
+
+# Absurd offsets and lengths, sent raw (libnbd refuses most of them client-side): each is
+# answered with an error and the connection goes on.
+EINVAL_, EPERM_ = 22, 1
+ABSURD = [
+    ("READ at offset 2^63", (0, 2**63, 4096), (EINVAL_,)),
+    ("READ at 2^64-512 (offset+length overflows)", (0, 2**64 - 512, 4096), (EINVAL_,)),
+    ("READ of 2^32-1 bytes at 2^64-1", (0, 2**64 - 1, 2**32 - 1), (EINVAL_,)),
+    ("READ of 2^31 bytes", (0, 0, 2**31), (EINVAL_,)),
+    ("READ of 2^32-1 bytes", (0, 0, 2**32 - 1), (EINVAL_,)),
+    ("READ of 2^32-1 bytes at 2^63", (0, 2**63, 2**32 - 1), (EINVAL_,)),
+    ("READ of 2 bytes at the last byte", (0, "END-1", 2), (EINVAL_,)),
+    ("READ of the last byte", (0, "END-1", 1), (0,)),
+    ("CACHE at 2^63", (5, 2**63, 4096), (EINVAL_,)),
+    ("CACHE of 2^32-1 bytes", (5, 0, 2**32 - 1), (EINVAL_,)),
+    ("TRIM at 2^64-512 (overflow)", (4, 2**64 - 512, 4096), (EINVAL_, EPERM_)),
+    ("WRITE_ZEROES of 2^32-1 bytes at 2^63", (6, 2**63, 2**32 - 1), (EINVAL_, EPERM_)),
+    ("WRITE of 4 KiB at 2^63", (1, 2**63, 4096, 0, b"\x55" * 4096), (EINVAL_, EPERM_)),
+    ("WRITE of 32 MiB + 1 (payload skipped)", (1, 0, MAX + 1, 0, b"\x66" * (MAX + 1)),
+     (EINVAL_, EPERM_)),
+]
+
+
+def absurd_args(args):
+    return tuple(SIZE - 1 if a == "END-1" else a for a in args)
+
+
+def raw_structured(s, typ, off, n, flags=0, payload=b"", cookie=11):
+    """Sends a request on a connection with structured replies; returns (errors, data, extents):
+    the error numbers of its error chunks, its data chunks assembled (holes as zeros) for READ,
+    the (length, flags) descriptors of its block status chunks."""
+    s.sendall(struct.pack(">IHHQQI", REQ_MAGIC, flags, typ, cookie, off, n) + payload)
+    errors, data, extents = [], {}, []
+    while True:
+        magic, rflags, rtype, ck, length = struct.unpack(">IHHQI", recvn(s, 20))
+        check(magic == 0x668E33EF and ck == cookie,
+              "structured reply magic %x cookie %d" % (magic, ck))
+        payload = recvn(s, length)
+        if rtype == 1:
+            data[struct.unpack(">Q", payload[:8])[0]] = payload[8:]
+        elif rtype == 2:
+            o, k = struct.unpack(">QI", payload[:12])
+            data[o] = bytes(k)
+        elif rtype == 5:
+            d = payload[4:]
+            extents += [struct.unpack(">II", d[i:i + 8]) for i in range(0, len(d), 8)]
+        elif rtype & 0x8000:
+            errors.append(struct.unpack(">I", payload[:4])[0])
+        if rflags & 1:
+            break
+    read = b"".join(data[o] for o in sorted(data))
+    check(not data or min(data) == off, "READ at %d: first chunk at %d" % (off, min(data or [0])))
+    return errors, read, extents
+
+
+def raw_structured_connect():
+    """A raw connection with structured replies and base:allocation, in transmission."""
+    s = raw_connect()
+    check(raw_opt(s, 8)[-1][0] == REP_ACK, "NBD_OPT_STRUCTURED_REPLY refused")
+    name, q = EXPORT.encode(), nbd.CONTEXT_BASE_ALLOCATION.encode()
+    data = struct.pack(">I", len(name)) + name + struct.pack(">II", 1, len(q)) + q
+    s.sendall(struct.pack(">QII", IHAVEOPT, 10, len(data)) + data)
+    contexts = []
+    while True:
+        _, _, typ, n = struct.unpack(">QIII", recvn(s, 20))
+        body = recvn(s, n)
+        if typ == 4:
+            contexts.append(body[4:].decode())
+        else:
+            check(typ == REP_ACK, "NBD_OPT_SET_META_CONTEXT: final reply %#x" % typ)
+            break
+    check(contexts == [nbd.CONTEXT_BASE_ALLOCATION], "meta contexts %r" % contexts)
+    raw_go(s, structured=True)
+    return s
+
+
+def check_raw_absurd():
+    s = raw_connect()
+    raw_go(s)
+    for what, args, want in ABSURD:
+        args = absurd_args(args)
+        err, data = raw_cmd(s, *args)
+        check(err in want, "simple: %s: error %d, want %s" % (what, err, want))
+        if args[0] == 0 and err == 0:
+            check(data == DISK[args[1]:args[1] + args[2]], "simple: %s: wrong data" % what)
+    err, _ = raw_cmd(s, 7, 0, 4096)
+    check(err == EINVAL_, "BLOCK_STATUS without structured replies: error %d, want EINVAL" % err)
+    err, data = raw_cmd(s, 0, 1 << 20, 4096)
+    check(err == 0 and data == DISK[1 << 20:(1 << 20) + 4096],
+          "simple: a READ after the absurd requests failed (error %d)" % err)
+    s.close()
+
+    s = raw_structured_connect()
+    for what, args, want in ABSURD:
+        args = absurd_args(args)
+        errors, data, _ = raw_structured(s, *args)
+        if want == (0,):
+            check(not errors and data == DISK[args[1]:args[1] + args[2]],
+                  "structured: %s: errors %r or wrong data" % (what, errors))
+        else:
+            check(len(errors) == 1 and errors[0] in want,
+                  "structured: %s: error chunks %r, want one of %s" % (what, errors, want))
+    for what, off, n in [("at 2^63", 2**63, 4096),
+                         ("at 2^64-512 (overflow)", 2**64 - 512, 4096),
+                         ("of 2^32-1 bytes", 0, 2**32 - 1),
+                         ("of 2^32-1 bytes at 2^63", 2**63, 2**32 - 1),
+                         ("straddling the end", SIZE - 512, 4096)]:
+        errors, _, ext = raw_structured(s, 7, off, n)
+        check(errors == [EINVAL_] and not ext,
+              "BLOCK_STATUS %s: error chunks %r, extents %r, want EINVAL" % (what, errors, ext))
+    errors, _, ext = raw_structured(s, 7, SIZE - 4096, 4096)
+    check(not errors and ext and 0 < sum(n for n, _ in ext[:1]) <= 4096,
+          "BLOCK_STATUS of the last 4 KiB: errors %r, extents %r" % (errors, ext))
+    errors, data, _ = raw_structured(s, 0, 1 << 20, 65536, 1 << 2)  # DF
+    check(not errors and data == DISK[1 << 20:(1 << 20) + 65536],
+          "structured: a READ (DF) after the absurd requests: errors %r or wrong data" % errors)
+    s.close()
 
 
 def main():
