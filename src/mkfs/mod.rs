@@ -13,7 +13,7 @@ pub mod size;
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -27,6 +27,7 @@ use crate::copy::RangeCopier;
 use crate::ext2;
 use crate::progress::Progress;
 use crate::source::live::LiveTree;
+use crate::source::readahead::{self, FinishOnDrop, Position, WINDOW};
 use crate::source::Tree;
 
 /// Bytes per inode for `--size` filesystems (mke2fs's default inode_ratio).
@@ -402,6 +403,7 @@ impl Maker<'_> {
             0 => None,
             _ => Some(ext2::DirHash::for_fs(&made.fs).context("directory hashing")?),
         };
+        let position = Position::default();
         let mut p = Populator {
             fs: &mut made.fs,
             image: self.target.file,
@@ -417,9 +419,21 @@ impl Maker<'_> {
             clamp_time: self.opts.clamp_time,
             hash,
             lazy,
+            position: None,
         };
         let mut path = source.as_os_str().as_encoded_bytes().to_vec();
-        p.run(&tree.root, fd.as_ref(), &mut path)?;
+        match (&fd, p.lazy.is_none()) {
+            // Copying from a directory: read ahead of the copy in a second thread.
+            (Some(root), true) => {
+                p.position = Some(&position);
+                std::thread::scope(|s| {
+                    let _stop = FinishOnDrop(&position);
+                    s.spawn(|| readahead::run(root.as_fd(), &tree.root, &position, WINDOW));
+                    p.run(&tree.root, fd.as_ref(), &mut path)
+                })?;
+            }
+            _ => p.run(&tree.root, fd.as_ref(), &mut path)?,
+        }
         Ok(p.lazy)
     }
 }

@@ -21,6 +21,7 @@ use crate::ext2::{file_type, DirHash, Filesystem, Ino, Inode, Run, Timestamp, RO
 use crate::progress::Progress;
 use crate::source::bytes::file_bytes;
 use crate::source::live::LiveTree;
+use crate::source::readahead::Position;
 use crate::source::{display, open_child_dir, Data, Entry, Kind, Layout, Meta};
 
 pub struct Populator<'a> {
@@ -47,6 +48,8 @@ pub struct Populator<'a> {
     pub clamp_time: Option<i64>,
     /// `--lazy`: file data is not copied but recorded here, to be read when served.
     pub lazy: Option<Lazy>,
+    /// Told of each regular-file entry reached, for reading ahead.
+    pub position: Option<&'a Position>,
 }
 
 /// File data left in the source (`--serve --lazy`): where each data range of each file lies in
@@ -230,6 +233,9 @@ impl Populator<'_> {
         fd: Option<&OwnedFd>,
         path: &mut Vec<u8>,
     ) -> Result<(Ino, u8)> {
+        if let (Kind::File { .. }, Some(p)) = (&e.kind, self.position) {
+            p.advance();
+        }
         let key = (e.meta.dev, e.meta.ino);
         let links = self.link_counts.get(&key).copied().unwrap_or(1);
         if links > 1 {

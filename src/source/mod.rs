@@ -5,6 +5,7 @@
 pub mod bytes;
 pub mod digest;
 pub mod live;
+pub mod readahead;
 pub mod tar;
 mod walk;
 mod xattr;
