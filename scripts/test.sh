@@ -16,3 +16,5 @@ rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup compon
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo test --all-targets -- --test-threads="${LINUXDISK_MK_TEST_THREADS:-4}"
+# ~2 minutes of many NBD clients against one server (SOAK_SECONDS to change it).
+"$here/scripts/soak.sh"
