@@ -93,6 +93,11 @@ pub struct Cli {
     #[arg(short, long, conflicts_with = "verbose")]
     pub quiet: bool,
 
+    /// Leave out, with a warning, files and directories that cannot be read (default: an
+    /// error naming them)
+    #[arg(long)]
+    pub skip_unreadable: bool,
+
     /// Say what was chosen (sizes, inode counts, free space)
     #[arg(short, long)]
     pub verbose: bool,

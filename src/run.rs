@@ -159,7 +159,14 @@ fn read_source(
             &mkfs::temp_dir(),
             on_entry,
         ),
-        _ => source::scan(&cli.source, exclude, on_entry),
+        _ => source::scan(
+            &cli.source,
+            source::ScanOptions {
+                exclude,
+                skip_unreadable: cli.skip_unreadable,
+            },
+            on_entry,
+        ),
     }
 }
 

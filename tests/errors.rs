@@ -69,13 +69,21 @@ fn source_that_is_a_regular_file_exits_1_and_names_the_path() {
 /// Runs the binary as nobody (65534) on a source holding a readable file and `bad`, an entry that
 /// `make_bad` makes unreadable for nobody; returns the run and the (empty) output directory.
 fn run_as_nobody(bad: &str, make_bad: impl FnOnce(&Path)) -> (tempfile::TempDir, PathBuf, Run) {
+    run_as_nobody_with(&[], |src| make_bad(&src.join(bad)))
+}
+
+/// [`run_as_nobody`] with options `extra`; `make_bad` is given the source directory.
+fn run_as_nobody_with(
+    extra: &[&str],
+    make_bad: impl FnOnce(&Path),
+) -> (tempfile::TempDir, PathBuf, Run) {
     let tmp = tempdir();
     let src = tmp.path().join("src");
     let out = tmp.path().join("out");
     std::fs::create_dir_all(src.join("readable-dir")).unwrap();
     std::fs::create_dir(&out).unwrap();
     std::fs::write(src.join("readable-dir/ok.txt"), b"anyone may read this").unwrap();
-    make_bad(&src.join(bad));
+    make_bad(&src);
     for d in [tmp.path(), &src] {
         std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
@@ -87,7 +95,7 @@ fn run_as_nobody(bad: &str, make_bad: impl FnOnce(&Path)) -> (tempfile::TempDir,
         .arg(&bin);
     let run = run_cmd_timeout(
         cmd,
-        args(&[], &src, &out.join("disk.img")),
+        args(extra, &src, &out.join("disk.img")),
         Duration::from_secs(120),
     );
     (tmp, out, run)
@@ -112,6 +120,45 @@ fn unreadable_source_directory_exits_1_and_names_it_when_run_unprivileged() {
     });
     run.assert_one_line_error(&["private-dir"]);
     assert_empty_dir(&out, &run);
+}
+
+#[test]
+fn skip_unreadable_leaves_out_what_cannot_be_read_with_a_warning_each() {
+    let (_tmp, out, run) = run_as_nobody_with(&["--skip-unreadable"], |src| {
+        let f = src.join("secret-file");
+        std::fs::write(&f, b"root only").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let d = src.join("private-dir");
+        std::fs::create_dir(&d).unwrap();
+        std::fs::write(d.join("inside"), b"x").unwrap();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).unwrap();
+        // Listable but not searchable: its entries cannot be examined.
+        let n = src.join("no-search");
+        std::fs::create_dir(&n).unwrap();
+        std::fs::write(n.join("inside"), b"x").unwrap();
+        std::fs::set_permissions(&n, std::fs::Permissions::from_mode(0o744)).unwrap();
+    });
+    run.assert_ok();
+    for name in ["secret-file", "private-dir", "no-search"] {
+        assert!(
+            run.stderr
+                .lines()
+                .any(|l| l.contains("warning") && l.contains(name) && l.contains("skipped")),
+            "no warning for {name}\n{}",
+            run.describe()
+        );
+    }
+    let img = out.join("disk.img");
+    with_fs_device(&img, PART_OFFSET, assert_e2fsck_clean);
+    let m = mount_image(&img, PART_OFFSET);
+    assert_eq!(
+        dir_names(m.path()),
+        ["lost+found", "readable-dir"].map(OsString::from).into()
+    );
+    assert_eq!(
+        std::fs::read(m.path().join("readable-dir/ok.txt")).unwrap(),
+        b"anyone may read this"
+    );
 }
 
 #[test]

@@ -19,7 +19,7 @@ use crate::copy::RangeCopier;
 use crate::disk::Source;
 use crate::ext2::{file_type, DirHash, Filesystem, Ino, Inode, Run, Timestamp, ROOT_INO};
 use crate::progress::Progress;
-use crate::source::bytes::file_bytes;
+use crate::source::bytes::{file_bytes, unchanged, FileBytes};
 use crate::source::live::LiveTree;
 use crate::source::readahead::Position;
 use crate::source::{display, open_child_dir, Data, Entry, Kind, Layout, Meta};
@@ -426,11 +426,15 @@ impl Populator<'_> {
                     })?;
                 if n != b - a {
                     bail!(
-                        "{}: shrank during the build; nothing was written",
+                        "{}: changed during the build (it shrank); nothing was written",
                         display(path)
                     );
                 }
             }
+        }
+        // A change while it was copied is caught here rather than written.
+        if let FileBytes::Opened(fd) = &bytes {
+            unchanged(fd, e, size, path)?;
         }
         Ok(())
     }

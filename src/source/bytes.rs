@@ -65,14 +65,7 @@ pub fn file_bytes<'a>(
             let dir = dir
                 .with_context(|| format!("{}: no source directory to read from", display(path)))?;
             let f = open_child_file(dir, &e.name, path)?;
-            let st = rustix::fs::fstat(&f).with_context(|| display(path))?;
-            if st.st_ino != e.meta.ino || st.st_size as u64 != size {
-                bail!(
-                    "{}: changed during the build (it was {size} bytes, now {}); nothing was written",
-                    display(path),
-                    st.st_size
-                );
-            }
+            unchanged(&f, e, size, path)?;
             Ok(FileBytes::Opened(f))
         }
         Data::Spool { offset } => {
@@ -80,4 +73,26 @@ pub fn file_bytes<'a>(
             Ok(FileBytes::Spool(spool, offset))
         }
     }
+}
+
+/// Checks that `fd` is still regular file `e` as scanned: same inode, size, modification and
+/// change time (a rewrite of the same size changes the times; a rename over it, the inode).
+pub fn unchanged(fd: impl AsFd, e: &Entry, size: u64, path: &[u8]) -> Result<()> {
+    let st = rustix::fs::fstat(fd).with_context(|| display(path))?;
+    let m = &e.meta;
+    let why = if st.st_ino != m.ino {
+        "it was replaced by another file".to_string()
+    } else if st.st_size as u64 != size {
+        format!("it was {size} bytes, now {}", st.st_size)
+    } else if (st.st_mtime, st.st_mtime_nsec as u32) != (m.mtime.sec, m.mtime.nsec)
+        || (st.st_ctime, st.st_ctime_nsec as u32) != (m.ctime.sec, m.ctime.nsec)
+    {
+        "it was modified".to_string()
+    } else {
+        return Ok(());
+    };
+    bail!(
+        "{}: changed during the build ({why}); nothing was written",
+        display(path)
+    )
 }

@@ -11,7 +11,7 @@ mod walk;
 mod xattr;
 
 pub use tar::{read_archive, ArchiveInput};
-pub use walk::{identity, open_child_dir, open_child_file, scan};
+pub use walk::{identity, open_child_dir, open_child_file, scan, ScanOptions};
 
 use crate::ext2::Timestamp;
 

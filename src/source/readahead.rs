@@ -174,7 +174,7 @@ mod tests {
             let p = dir.path().join(if i % 2 == 0 { "sub" } else { "." });
             std::fs::write(p.join(format!("f{i}")), vec![1u8; 1000]).unwrap();
         }
-        let tree = super::super::scan(dir.path(), None, &mut || {}).unwrap();
+        let tree = super::super::scan(dir.path(), Default::default(), &mut || {}).unwrap();
         (dir, tree)
     }
 

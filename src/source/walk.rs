@@ -13,9 +13,18 @@ use rustix::io::Errno;
 use super::{display, xattr, Data, Entry, Kind, Layout, Meta, Tree};
 use crate::ext2::Timestamp;
 
-/// Scans the tree at `root`. `exclude` is a (dev, ino) to leave out (the output file when it
-/// lies inside the source). `on_entry` is called once per entry (for a progress display).
-pub fn scan(root: &Path, exclude: Option<(u64, u64)>, on_entry: &mut dyn FnMut()) -> Result<Tree> {
+/// How to scan.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ScanOptions {
+    /// A (dev, ino) to leave out: the output file when it lies inside the source.
+    pub exclude: Option<(u64, u64)>,
+    /// `--skip-unreadable`: leave out, with a warning, files and directories this process
+    /// cannot read, instead of failing.
+    pub skip_unreadable: bool,
+}
+
+/// Scans the tree at `root`. `on_entry` is called once per entry (for a progress display).
+pub fn scan(root: &Path, opts: ScanOptions, on_entry: &mut dyn FnMut()) -> Result<Tree> {
     let fd = rfs::open(
         root,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -29,7 +38,8 @@ pub fn scan(root: &Path, exclude: Option<(u64, u64)>, on_entry: &mut dyn FnMut()
         .with_context(|| format!("{}: statx", root.display()))?;
     let mut path = root.as_os_str().as_encoded_bytes().to_vec();
     let mut s = Scanner {
-        exclude,
+        exclude: opts.exclude,
+        skip_unreadable: opts.skip_unreadable,
         on_entry,
         entries: 0,
         data_bytes: 0,
@@ -60,6 +70,7 @@ pub fn identity(path: &Path) -> Option<(u64, u64)> {
 
 struct Scanner<'a> {
     exclude: Option<(u64, u64)>,
+    skip_unreadable: bool,
     on_entry: &'a mut dyn FnMut(),
     entries: u64,
     data_bytes: u64,
@@ -100,6 +111,28 @@ fn meta(st: &rfs::Statx) -> Meta {
 
 fn dev_of(st: &rfs::Statx) -> u64 {
     (st.stx_dev_major as u64) << 32 | st.stx_dev_minor as u64
+}
+
+/// Can this process read the entry: open a regular file, list a directory? (Other kinds are
+/// never opened.)
+fn readable(parent: &OwnedFd, name: &[u8], st: &rfs::Statx) -> rustix::io::Result<()> {
+    let flags = match FileType::from_raw_mode(st.stx_mode as u32) {
+        FileType::RegularFile => OFlags::NONBLOCK | OFlags::NOCTTY,
+        FileType::Directory => OFlags::DIRECTORY,
+        _ => return Ok(()),
+    };
+    let fd = rfs::openat(
+        parent,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | flags,
+        Mode::empty(),
+    )?;
+    if flags.contains(OFlags::DIRECTORY) {
+        // Listing needs read permission; searching needs execute: try both.
+        rfs::Dir::read_from(&fd)?;
+        rfs::accessat(&fd, ".", rfs::Access::EXEC_OK, AtFlags::EACCESS)?;
+    }
+    Ok(())
 }
 
 /// Error for `path` with the OS's words for `e`.
@@ -149,6 +182,16 @@ impl Scanner<'_> {
         let m = meta(&st);
         if self.exclude == Some((m.dev, m.ino)) {
             return Ok(None);
+        }
+        if self.skip_unreadable {
+            if let Err(e) = readable(parent, &name, &st) {
+                eprintln!(
+                    "linuxdisk-mk: warning: {}: skipped, {}",
+                    display(path),
+                    std::io::Error::from(e)
+                );
+                return Ok(None);
+            }
         }
         self.entries += 1;
         (self.on_entry)();
