@@ -7,7 +7,7 @@ LINUXDISK_MK_PACKAGES=(
 	# build: libext2fs headers, pkg-config, libclang for bindgen, a C compiler for the shim
 	libext2fs-dev comerr-dev pkg-config libclang-dev gcc make
 	# checking images with real tools
-	e2fsprogs gdisk util-linux mount
+	e2fsprogs gdisk util-linux mount time
 	# building test trees: xattrs, ACLs, capabilities
 	attr acl libcap2-bin
 	# boot tests and the example appliance: qemu (TCG), a static busybox, initramfs tools
