@@ -283,6 +283,11 @@ fn sixty_four_clients_read_verified_bytes_and_the_server_returns_to_its_baseline
             rss < RSS_LIMIT_KIB,
             "round {round}: RSS {rss} KiB after the clients left"
         );
+        // Read buffers are unmapped once the last client has gone: memory comes back down.
+        assert!(
+            rss <= base_rss + 32 * 1024,
+            "round {round}: RSS {rss} KiB after the clients left, {base_rss} KiB before they came"
+        );
         after.push(rss);
     }
     assert!(

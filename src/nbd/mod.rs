@@ -4,6 +4,7 @@
 //! served (`export`: the [`Disk`](crate::disk::Disk) read-only, or under a copy-on-write overlay,
 //! `cow`), and the process around it: listeners, threads, signals, `--run` (`server`, `captive`).
 
+pub mod buffer;
 pub mod captive;
 pub mod cow;
 pub mod export;

@@ -4,6 +4,7 @@
 
 use std::io::{self, IoSlice, Write};
 
+use super::buffer::Buffer;
 use super::proto::{self, errno_of, REPLY_FLAG_DONE, STATE_HOLE, STATE_ZERO};
 use super::request::Command;
 use super::Export;
@@ -33,7 +34,10 @@ pub fn answer(
         Ok(())
     };
     let (what, result) = match cmd {
-        Command::Read { offset, len, df } => return read(e, structured, cookie, offset, len, df),
+        Command::Read { offset, len, df } => {
+            let buf = Buffer::for_read(len as usize);
+            return read(e, structured, cookie, (offset, len, df), buf);
+        }
         Command::BlockStatus {
             offset,
             len,
@@ -75,8 +79,20 @@ pub fn answer(
 
 /// READ: a simple reply with the data, or structured data and hole chunks (one data chunk
 /// with DF). Everything is read before anything is sent, so errors are clean.
-fn read(e: &dyn Export, structured: bool, cookie: u64, offset: u64, len: u32, df: bool) -> Reply {
-    let mut buf = vec![0u8; len as usize];
+fn read(
+    e: &dyn Export,
+    structured: bool,
+    cookie: u64,
+    (offset, len, df): (u64, u32, bool),
+    buf: io::Result<Buffer>,
+) -> Reply {
+    let mut buf = match buf {
+        Ok(b) => b,
+        Err(err) => {
+            let msg = format!("read: no memory for {len} bytes: {err}");
+            return Reply::failure(structured, cookie, errno_of(&err), &msg);
+        }
+    };
     if !structured {
         return match if len == 0 {
             Ok(())
@@ -192,7 +208,7 @@ enum Piece {
 #[derive(Debug, Default)]
 pub struct Reply {
     head: Vec<u8>,
-    data: Vec<u8>,
+    data: Buffer,
     pieces: Vec<Piece>,
     /// Index into `head` of the flags field of the last chunk header, to set DONE on it.
     last_chunk_flags: Option<usize>,
@@ -207,7 +223,8 @@ impl Reply {
     }
 
     /// A successful simple reply to a READ, carrying `data`.
-    pub fn simple_read(cookie: u64, data: Vec<u8>) -> Reply {
+    pub fn simple_read(cookie: u64, data: impl Into<Buffer>) -> Reply {
+        let data = data.into();
         let mut r = Reply::simple(cookie, 0);
         let len = data.len();
         r.data = data;
@@ -233,7 +250,8 @@ impl Reply {
     }
 
     /// A structured reply whose content chunks refer to `data` (see [`Reply::data_chunk`]).
-    pub fn structured_with(data: Vec<u8>) -> Reply {
+    pub fn structured_with(data: impl Into<Buffer>) -> Reply {
+        let data = data.into();
         Reply {
             data,
             ..Reply::default()
@@ -417,7 +435,7 @@ mod tests {
 
     #[test]
     fn short_and_interrupted_writes_complete_the_reply() {
-        let mut r = Reply::structured_with((0..100u8).collect());
+        let mut r = Reply::structured_with((0..100u8).collect::<Vec<u8>>());
         r.data_chunk(1, 0, 0, 100);
         r.done(1);
         let mut d = Dribble(Vec::new(), false);

@@ -377,8 +377,17 @@ impl Registry {
         Some(id)
     }
 
+    /// Forgets connection `id`; once none are left, idle read buffers are unmapped so memory
+    /// comes back down.
     fn remove(&self, id: u64) {
-        self.lock().live.remove(&id);
+        let none_left = {
+            let mut r = self.lock();
+            r.live.remove(&id);
+            r.live.is_empty()
+        };
+        if none_left {
+            super::buffer::release_idle();
+        }
         self.changed.notify_all();
     }
 
