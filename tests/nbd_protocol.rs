@@ -18,20 +18,9 @@ use std::time::Duration;
 use common::nbd::*;
 use common::*;
 
-/// The distribution's python (the default `python3` is a pyenv build without the nbd module).
-const PYTHON: &str = "/usr/bin/python3";
-
 fn protocol_check(checks: &[&str], export_name: &str) {
     require_tools(&["nbdcopy"]);
-    let py = Command::new(PYTHON)
-        .args(["-c", "import nbd"])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {PYTHON}: {e}"));
-    assert!(
-        py.status.success(),
-        "{PYTHON} cannot import nbd: apt-get install python3-libnbd\n{}",
-        String::from_utf8_lossy(&py.stderr)
-    );
+    require_python_nbd();
     let tmp = tempdir();
     let src = tmp.path().join("src");
     std::fs::create_dir(&src).unwrap();

@@ -53,8 +53,9 @@ fn threads_settle(pid: u32, want: u64) -> u64 {
     }
 }
 
-#[test]
-fn garbage_clients_and_storms_leave_the_server_serving_and_bounded() {
+/// A quiet server of a small tree on a Unix socket: (its temp dir, the server, the socket, the
+/// disk size as nbdinfo prints it).
+fn small_server() -> (tempfile::TempDir, ServerGuard, std::path::PathBuf, String) {
     require_tools(&["nbdinfo"]);
     let dir = tempdir();
     let src = dir.path().join("src");
@@ -68,9 +69,14 @@ fn garbage_clients_and_storms_leave_the_server_serving_and_bounded() {
         dir.path().join("pid").as_os_str(),
         src.as_os_str(),
     ]);
-    let pid = server.pid();
-    let uri = unix_uri(&sock, "");
-    let size = client_ok("nbdinfo", ["--size", uri.as_str()]);
+    let size = client_ok("nbdinfo", ["--size", unix_uri(&sock, "").as_str()]);
+    (dir, server, sock, size)
+}
+
+#[test]
+fn garbage_clients_and_storms_leave_the_server_serving_and_bounded() {
+    let (_dir, server, sock, size) = small_server();
+    let (pid, uri) = (server.pid(), unix_uri(&sock, ""));
     let (_, base_threads) = rss_and_threads(pid);
 
     // 200 clients at once: read the greeting, then send garbage (a bad option magic, huge
@@ -404,22 +410,8 @@ fn stalled_handshake(sock: &Path, stage: u32) -> Duration {
 
 #[test]
 fn clients_stalled_mid_handshake_are_dropped_after_the_deadline_while_others_are_served() {
-    require_tools(&["nbdinfo"]);
-    let dir = tempdir();
-    let src = dir.path().join("src");
-    build_small_tree(&src);
-    let sock = dir.path().join("s.sock");
-    let server = ServerGuard::start([
-        "-q".as_ref(),
-        "--socket".as_ref(),
-        sock.as_os_str(),
-        "--pidfile".as_ref(),
-        dir.path().join("pid").as_os_str(),
-        src.as_os_str(),
-    ]);
-    let pid = server.pid();
-    let uri = unix_uri(&sock, "");
-    let size = client_ok("nbdinfo", ["--size", uri.as_str()]);
+    let (_dir, server, sock, size) = small_server();
+    let (pid, uri) = (server.pid(), unix_uri(&sock, ""));
     let (_, base_threads) = rss_and_threads(pid);
     // Silent before the greeting is read, silent after the client flags, trickling an option.
     let stalled: Vec<_> = (0..3)
