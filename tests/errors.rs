@@ -1,8 +1,9 @@
 //! Failures and safety: every bad input of the issue exits 1 (runtime error: exactly one line on
 //! stderr naming the path and the cause) or 2 (usage error), leaves no file at OUTPUT and nothing
 //! (no temp file either) in OUTPUT's directory. An existing OUTPUT is untouched without `-f` and
-//! replaced with it; a full disk, an unreadable source (run as an unprivileged user) and SIGTERM
-//! clean up; a FIFO in the source is never opened for reading.
+//! replaced with it; a full disk, an unreadable source (run as an unprivileged user, or left out
+//! with --skip-unreadable) and SIGINT/SIGTERM at any moment clean up (an old OUTPUT stays as it
+//! was, and the next run works); a FIFO in the source is never opened for reading.
 
 mod common;
 
@@ -380,37 +381,66 @@ fn fifo_in_source_is_not_opened_for_reading() {
 }
 
 #[test]
-fn sigterm_during_a_build_leaves_nothing_behind() {
+fn sigint_or_sigterm_at_any_moment_leaves_the_old_output_and_a_second_run_works() {
     let tmp = tempdir();
     let src = tmp.path().join("src");
     std::fs::create_dir(&src).unwrap();
     build_sized_tree(&src, 2000, 300 * MIB);
     let out = tmp.path().join("out");
+    let scratch = tmp.path().join("tmpdir");
+    std::fs::create_dir_all(&scratch).unwrap();
     std::fs::create_dir(&out).unwrap();
     let img = out.join("disk.img");
-    let mut child = Command::new(BIN)
-        .args(args(&[], &src, &img))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(150));
-    let _ = rustix::process::kill_process(
-        rustix::process::Pid::from_child(&child),
-        rustix::process::Signal::TERM,
-    );
-    let status = child.wait().unwrap();
-    if status.success() {
-        // Finished before the signal: then the image must be complete.
-        with_fs_device(&img, PART_OFFSET, assert_e2fsck_clean);
-        eprintln!("note: the build finished before SIGTERM arrived; cleanup not exercised");
-    } else {
+    let old = b"the previous image".to_vec();
+    let (mut interrupted, mut finished) = (0, 0);
+    // From before the scan starts to the last writes, alternating the two signals.
+    for (i, ms) in [0u64, 3, 10, 30, 80, 150, 300, 600, 1000, 1600, 2500]
+        .into_iter()
+        .enumerate()
+    {
+        std::fs::write(&img, &old).unwrap();
+        let mut child = Command::new(BIN)
+            .args(args(&["-f", "-q"], &src, &img))
+            .env("TMPDIR", &scratch)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(ms));
+        let sig = [rustix::process::Signal::INT, rustix::process::Signal::TERM][i % 2];
+        let _ = rustix::process::kill_process(rustix::process::Pid::from_child(&child), sig);
+        let status = child.wait().unwrap();
         let left = dir_names(&out);
-        assert!(
-            left.is_empty(),
-            "after SIGTERM ({status}) left in OUTPUT's directory: {left:?}"
+        assert_eq!(
+            left,
+            [OsString::from("disk.img")].into(),
+            "after {sig:?} at {ms} ms ({status}): OUTPUT's directory holds {left:?}"
         );
+        assert!(
+            dir_names(&scratch).is_empty(),
+            "after {sig:?} at {ms} ms: TMPDIR holds {:?}",
+            dir_names(&scratch)
+        );
+        if status.success() {
+            finished += 1; // done before the signal: a complete image replaced the old one
+            with_fs_device(&img, PART_OFFSET, assert_e2fsck_clean);
+        } else {
+            interrupted += 1;
+            assert_eq!(
+                std::fs::read(&img).unwrap(),
+                old,
+                "after {sig:?} at {ms} ms the old OUTPUT was changed"
+            );
+        }
     }
+    eprintln!("{interrupted} builds interrupted, {finished} finished first");
+    assert!(
+        interrupted >= 5,
+        "only {interrupted} builds were interrupted"
+    );
+    // A second run after the interrupted ones works.
+    run_bin(args(&["-f", "-q"], &src, &img)).assert_ok();
+    with_fs_device(&img, PART_OFFSET, assert_e2fsck_clean);
 }
 
 #[test]
