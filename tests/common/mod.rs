@@ -5,6 +5,7 @@
 //! The tests run as root (CI does) and never skip: without root they panic with a clear message.
 #![allow(dead_code)]
 
+pub mod boot;
 pub mod compare;
 pub mod entries;
 pub mod json;

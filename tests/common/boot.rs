@@ -1,0 +1,184 @@
+//! Booting the seed's busybox appliance under qemu (TCG), shared by tests/boot.rs (image files)
+//! and tests/nbd_boot.rs (served disks): the kernel and initramfs from tests/boot/prepare.sh
+//! (cached in /var/tmp/linuxdisk-mk-boot-cache, or `$LINUXDISK_MK_BOOT_CACHE`), the appliance
+//! tree from examples/appliance/make-root.sh, and one watcher that runs a command whose output is
+//! the serial console until the appliance's marker appears and the guest powers off.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use std::os::unix::process::CommandExt;
+
+/// What the appliance's /etc/init.d/rcS prints once it is up.
+pub const MARKER: &str = "linuxdisk-mk appliance: booted";
+/// What rcS prints when `busybox --install -s` fails (no free inodes or blocks).
+const INSTALL_FAILED: &str = "rcS: busybox --install -s failed";
+/// A boot under TCG takes ~10-20 s here; this only bounds a hung guest (or server).
+const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
+/// How long the appliance may take to power off (and everything to exit) after the marker.
+const POWEROFF_GRACE: Duration = Duration::from_secs(30);
+/// Console lines shown when a boot fails.
+const TAIL_LINES: usize = 60;
+/// The kernel command line: partition 1 of the first virtio disk as root; power off when up.
+pub const APPEND: &str = "console=ttyS0 root=/dev/vda1 rw panic=-1 ldk.poweroff";
+
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs `cmd`, panicking with its output unless it succeeds; returns its stdout.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let shown = format!("{cmd:?}");
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
+    assert!(
+        out.status.success(),
+        "{shown} failed ({})\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The kernel and initramfs that boot an image.
+pub struct BootKit {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+}
+
+/// Runs prepare.sh once per test process (it locks its cache against other processes).
+pub fn boot_kit() -> &'static BootKit {
+    static KIT: OnceLock<BootKit> = OnceLock::new();
+    KIT.get_or_init(|| {
+        let mut cmd = Command::new(repo().join("tests/boot/prepare.sh"));
+        if let Some(cache) = std::env::var_os("LINUXDISK_MK_BOOT_CACHE") {
+            cmd.arg(cache);
+        }
+        let out = run_ok(&mut cmd);
+        let field = |key: &str| -> PathBuf {
+            let p = out
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .map(PathBuf::from)
+                .unwrap_or_else(|| panic!("prepare.sh printed no {key} line:\n{out}"));
+            assert!(p.is_file(), "prepare.sh: no file at {}", p.display());
+            p
+        };
+        BootKit {
+            kernel: field("KERNEL="),
+            initrd: field("INITRD="),
+        }
+    })
+}
+
+/// A scratch directory under target/tmp (removed when dropped) holding the appliance tree at
+/// `root`, made by examples/appliance/make-root.sh.
+pub fn appliance(name: &str) -> (tempfile::TempDir, PathBuf) {
+    super::require_root();
+    boot_kit();
+    let work = tempfile::Builder::new()
+        .prefix(&format!("boot-{name}-"))
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .expect("create scratch directory");
+    let root = work.path().join("root");
+    run_ok(Command::new(repo().join("examples/appliance/make-root.sh")).arg(&root));
+    assert!(
+        root.join("sbin/init").is_file(),
+        "make-root.sh made no sbin/init"
+    );
+    (work, root)
+}
+
+/// A process in a group of its own (qemu, or a server whose `--run` starts qemu), killed as a
+/// group if still running when dropped.
+struct Group(Child);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let pgid = rustix::process::Pid::from_child(&self.0);
+            let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Runs `cmd` with KERNEL and INITRD in its environment and its output (the serial console) in
+/// `log`, until it exits or the timeouts pass; asserts the appliance came up cleanly (marker, no
+/// ext4 errors, busybox installed) and `cmd` exited 0. `what` names the boot in messages.
+pub fn assert_boots(mut cmd: Command, log: &Path, what: &str) {
+    let kit = boot_kit();
+    let console = File::create(log).expect("create console log");
+    let shown = format!("{cmd:?}");
+    let start = Instant::now();
+    let mut g = Group(
+        cmd.env("KERNEL", &kit.kernel)
+            .env("INITRD", &kit.initrd)
+            .stdin(Stdio::null())
+            .stdout(console.try_clone().expect("clone console log"))
+            .stderr(console)
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {shown}: {e}")),
+    );
+    let read_log = || String::from_utf8_lossy(&fs::read(log).unwrap_or_default()).into_owned();
+    let mut marker_at = None;
+    let ended = loop {
+        std::thread::sleep(Duration::from_millis(250));
+        if marker_at.is_none() && read_log().contains(MARKER) {
+            marker_at = Some(start.elapsed());
+        }
+        if let Some(st) = g.0.try_wait().expect("wait for the boot") {
+            break Ok(st);
+        }
+        let limit = marker_at.map_or(BOOT_TIMEOUT, |t| t + POWEROFF_GRACE);
+        if start.elapsed() > limit {
+            drop(g);
+            break Err(format!(
+                "killed after {:.1?} (still running)",
+                start.elapsed()
+            ));
+        }
+    };
+    let text = read_log();
+    let mut problems = Vec::new();
+    if !text.contains(MARKER) {
+        problems.push("the appliance's marker never appeared".to_owned());
+    }
+    if text.contains("EXT4-fs error") {
+        problems.push("the kernel reported ext4 errors on the root filesystem".to_owned());
+    }
+    if text.contains(INSTALL_FAILED) {
+        problems.push("`busybox --install -s` failed on the root filesystem".to_owned());
+    }
+    match &ended {
+        Ok(st) if !st.success() => problems.push(format!(
+            "it exited with {st} (after the appliance powers off it should be 0)"
+        )),
+        Err(e) => problems.push(e.clone()),
+        Ok(_) => {}
+    }
+    if !problems.is_empty() {
+        let kept = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{what}.console.log"));
+        let _ = fs::copy(log, &kept);
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(TAIL_LINES)..]
+            .iter()
+            .map(|l| l.trim_end_matches('\r'))
+            .collect::<Vec<_>>()
+            .join("\n");
+        panic!(
+            "booting {what} failed: {}\ncommand: {shown}\nfull console log: {}\n--- last \
+             {TAIL_LINES} console lines ---\n{tail}",
+            problems.join("; "),
+            kept.display()
+        );
+    }
+    eprintln!("{what}: marker after {marker_at:.1?}; {ended:?}");
+}
