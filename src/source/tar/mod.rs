@@ -6,12 +6,14 @@
 //! Modules, one job each: [`decompress`] (detect and decode), [`header`] (a 512-byte block),
 //! [`pax`] (extended records), [`sparse`] (GNU sparse maps), [`acl`] (ACL text to xattr),
 //! [`member`] (one member's metadata), [`stream`] (members and their data), [`path`] (path
-//! rules), [`tree`] (tar extraction semantics into a tree).
+//! rules), [`tree`] (tar extraction semantics into a tree), [`names`] (finding a child by name
+//! while the tree is built).
 
 pub mod acl;
 pub mod decompress;
 pub mod header;
 pub mod member;
+pub mod names;
 pub mod path;
 pub mod pax;
 pub mod sparse;

@@ -4,32 +4,29 @@
 //! directory over a directory keeps its children; a hard link shares the inode of what is at its
 //! target path at that moment. Every inode gets a synthetic identity (dev 0, a serial ino);
 //! link counts, entry and byte totals are worked out at the end.
+//!
+//! The final [`Entry`] tree is built directly (an entry is made once, never copied): each
+//! directory's children in archive order, found by name through a small per-directory index
+//! ([`Names`]), a replaced entry overwritten in place. At the end each directory's children are
+//! sorted by name and the link counts set; only inodes that hard links were made to need a
+//! count per inode. Nothing recurses: archives can be deep.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, HashSet};
 
 use anyhow::{bail, Context, Result};
 
 use super::member::{Member, MemberKind};
+use super::names::Names;
 use super::path::components;
 use crate::ext2::Timestamp;
-use crate::source::{display, Entry, Kind, Meta, Xattr};
+use crate::source::{display, Entry, Kind, Layout, Meta, Xattr};
 
-enum NodeKind {
-    Dir(BTreeMap<Box<[u8]>, usize>),
-    /// Any non-directory [`Kind`], with its data bytes (holes excluded).
-    Leaf(Kind, u64),
-}
-
-struct Node {
-    kind: NodeKind,
-    meta: Meta,
-    xattrs: Vec<Xattr>,
-}
-
-/// The tree under construction: nodes in an arena (replaced ones stay, unreachable); node 0 is
-/// the root.
+/// The tree under construction.
 pub struct Builder {
-    nodes: Vec<Node>,
+    root: Entry,
+    names: Names,
+    /// Inos that hard links were made to: the only ones whose link counts need counting.
+    linked: HashSet<u64>,
     next_ino: u64,
     newest: Option<Timestamp>,
     root_given: bool,
@@ -38,15 +35,25 @@ pub struct Builder {
 impl Default for Builder {
     fn default() -> Self {
         Builder {
-            nodes: vec![Node {
-                kind: NodeKind::Dir(BTreeMap::new()),
-                meta: implicit_meta(Timestamp { sec: 0, nsec: 0 }, 1),
-                xattrs: Vec::new(),
-            }],
+            root: dir(
+                b"",
+                implicit_meta(Timestamp { sec: 0, nsec: 0 }, 1),
+                Vec::new(),
+            ),
+            names: Names::default(),
+            linked: HashSet::new(),
             next_ino: 2,
             newest: None,
             root_given: false,
         }
+    }
+}
+
+impl Drop for Builder {
+    /// Takes the tree apart without recursion (a builder dropped after an error can be deep).
+    fn drop(&mut self) {
+        let root = std::mem::replace(&mut self.root, dir(b"", Meta::default(), Vec::new()));
+        discard(&mut self.names, root);
     }
 }
 
@@ -66,6 +73,18 @@ fn implicit_meta(t: Timestamp, ino: u64) -> Meta {
     }
 }
 
+/// An empty directory.
+fn dir(name: &[u8], meta: Meta, xattrs: Vec<Xattr>) -> Entry {
+    Entry {
+        name: Box::from(name),
+        kind: Kind::Dir {
+            children: Vec::new(),
+        },
+        meta,
+        xattrs,
+    }
+}
+
 /// The finished tree: its root, entries below it, data bytes (each inode once).
 pub struct Built {
     pub root: Entry,
@@ -81,7 +100,10 @@ impl Builder {
             .with_context(|| format!("entry '{}'", display(&path)))
     }
 
-    fn add_inner(&mut self, m: Member) -> Result<()> {
+    fn add_inner(&mut self, mut m: Member) -> Result<()> {
+        // Kept until the image is made: no spare room (the reader leaves room for two ACLs, 96
+        // bytes an entry, mostly for nothing).
+        m.xattrs.shrink_to_fit();
         let comps = components(&m.path)?;
         if self
             .newest
@@ -105,233 +127,469 @@ impl Builder {
             if m.kind != MemberKind::Dir {
                 bail!("the archive root must be a directory");
             }
-            let root = &mut self.nodes[0];
-            root.meta = Meta {
-                ino: root.meta.ino,
+            self.root.meta = Meta {
+                ino: self.root.meta.ino,
                 ..meta
             };
-            root.xattrs = m.xattrs;
+            self.root.xattrs = m.xattrs;
             self.root_given = true;
             return Ok(());
         };
-        let parent = self.parent_dir(parents, m.mtime)?;
-        let existing = self.child(parent, name);
-        let node = match m.kind {
-            MemberKind::Dir => {
-                if let Some(i) =
-                    existing.filter(|&i| matches!(self.nodes[i].kind, NodeKind::Dir(_)))
-                {
-                    let n = &mut self.nodes[i];
-                    n.meta = Meta {
-                        ino: n.meta.ino,
-                        ..meta
-                    };
-                    n.xattrs = m.xattrs;
-                    return Ok(());
+        let kind = match m.kind {
+            MemberKind::HardLink(target) => return self.link(&comps, &target, m.mtime),
+            MemberKind::Dir => None,
+            other => Some(leaf(other)),
+        };
+        let Builder {
+            root,
+            names,
+            next_ino,
+            ..
+        } = self;
+        let parent = parent_dir(root, names, next_ino, parents, m.mtime)?;
+        let existing = names.find(parent, name);
+        let kind = match kind {
+            Some(kind) => kind,
+            None => {
+                if let Some(e) = existing.map(|i| &mut children_mut(parent)[i]) {
+                    if e.is_dir() {
+                        e.meta = Meta {
+                            ino: e.meta.ino,
+                            ..meta
+                        };
+                        e.xattrs = m.xattrs;
+                        return Ok(());
+                    }
                 }
-                self.new_node(NodeKind::Dir(BTreeMap::new()), meta, m.xattrs)
-            }
-            MemberKind::HardLink(target) => {
-                let t = self
-                    .lookup(&target)
-                    .with_context(|| format!("hard link to '{}'", display(&target)))?;
-                if Some(t) == existing {
-                    return Ok(()); // a link to itself
+                Kind::Dir {
+                    children: Vec::new(),
                 }
-                let NodeKind::Leaf(kind, bytes) = &self.nodes[t].kind else {
-                    bail!("hard link to '{}', a directory", display(&target));
-                };
-                let copy = Node {
-                    kind: NodeKind::Leaf(kind.clone(), *bytes),
-                    meta: self.nodes[t].meta.clone(),
-                    xattrs: self.nodes[t].xattrs.clone(),
-                };
-                self.nodes.push(copy);
-                self.nodes.len() - 1
-            }
-            other => {
-                let (kind, bytes) = leaf(other);
-                self.new_node(NodeKind::Leaf(kind, bytes), meta, m.xattrs)
             }
         };
-        if let NodeKind::Dir(ch) = &mut self.nodes[parent].kind {
-            ch.insert(Box::from(*name), node);
+        let e = Entry {
+            name: Box::from(*name),
+            kind,
+            meta: Meta {
+                ino: serial(next_ino),
+                ..meta
+            },
+            xattrs: m.xattrs,
+        };
+        place(names, parent, existing, e)
+    }
+
+    /// Adds a hard link at `comps` to what is at `target` now: a copy of it with its ino.
+    fn link(&mut self, comps: &[&[u8]], target: &[u8], t: Timestamp) -> Result<()> {
+        let (name, parents) = comps.split_last().expect("not the root");
+        parent_dir(
+            &mut self.root,
+            &mut self.names,
+            &mut self.next_ino,
+            parents,
+            t,
+        )?;
+        let (to, to_comps) = lookup(&self.root, &self.names, target)
+            .with_context(|| format!("hard link to '{}'", display(target)))?;
+        if to_comps == comps {
+            return Ok(()); // a link to itself
         }
-        Ok(())
-    }
-
-    fn new_node(&mut self, kind: NodeKind, mut meta: Meta, xattrs: Vec<Xattr>) -> usize {
-        meta.ino = self.next_ino;
-        self.next_ino += 1;
-        self.nodes.push(Node { kind, meta, xattrs });
-        self.nodes.len() - 1
-    }
-
-    fn child(&self, dir: usize, name: &[u8]) -> Option<usize> {
-        match &self.nodes[dir].kind {
-            NodeKind::Dir(ch) => ch.get(name).copied(),
-            NodeKind::Leaf(..) => None,
+        if to.is_dir() {
+            bail!("hard link to '{}', a directory", display(target));
         }
+        let copy = Entry {
+            name: Box::from(*name),
+            kind: to.kind.clone(),
+            meta: to.meta.clone(),
+            xattrs: to.xattrs.clone(),
+        };
+        self.linked.insert(copy.meta.ino);
+        let parent = parent_dir(
+            &mut self.root,
+            &mut self.names,
+            &mut self.next_ino,
+            parents,
+            t,
+        )?;
+        let existing = self.names.find(parent, name);
+        place(&mut self.names, parent, existing, copy)
     }
 
-    /// The directory at `comps`, made (implicitly, with time `t`) where missing.
-    fn parent_dir(&mut self, comps: &[&[u8]], t: Timestamp) -> Result<usize> {
-        let mut cur = 0;
-        for (i, c) in comps.iter().enumerate() {
-            cur = match self.child(cur, c) {
-                Some(n) if matches!(self.nodes[n].kind, NodeKind::Dir(_)) => n,
-                Some(_) => bail!("'{}' is not a directory", display(&comps[..=i].join(&b'/'))),
-                None => {
-                    let ino = self.next_ino;
-                    let n = self.new_node(
-                        NodeKind::Dir(BTreeMap::new()),
-                        implicit_meta(t, ino),
-                        Vec::new(),
-                    );
-                    if let NodeKind::Dir(ch) = &mut self.nodes[cur].kind {
-                        ch.insert(Box::from(*c), n);
-                    }
-                    n
-                }
-            };
-        }
-        Ok(cur)
-    }
-
-    /// The node now at archive path `target` (a hard link's).
-    fn lookup(&self, target: &[u8]) -> Result<usize> {
-        let comps = components(target)?;
-        let mut cur = 0;
-        for c in comps {
-            cur = self
-                .child(cur, c)
-                .context("no such entry earlier in the archive")?;
-        }
-        Ok(cur)
-    }
-
-    /// The finished tree, children sorted by name bytes (built without recursion: archives
-    /// can be deep).
+    /// The finished tree, children sorted by name bytes.
     pub fn finish(mut self) -> Built {
+        let dummy = dir(b"", Meta::default(), Vec::new());
+        let mut root = std::mem::replace(&mut self.root, dummy);
+        self.names = Names::default(); // not needed any more: free it before sorting
         if !self.root_given {
             let t = self.newest.unwrap_or(Timestamp { sec: 0, nsec: 0 });
-            self.nodes[0].meta = implicit_meta(t, 1);
+            root.meta = implicit_meta(t, 1);
         }
-        // Names per inode and data bytes (each inode once), over what is reachable.
-        let mut names: HashMap<u64, u64> = HashMap::new();
+        // Names per hard-linked inode, over what is reachable.
+        let mut links: HashMap<u64, u64> = self.linked.drain().map(|ino| (ino, 0)).collect();
         let (mut entries, mut data_bytes) = (0u64, 0u64);
-        let mut stack = vec![0usize];
-        while let Some(i) = stack.pop() {
-            let NodeKind::Dir(ch) = &self.nodes[i].kind else {
-                continue;
+        let mut stack = vec![&mut root];
+        while let Some(Entry { kind, meta, .. }) = stack.pop() {
+            let Kind::Dir { children } = kind else {
+                unreachable!("only directories are stacked")
             };
-            for &c in ch.values() {
-                entries += 1;
-                match &self.nodes[c].kind {
-                    NodeKind::Dir(_) => stack.push(c),
-                    NodeKind::Leaf(_, bytes) => {
-                        let n = names.entry(self.nodes[c].meta.ino).or_default();
-                        if *n == 0 {
-                            data_bytes += bytes;
-                        }
+            sort_by_name(children);
+            entries += children.len() as u64;
+            let mut subdirs = 0;
+            for c in children.iter_mut() {
+                if c.is_dir() {
+                    subdirs += 1;
+                    stack.push(c);
+                    continue;
+                }
+                let first = match links.get_mut(&c.meta.ino) {
+                    Some(n) => {
                         *n += 1;
+                        *n == 1
+                    }
+                    None => true,
+                };
+                if let (true, Kind::File { size, layout, .. }) = (first, &c.kind) {
+                    data_bytes += data_len(*size, layout);
+                }
+            }
+            meta.nlink = 2 + subdirs;
+        }
+        if !links.is_empty() {
+            let mut stack = vec![&mut root];
+            while let Some(e) = stack.pop() {
+                for c in children_mut(e) {
+                    if c.is_dir() {
+                        stack.push(c);
+                    } else if let Some(&n) = links.get(&c.meta.ino) {
+                        c.meta.nlink = n;
                     }
                 }
             }
         }
-        let mut stack = vec![self.frame(0, Box::new([]))];
+        Built {
+            root,
+            entries,
+            data_bytes,
+        }
+    }
+}
+
+/// The next serial ino.
+fn serial(next_ino: &mut u64) -> u64 {
+    *next_ino += 1;
+    *next_ino - 1
+}
+
+pub(super) fn children_mut(e: &mut Entry) -> &mut Vec<Entry> {
+    match &mut e.kind {
+        Kind::Dir { children } => children,
+        _ => unreachable!("a directory"),
+    }
+}
+
+/// The directory at `comps` below `root`, made (implicitly, with time `t`) where missing.
+fn parent_dir<'a>(
+    root: &'a mut Entry,
+    names: &mut Names,
+    next_ino: &mut u64,
+    comps: &[&[u8]],
+    t: Timestamp,
+) -> Result<&'a mut Entry> {
+    let mut cur = root;
+    for (i, c) in comps.iter().enumerate() {
+        let pos = match names.find(cur, c) {
+            Some(p) if cur.children()[p].is_dir() => p,
+            Some(_) => bail!("'{}' is not a directory", display(&comps[..=i].join(&b'/'))),
+            None => {
+                let ino = serial(next_ino);
+                names.push(cur, dir(c, implicit_meta(t, ino), Vec::new()))?
+            }
+        };
+        cur = &mut children_mut(cur)[pos];
+    }
+    Ok(cur)
+}
+
+/// The entry now at archive path `target` (a hard link's), and the path's components.
+fn lookup<'a, 'p>(
+    root: &'a Entry,
+    names: &Names,
+    target: &'p [u8],
+) -> Result<(&'a Entry, Vec<&'p [u8]>)> {
+    let comps = components(target)?;
+    let mut cur = root;
+    for c in &comps {
+        let i = names
+            .find(cur, c)
+            .context("no such entry earlier in the archive")?;
+        cur = &cur.children()[i];
+    }
+    Ok((cur, comps))
+}
+
+/// Puts `e` in `parent`: over its child at `existing`, else as a new child.
+fn place(names: &mut Names, parent: &mut Entry, existing: Option<usize>, e: Entry) -> Result<()> {
+    match existing {
+        Some(i) => discard(names, std::mem::replace(&mut children_mut(parent)[i], e)),
+        None => {
+            names.push(parent, e)?;
+        }
+    }
+    Ok(())
+}
+
+/// Drops a replaced entry and the indexes of the directories in it, without recursion.
+fn discard(names: &mut Names, e: Entry) {
+    let mut stack = vec![vec![e]];
+    while let Some(v) = stack.last_mut() {
+        let Some(mut e) = v.pop() else {
+            stack.pop();
+            continue;
+        };
+        if let Kind::Dir { children } = &mut e.kind {
+            names.forget(e.meta.ino);
+            stack.push(std::mem::take(children));
+        }
+    }
+}
+
+/// Sorts entries by name bytes (names in a directory are distinct). The order is worked out on
+/// positions, then applied by cycles of swaps: about two moves an entry, no second vector.
+fn sort_by_name(v: &mut [Entry]) {
+    if v.windows(2).all(|w| w[0].name < w[1].name) {
+        return;
+    }
+    let mut order: Vec<usize> = (0..v.len()).collect();
+    order.sort_unstable_by(|&a, &b| v[a].name.cmp(&v[b].name));
+    // Position i takes the entry now at order[i].
+    for start in 0..v.len() {
+        let mut cur = start;
         loop {
-            let next = stack.last_mut().and_then(|f| f.pending.next());
-            match next {
-                Some((name, c)) if matches!(self.nodes[c].kind, NodeKind::Dir(_)) => {
-                    let f = self.frame(c, name);
-                    stack.push(f);
-                }
-                Some((name, c)) => {
-                    let e = self.leaf_entry(c, name, &names);
-                    stack.last_mut().expect("a frame").done.push(e);
-                }
-                None => {
-                    let f = stack.pop().expect("a frame");
-                    let e = self.dir_entry(f);
-                    match stack.last_mut() {
-                        Some(parent) => parent.done.push(e),
-                        None => {
-                            return Built {
-                                root: e,
-                                entries,
-                                data_bytes,
-                            }
-                        }
-                    }
-                }
+            let next = order[cur];
+            order[cur] = cur;
+            if next == start || next == cur {
+                break;
             }
-        }
-    }
-
-    fn frame(&mut self, idx: usize, name: Box<[u8]>) -> Frame {
-        let ch = match &mut self.nodes[idx].kind {
-            NodeKind::Dir(ch) => std::mem::take(ch),
-            NodeKind::Leaf(..) => unreachable!("frames are directories"),
-        };
-        Frame {
-            idx,
-            name,
-            done: Vec::with_capacity(ch.len()),
-            pending: ch.into_iter().collect::<Vec<_>>().into_iter(),
-        }
-    }
-
-    fn leaf_entry(&mut self, idx: usize, name: Box<[u8]>, names: &HashMap<u64, u64>) -> Entry {
-        let n = &mut self.nodes[idx];
-        let NodeKind::Leaf(kind, _) = std::mem::replace(&mut n.kind, NodeKind::Leaf(Kind::Fifo, 0))
-        else {
-            unreachable!("a leaf")
-        };
-        let mut meta = std::mem::take(&mut n.meta);
-        meta.nlink = names.get(&meta.ino).copied().unwrap_or(1);
-        Entry {
-            name,
-            kind,
-            meta,
-            xattrs: std::mem::take(&mut n.xattrs),
-        }
-    }
-
-    fn dir_entry(&mut self, f: Frame) -> Entry {
-        let n = &mut self.nodes[f.idx];
-        let mut meta = std::mem::take(&mut n.meta);
-        meta.nlink = 2 + f.done.iter().filter(|e| e.is_dir()).count() as u64;
-        Entry {
-            name: f.name,
-            kind: Kind::Dir { children: f.done },
-            meta,
-            xattrs: std::mem::take(&mut n.xattrs),
+            v.swap(cur, next);
+            cur = next;
         }
     }
 }
 
-/// A directory being turned into an [`Entry`]: children still to do, children done.
-struct Frame {
-    idx: usize,
-    name: Box<[u8]>,
-    pending: std::vec::IntoIter<(Box<[u8]>, usize)>,
-    done: Vec<Entry>,
+/// The data bytes of a file of `size` bytes laid out as `layout` (holes excluded).
+fn data_len(size: u64, layout: &Layout) -> u64 {
+    match layout {
+        Layout::Dense => size,
+        Layout::Sparse(r) => r.iter().map(|(a, b)| b - a).sum(),
+    }
 }
 
-/// A non-directory member's kind and data bytes.
-fn leaf(k: MemberKind) -> (Kind, u64) {
+/// A non-directory member's kind.
+fn leaf(k: MemberKind) -> Kind {
     match k {
         MemberKind::File {
-            size,
-            layout,
-            data,
-            bytes,
-        } => (Kind::File { size, layout, data }, bytes),
-        MemberKind::Symlink(target) => (Kind::Symlink { target }, 0),
-        MemberKind::CharDev(major, minor) => (Kind::CharDev { major, minor }, 0),
-        MemberKind::BlockDev(major, minor) => (Kind::BlockDev { major, minor }, 0),
-        MemberKind::Fifo => (Kind::Fifo, 0),
+            size, layout, data, ..
+        } => Kind::File { size, layout, data },
+        MemberKind::Symlink(target) => Kind::Symlink { target },
+        MemberKind::CharDev(major, minor) => Kind::CharDev { major, minor },
+        MemberKind::BlockDev(major, minor) => Kind::BlockDev { major, minor },
+        MemberKind::Fifo => Kind::Fifo,
         MemberKind::Dir | MemberKind::HardLink(_) => unreachable!("handled by the caller"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::Data;
+
+    fn member(path: &str, kind: MemberKind, mtime: i64) -> Member {
+        let t = Timestamp {
+            sec: mtime,
+            nsec: 0,
+        };
+        Member {
+            path: path.as_bytes().to_vec(),
+            kind,
+            perm: 0o640,
+            uid: 7,
+            gid: 8,
+            mtime: t,
+            atime: t,
+            ctime: t,
+            xattrs: Vec::new(),
+        }
+    }
+
+    fn file(size: u64) -> MemberKind {
+        MemberKind::File {
+            size,
+            layout: Layout::Dense,
+            data: Data::Spool { offset: 0 },
+            bytes: size,
+        }
+    }
+
+    fn link(target: &str) -> MemberKind {
+        MemberKind::HardLink(target.as_bytes().to_vec())
+    }
+
+    fn find<'a>(e: &'a Entry, path: &str) -> &'a Entry {
+        path.split('/').fold(e, |e, c| {
+            let ch = e.children();
+            ch.iter()
+                .find(|x| &*x.name == c.as_bytes())
+                .unwrap_or_else(|| panic!("no {path}"))
+        })
+    }
+
+    fn names(e: &Entry) -> Vec<String> {
+        let v = e.children().iter();
+        v.map(|c| String::from_utf8_lossy(&c.name).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn replacement_in_a_big_directory_keeps_one_sorted_entry_a_name() {
+        let mut b = Builder::default();
+        let mut want = Vec::new();
+        for i in (0..300u64).rev() {
+            let k = (i * 7) % 300;
+            let name = format!("d/n{k:03}");
+            b.add(member(&name, file(k), 1)).unwrap();
+            want.push(name[2..].to_string());
+        }
+        // Over every kind: a file, a directory with children, and a directory kept as such.
+        b.add(member("d/n005", MemberKind::Dir, 2)).unwrap();
+        b.add(member("d/n005/x", file(1), 2)).unwrap();
+        b.add(member("d/n005", MemberKind::Dir, 3)).unwrap();
+        b.add(member("d/n006", MemberKind::Dir, 2)).unwrap();
+        for i in 0..20 {
+            b.add(member(&format!("d/n006/c{i}"), file(1), 2)).unwrap();
+        }
+        b.add(member("d/n006", MemberKind::Fifo, 4)).unwrap();
+        b.add(member("d/n006", MemberKind::Dir, 5)).unwrap();
+        let ino = find(&b.root, "d/n006").meta.ino;
+        let t = b.finish();
+        want.sort();
+        assert_eq!(names(find(&t.root, "d")), want);
+        let (d5, d6) = (find(&t.root, "d/n005"), find(&t.root, "d/n006"));
+        assert_eq!((d5.meta.mtime.sec, names(d5)), (3, vec!["x".to_string()]));
+        assert_eq!(
+            (d6.meta.mtime.sec, d6.meta.ino, d6.children().len()),
+            (5, ino, 0)
+        );
+        assert_eq!(find(&t.root, "d").meta.nlink, 4);
+        assert_eq!(t.entries, 1 + 300 + 1);
+        assert_eq!(t.data_bytes, (0..300).sum::<u64>() - 5 - 6 + 1);
+    }
+
+    #[test]
+    fn hard_links_across_a_replaced_path() {
+        let mut b = Builder::default();
+        b.add(member("a/f", file(10), 1)).unwrap();
+        b.add(member("l1", link("a/f"), 1)).unwrap();
+        b.add(member("a/l2", link("l1"), 1)).unwrap();
+        // `a` becomes a file: `a/f` and `a/l2` go, `l1` keeps the inode.
+        b.add(member("a", file(3), 2)).unwrap();
+        b.add(member("l3", link("l1"), 2)).unwrap();
+        let err = b.add(member("l4", link("a/f"), 2)).unwrap_err();
+        assert!(format!("{err:#}").contains("no such entry"), "{err:#}");
+        // Over a link: the link goes, and a link over itself changes nothing.
+        b.add(member("l5", link("l1"), 2)).unwrap();
+        b.add(member("l5", file(4), 3)).unwrap();
+        b.add(member("l3", link("./l3"), 3)).unwrap();
+        // A name in a directory that is later replaced by one with new children.
+        b.add(member("d/f", file(5), 4)).unwrap();
+        b.add(member("e", link("d/f"), 4)).unwrap();
+        b.add(member("d", MemberKind::Symlink(b"x".to_vec()), 4))
+            .unwrap();
+        b.add(member("d/g", link("e"), 4)).unwrap_err();
+        let t = b.finish();
+        assert_eq!(names(&t.root), ["a", "d", "e", "l1", "l3", "l5"]);
+        let (l1, l3, e) = (find(&t.root, "l1"), find(&t.root, "l3"), find(&t.root, "e"));
+        assert_eq!(
+            (l1.meta.ino, l1.meta.nlink, l1.meta.mtime.sec),
+            (l3.meta.ino, 2, 1)
+        );
+        assert_eq!(l3.meta.nlink, 2);
+        assert_eq!((e.meta.nlink, find(&t.root, "l5").meta.nlink), (1, 1));
+        assert_ne!(e.meta.ino, l1.meta.ino);
+        assert_eq!(t.data_bytes, 10 + 3 + 4 + 5);
+        assert_eq!(t.entries, 6);
+    }
+
+    #[test]
+    fn inos_are_serial_in_archive_order() {
+        let mut b = Builder::default();
+        b.add(member("x/y/f", file(1), 1)).unwrap();
+        b.add(member("x/y", MemberKind::Dir, 1)).unwrap();
+        b.add(member("g", link("x/y/f"), 1)).unwrap();
+        b.add(member("s", MemberKind::Fifo, 1)).unwrap();
+        let t = b.finish();
+        let ino = |p| find(&t.root, p).meta.ino;
+        assert_eq!(t.root.meta.ino, 1);
+        assert_eq!(
+            [ino("x"), ino("x/y"), ino("x/y/f"), ino("g"), ino("s")],
+            [2, 3, 4, 4, 5]
+        );
+    }
+
+    #[test]
+    fn deep_trees_are_built_and_dropped_without_recursion() {
+        let deep = "d/".repeat(super::super::path::MAX_DEPTH - 1);
+        // On a thread with a small stack, where recursing this deep would overflow.
+        std::thread::Builder::new()
+            .stack_size(64 << 10)
+            .spawn(move || {
+                let mut b = Builder::default();
+                b.add(member(&format!("{deep}f"), file(1), 1)).unwrap();
+                b.add(member(&format!("{deep}g"), link(&format!("{deep}f")), 1))
+                    .unwrap();
+                let t = b.finish();
+                assert_eq!((t.entries, t.data_bytes), (8192 + 1, 1));
+                let mut e = t.root;
+                while let Some(c) = children_mut(&mut e).pop() {
+                    if c.is_dir() {
+                        e = c;
+                    } else {
+                        assert_eq!(c.meta.nlink, 2);
+                    }
+                }
+                // Replaced, and dropped with the builder.
+                let mut b = Builder::default();
+                b.add(member(&format!("{deep}f"), file(1), 1)).unwrap();
+                b.add(member("d", file(1), 1)).unwrap();
+                b.add(member(&format!("{deep}f"), file(1), 1)).unwrap_err();
+                drop(b);
+                let mut b = Builder::default();
+                b.add(member(&format!("{deep}f"), file(1), 1)).unwrap();
+                drop(b);
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    #[test]
+    fn sorting_moves_entries_to_their_places() {
+        let mut state = 12345u64;
+        for n in [0usize, 1, 2, 3, 10, 100, 1000] {
+            let mut v: Vec<Entry> = (0..n)
+                .map(|i| dir(format!("{i:04}").as_bytes(), Meta::default(), Vec::new()))
+                .collect();
+            for i in (1..n).rev() {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                v.swap(i, (state >> 33) as usize % (i + 1));
+            }
+            sort_by_name(&mut v);
+            let got: Vec<String> = v
+                .iter()
+                .map(|e| String::from_utf8_lossy(&e.name).into())
+                .collect();
+            let want: Vec<String> = (0..n).map(|i| format!("{i:04}")).collect();
+            assert_eq!(got, want);
+        }
     }
 }
