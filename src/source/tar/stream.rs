@@ -20,6 +20,9 @@ use crate::source::{display, Data, Layout};
 /// Largest extension record (long name, PAX header) accepted: far beyond any real path or
 /// xattr set, small enough to hold in memory.
 const MAX_EXTENSION: u64 = 8 << 20;
+/// Largest member size accepted (a PAX `size` may say anything): what a file offset can hold,
+/// so that skipping a member's data plus its padding cannot overflow.
+const MAX_SIZE: u64 = i64::MAX as u64;
 /// Files start in the spool on this boundary, so that their holes are the spool's holes.
 const SPOOL_ALIGN: u64 = 4096;
 const COPY_BUF: usize = 1 << 20;
@@ -211,6 +214,9 @@ impl Reader {
                 .or(long_link)
                 .unwrap_or_else(|| h.link_name());
             let size = ext.size.unwrap_or(size);
+            if size > MAX_SIZE {
+                bail!("corrupt header (size {size} is beyond the largest file)");
+            }
             let kind = self.kind(h, &path, link, size, &ext)?;
             member::build(h, &ext, path.clone(), kind)
         });
@@ -325,8 +331,7 @@ impl Reader {
                 Data::Spool { offset }
             }
             Dest::Spool { end, .. } => {
-                let base = end.next_multiple_of(SPOOL_ALIGN);
-                *end = base + size;
+                let base = place(end, size)?;
                 self.copy_to_spool(base, size)?;
                 self.skip(padding(size))?;
                 Data::Spool { offset: base }
@@ -348,8 +353,7 @@ impl Reader {
             }
             return Err(NeedSpool.into());
         };
-        let base = end.next_multiple_of(SPOOL_ALIGN);
-        *end = base + real;
+        let base = place(end, real)?;
         for &(off, len) in &map {
             self.copy_to_spool(base + off, len)?;
         }
@@ -438,10 +442,14 @@ impl Reader {
             return Ok(());
         }
         let skipped = match &mut self.src {
-            Src::File(f) => {
-                f.seek_relative(n as i64).context("reading the archive")?;
-                n
-            }
+            // Past the end of the file (any n over i64::MAX is) is the truncation error below.
+            Src::File(f) => match i64::try_from(n) {
+                Ok(by) => {
+                    f.seek_relative(by).context("reading the archive")?;
+                    n
+                }
+                Err(_) => 0,
+            },
             Src::Stream(s) => {
                 io::copy(&mut s.take(n), &mut io::sink()).context("reading the archive")?
             }
@@ -452,6 +460,18 @@ impl Reader {
         }
         Ok(())
     }
+}
+
+/// Reserves `len` bytes in the spool after `end` (aligned); returns where they start.
+fn place(end: &mut u64, len: u64) -> Result<u64> {
+    let Some((base, new_end)) = end
+        .checked_next_multiple_of(SPOOL_ALIGN)
+        .and_then(|b| Some((b, b.checked_add(len)?)))
+    else {
+        bail!("the files' sizes add up to more than 2^64 bytes");
+    };
+    *end = new_end;
+    Ok(base)
 }
 
 /// The bytes before the first NUL (GNU long names are NUL-terminated).
