@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use clap::Parser;
+use linuxdisk_mk::cli::Cli;
+use linuxdisk_mk::disk::gpt::parse_part_type;
 use linuxdisk_mk::source::{read_archive, ArchiveInput};
 
 fn input(name: &str) -> PathBuf {
@@ -64,4 +67,24 @@ fn tar_archives_refused_without_panic_or_hang() {
             Err(mpsc::RecvTimeoutError::Timeout) => panic!("{name}: still reading after 60 s"),
         }
     }
+}
+
+/// Found by the `gpt` target on its first input (empty, so every GUID byte zero): the nil GUID
+/// was taken as `--part-type`, which makes partition 1's entry an unused one: a disk without
+/// a partition.
+#[test]
+fn gpt_nil_part_type_is_refused() {
+    for s in [
+        "00000000-0000-0000-0000-000000000000",
+        "00000000000000000000000000000000",
+        "{00000000-0000-0000-0000-000000000000}",
+        "urn:uuid:00000000-0000-0000-0000-000000000000",
+    ] {
+        let e = parse_part_type(s).expect_err(s);
+        assert!(e.contains("unused GPT entry"), "{s}: {e}");
+        let args = ["linuxdisk-mk", "--part-type", s, "dir", "out.img"];
+        assert!(Cli::try_parse_from(args).is_err(), "{s} accepted");
+    }
+    let linux = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";
+    assert!(parse_part_type(linux).is_ok_and(|g| !g.is_nil()));
 }

@@ -103,15 +103,25 @@ pub const PART_TYPES: &[(&str, Uuid)] = &[
     ("swap", uuid::uuid!("0657FD6D-A4AB-43C4-84E5-0933C84B4F4F")),
 ];
 
-/// `--part-type`: a name from [`PART_TYPES`] or a GUID.
+/// `--part-type`: a name from [`PART_TYPES`] or a GUID, not the nil GUID (the type of an
+/// unused entry: a partition of that type is no partition at all).
 pub fn parse_part_type(s: &str) -> Result<Uuid, String> {
     if let Some((_, g)) = PART_TYPES.iter().find(|(n, _)| n.eq_ignore_ascii_case(s)) {
         return Ok(*g);
     }
-    Uuid::parse_str(s).map_err(|_| {
-        let names: Vec<&str> = PART_TYPES.iter().map(|p| p.0).collect();
-        format!("'{s}' is neither a GUID nor one of: {}", names.join(", "))
-    })
+    match Uuid::parse_str(s) {
+        Ok(g) if g.is_nil() => Err(format!(
+            "'{s}' is the type GUID of an unused GPT entry, not of a partition"
+        )),
+        Ok(g) => Ok(g),
+        Err(_) => {
+            let names: Vec<&str> = PART_TYPES.iter().map(|p| p.0).collect();
+            Err(format!(
+                "'{s}' is neither a GUID nor one of: {}",
+                names.join(", ")
+            ))
+        }
+    }
 }
 
 /// The partition table bytes of a disk and where things are on it.
