@@ -16,6 +16,8 @@ use super::{Data, Entry, Kind};
 
 /// How far ahead of the copy reading may run, in bytes of file data.
 pub const WINDOW: u64 = 128 << 20;
+/// Files with more data than this are left to the kernel's sequential read-ahead.
+pub const LARGEST: u64 = 4 << 20;
 
 /// Where the copy is: the number of regular-file entries it has reached, in tree order
 /// (depth first, children in order, hard links counted each time), and whether it has finished.
@@ -52,6 +54,7 @@ pub fn run(root: BorrowedFd<'_>, tree: &Entry, pos: &Position, window: u64) {
     let mut walk = Walk {
         pos,
         window,
+        largest: LARGEST.min(window),
         next: 0,
         ahead: VecDeque::new(),
         ahead_bytes: 0,
@@ -62,6 +65,8 @@ pub fn run(root: BorrowedFd<'_>, tree: &Entry, pos: &Position, window: u64) {
 struct Walk<'a> {
     pos: &'a Position,
     window: u64,
+    /// Larger files are not read ahead.
+    largest: u64,
     /// Index of the next regular-file entry, in the copy's order.
     next: u64,
     /// Files asked for that the copy has not reached: (index, bytes).
@@ -95,25 +100,20 @@ impl Walk<'_> {
                     }
                     let ranges = layout.data_ranges(*size);
                     let bytes: u64 = ranges.iter().map(|(s, e)| e - s).sum();
-                    self.wait_for_room(bytes.min(self.window))?;
+                    // A large file is read sequentially, where the kernel's own read-ahead
+                    // does as well; asking for it here only competes with the copy.
+                    if bytes > self.largest {
+                        continue;
+                    }
+                    self.wait_for_room(bytes)?;
                     if let Ok(f) = open(fd, &c.name, OFlags::NOFOLLOW | OFlags::NONBLOCK) {
-                        let mut left = self.window;
                         for (s, e) in ranges {
-                            let len = (e - s).min(left);
-                            let _ = rustix::fs::fadvise(
-                                &f,
-                                s,
-                                std::num::NonZeroU64::new(len),
-                                Advice::WillNeed,
-                            );
-                            left -= len;
-                            if left == 0 {
-                                break;
-                            }
+                            let len = std::num::NonZeroU64::new(e - s);
+                            let _ = rustix::fs::fadvise(&f, s, len, Advice::WillNeed);
                         }
                     }
-                    self.ahead.push_back((index, bytes.min(self.window)));
-                    self.ahead_bytes += bytes.min(self.window);
+                    self.ahead.push_back((index, bytes));
+                    self.ahead_bytes += bytes;
                 }
                 _ => {}
             }
