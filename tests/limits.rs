@@ -64,18 +64,20 @@ fn lost_found_that_is_not_a_directory_is_refused() {
 }
 
 #[test]
-fn more_than_65000_subdirectories_need_dir_nlink() {
+fn sixty_six_thousand_subdirectories_need_dir_nlink() {
     let dir = tempdir();
     let src = dir.path().join("src");
     let d = src.join("d");
     std::fs::create_dir_all(&d).unwrap();
-    for i in 0..65_500 {
+    for i in 0..66_000 {
         std::fs::create_dir(d.join(format!("s{i:05}"))).unwrap();
     }
-    fails_cleanly(
-        &["-t", "ext3", src.to_str().unwrap()],
-        &["/d", "subdirectories", "ext4"],
-    );
+    for fstype in ["ext2", "ext3"] {
+        fails_cleanly(
+            &["-t", fstype, src.to_str().unwrap()],
+            &["/d", "subdirectories", "ext4"],
+        );
+    }
     let out = dir.path().join("ok.img");
     run_bin([
         "-q",
@@ -89,6 +91,6 @@ fn more_than_65000_subdirectories_need_dir_nlink() {
     let m = mount_image(&out, PART_OFFSET);
     assert_eq!(
         std::fs::read_dir(m.path().join("d")).unwrap().count(),
-        65_500
+        66_000
     );
 }
