@@ -23,14 +23,26 @@ use linuxdisk_mk::source::tar::{read_archive, ArchiveInput};
 use linuxdisk_mk::source::{Data, Entry, Kind, Layout, Tree};
 
 struct Dirs {
-    _dir: tempfile::TempDir,
+    dir: PathBuf,
     archive: PathBuf,
     spool: PathBuf,
 }
 
+extern "C" {
+    fn atexit(f: extern "C" fn()) -> i32;
+}
+
+/// Removes the directory when libFuzzer exits (statics are never dropped); a crash leaves it.
+extern "C" fn remove_dirs() {
+    if let Some(d) = DIRS.get() {
+        let _ = std::fs::remove_dir_all(&d.dir);
+    }
+}
+
+static DIRS: OnceLock<Dirs> = OnceLock::new();
+
 fn dirs() -> &'static Dirs {
-    static D: OnceLock<Dirs> = OnceLock::new();
-    D.get_or_init(|| {
+    DIRS.get_or_init(|| {
         // In memory when there is a tmpfs: the archive is written for every input.
         let base = std::path::Path::new("/dev/shm");
         let base = if base.is_dir() {
@@ -41,13 +53,16 @@ fn dirs() -> &'static Dirs {
         let dir = tempfile::Builder::new()
             .prefix("fuzz-tar-")
             .tempdir_in(base)
-            .expect("a temp dir");
-        let spool = dir.path().join("spool");
+            .expect("a temp dir")
+            .keep();
+        let spool = dir.join("spool");
         std::fs::create_dir(&spool).expect("the spool dir");
+        // SAFETY: registers a plain function with the C library, once.
+        unsafe { atexit(remove_dirs) };
         Dirs {
-            archive: dir.path().join("archive.tar"),
+            archive: dir.join("archive.tar"),
             spool,
-            _dir: dir,
+            dir,
         }
     })
 }
