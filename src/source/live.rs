@@ -190,18 +190,7 @@ mod tests {
             sec: st.st_mtime,
             nsec: st.st_mtime_nsec as u32,
         };
-        let meta = Meta {
-            perm: 0o644,
-            uid: 0,
-            gid: 0,
-            atime: t,
-            mtime: t,
-            ctime: t,
-            btime: t,
-            dev: st.st_dev,
-            ino: st.st_ino,
-            nlink: 1,
-        };
+        let meta = Meta::at(t, 0o644, st.st_dev, st.st_ino);
         (meta, st.st_size as u64)
     }
 

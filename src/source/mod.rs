@@ -36,6 +36,24 @@ pub struct Meta {
     pub nlink: u64,
 }
 
+impl Meta {
+    /// Root-owned, permissions `perm`, every time `t`, one link, identity (dev, ino).
+    pub fn at(t: Timestamp, perm: u16, dev: u64, ino: u64) -> Meta {
+        Meta {
+            perm,
+            uid: 0,
+            gid: 0,
+            atime: t,
+            mtime: t,
+            ctime: t,
+            btime: t,
+            dev,
+            ino,
+            nlink: 1,
+        }
+    }
+}
+
 /// Which bytes of a regular file hold data (the rest are holes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Layout {

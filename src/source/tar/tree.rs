@@ -59,18 +59,7 @@ impl Drop for Builder {
 
 /// A directory the archive implies but does not (yet) describe.
 fn implicit_meta(t: Timestamp, ino: u64) -> Meta {
-    Meta {
-        perm: 0o755,
-        uid: 0,
-        gid: 0,
-        atime: t,
-        mtime: t,
-        ctime: t,
-        btime: t,
-        dev: 0,
-        ino,
-        nlink: 1,
-    }
+    Meta::at(t, 0o755, 0, ino)
 }
 
 /// An empty directory.
