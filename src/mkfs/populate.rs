@@ -385,51 +385,40 @@ impl Populator<'_> {
         runs: &[Run],
         path: &[u8],
     ) -> Result<()> {
-        let bs = self.block_size();
+        let pieces = placed(runs, layout, size, self.block_size());
         if let Some(lazy) = &mut self.lazy {
             let src = lazy.source(e, data, size, path)?;
-            for r in runs {
-                let (rs, re) = (r.lblk * bs, (r.lblk + r.len) * bs);
-                for &(ds, de) in &layout.data_ranges(size) {
-                    let (a, b) = (rs.max(ds), re.min(de).min(size));
-                    if a < b {
-                        let at = r.pblk * bs + (a - rs);
-                        lazy.parts.push((at, b - a, src.advanced(a)));
-                    }
-                }
+            for (at, from, len) in pieces {
+                lazy.parts.push((at, len, src.advanced(from)));
             }
             return Ok(());
         }
         let bytes = file_bytes(e, data, size, dir, self.spool, path)?;
         let (src, base) = (bytes.fd(), bytes.base());
-        let data = layout.data_ranges(size);
-        for r in runs {
-            let (rs, re) = (r.lblk * bs, (r.lblk + r.len) * bs);
-            for &(ds, de) in &data {
-                let (a, b) = (rs.max(ds), re.min(de).min(size));
-                if a >= b {
-                    continue;
-                }
-                let dst = self.image_offset + r.pblk * bs + (a - rs);
-                let progress = self.progress;
-                let n = self
-                    .copier
-                    .copy(src, base + a, self.image, dst, b - a, &mut |n| {
-                        progress.inc_bytes(n)
-                    })
-                    .with_context(|| {
-                        format!(
-                            "{}: copying into {}",
-                            display(path),
-                            self.image_name.display()
-                        )
-                    })?;
-                if n != b - a {
-                    bail!(
-                        "{}: changed during the build (it shrank); nothing was written",
-                        display(path)
-                    );
-                }
+        for (at, from, len) in pieces {
+            let progress = self.progress;
+            let n = self
+                .copier
+                .copy(
+                    src,
+                    base + from,
+                    self.image,
+                    self.image_offset + at,
+                    len,
+                    &mut |n| progress.inc_bytes(n),
+                )
+                .with_context(|| {
+                    format!(
+                        "{}: copying into {}",
+                        display(path),
+                        self.image_name.display()
+                    )
+                })?;
+            if n != len {
+                bail!(
+                    "{}: changed during the build (it shrank); nothing was written",
+                    display(path)
+                );
             }
         }
         // A change while it was copied is caught here rather than written.
@@ -438,6 +427,23 @@ impl Populator<'_> {
         }
         Ok(())
     }
+}
+
+/// Where a file's data bytes go: (byte offset in the filesystem, byte offset in the file, length)
+/// for each data range of `layout` (of a `size`-byte file) within each allocated run.
+fn placed(runs: &[Run], layout: &Layout, size: u64, bs: u64) -> Vec<(u64, u64, u64)> {
+    let data = layout.data_ranges(size);
+    let mut out = Vec::new();
+    for r in runs {
+        let (rs, re) = (r.lblk * bs, (r.lblk + r.len) * bs);
+        for &(ds, de) in &data {
+            let (a, b) = (rs.max(ds), re.min(de).min(size));
+            if a < b {
+                out.push((r.pblk * bs + (a - rs), a, b - a));
+            }
+        }
+    }
+    out
 }
 
 /// `t`, or `limit` (whole seconds) when `t` is later.
