@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use rustix::fs::{Mode, OFlags};
 
 use super::{display, open_child_file, Data, Entry, Tree};
+use crate::ext2::Timestamp;
 
 /// The source root's directory, or None when the tree came from an archive (its spool holds
 /// every file's bytes).
@@ -80,19 +81,34 @@ pub fn file_bytes<'a>(
 pub fn unchanged(fd: impl AsFd, e: &Entry, size: u64, path: &[u8]) -> Result<()> {
     let st = rustix::fs::fstat(fd).with_context(|| display(path))?;
     let m = &e.meta;
-    let why = if st.st_ino != m.ino {
-        "it was replaced by another file".to_string()
+    match what_changed(&st, m.ino, size, m.mtime, Some(m.ctime)) {
+        None => Ok(()),
+        Some(why) => bail!(
+            "{}: changed during the build ({why}); nothing was written",
+            display(path)
+        ),
+    }
+}
+
+/// How `st` differs from a regular file seen with inode `ino`, `size` bytes, modification time
+/// `mtime` and (when given) change time `ctime`; None when it does not.
+pub fn what_changed(
+    st: &rustix::fs::Stat,
+    ino: u64,
+    size: u64,
+    mtime: Timestamp,
+    ctime: Option<Timestamp>,
+) -> Option<String> {
+    let same = |sec: i64, nsec: u64, t: Timestamp| (sec, nsec as u32) == (t.sec, t.nsec);
+    if st.st_ino != ino {
+        Some("it was replaced by another file".to_string())
     } else if st.st_size as u64 != size {
-        format!("it was {size} bytes, now {}", st.st_size)
-    } else if (st.st_mtime, st.st_mtime_nsec as u32) != (m.mtime.sec, m.mtime.nsec)
-        || (st.st_ctime, st.st_ctime_nsec as u32) != (m.ctime.sec, m.ctime.nsec)
+        Some(format!("it was {size} bytes, now {}", st.st_size))
+    } else if !same(st.st_mtime, st.st_mtime_nsec, mtime)
+        || ctime.is_some_and(|c| !same(st.st_ctime, st.st_ctime_nsec, c))
     {
-        "it was modified".to_string()
+        Some("it was modified".to_string())
     } else {
-        return Ok(());
-    };
-    bail!(
-        "{}: changed during the build ({why}); nothing was written",
-        display(path)
-    )
+        None
+    }
 }

@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex};
 
 use rustix::fs::{Mode, OFlags};
 
+use super::bytes::what_changed;
 use super::{display, open_child_dir, open_child_file, Meta};
+use crate::ext2::Timestamp;
 
 /// Most source files kept open at once; others are reopened by name when read.
 const OPEN_FILES: usize = 256;
@@ -51,7 +53,7 @@ impl LiveTree {
             rel: rel.into(),
             ino: meta.ino,
             size,
-            mtime: (meta.mtime.sec, meta.mtime.nsec),
+            mtime: meta.mtime,
             id,
             warned: AtomicBool::new(false),
         }
@@ -77,7 +79,7 @@ pub struct LiveFile {
     rel: Box<[u8]>,
     ino: u64,
     size: u64,
-    mtime: (i64, u32),
+    mtime: Timestamp,
     /// Its index in the tree, the key of the descriptor cache.
     id: usize,
     /// A change has been reported on stderr already.
@@ -152,23 +154,10 @@ impl LiveFile {
     /// The descriptor still names the file scanned: same inode, size and modification time.
     fn check(&self, file: &std::fs::File) -> io::Result<()> {
         let st = rustix::fs::fstat(file).map_err(io::Error::from)?;
-        let now = (st.st_size as u64, st.st_mtime, st.st_mtime_nsec as u32);
-        if st.st_ino != self.ino {
-            return Err(self.changed("it was replaced by another file"));
+        match what_changed(&st, self.ino, self.size, self.mtime, None) {
+            None => Ok(()),
+            Some(why) => Err(self.changed(&why)),
         }
-        if now != (self.size, self.mtime.0, self.mtime.1) {
-            return Err(self.changed(&format!(
-                "it was {} bytes, now {}{}",
-                self.size,
-                now.0,
-                if now.0 == self.size {
-                    " but modified"
-                } else {
-                    ""
-                }
-            )));
-        }
-        Ok(())
     }
 
     fn changed(&self, why: &str) -> io::Error {
