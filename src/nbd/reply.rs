@@ -34,10 +34,7 @@ pub fn answer(
         Ok(())
     };
     let (what, result) = match cmd {
-        Command::Read { offset, len, df } => {
-            let buf = Buffer::for_read(len as usize);
-            return read(e, structured, cookie, (offset, len, df), buf);
-        }
+        Command::Read { offset, len, df } => return read(e, structured, cookie, offset, len, df),
         Command::BlockStatus {
             offset,
             len,
@@ -79,14 +76,8 @@ pub fn answer(
 
 /// READ: a simple reply with the data, or structured data and hole chunks (one data chunk
 /// with DF). Everything is read before anything is sent, so errors are clean.
-fn read(
-    e: &dyn Export,
-    structured: bool,
-    cookie: u64,
-    (offset, len, df): (u64, u32, bool),
-    buf: io::Result<Buffer>,
-) -> Reply {
-    let mut buf = match buf {
+fn read(e: &dyn Export, structured: bool, cookie: u64, offset: u64, len: u32, df: bool) -> Reply {
+    let mut buf = match Buffer::for_read(len as usize) {
         Ok(b) => b,
         Err(err) => {
             let msg = format!("read: no memory for {len} bytes: {err}");
