@@ -12,6 +12,8 @@ LINUXDISK_MK_PACKAGES=(
 	attr acl libcap2-bin
 	# boot tests and the example appliance: qemu (TCG), a static busybox, initramfs tools
 	qemu-system-x86 busybox-static cpio gzip kmod apt dpkg
+	# checking the generated shell completions
+	zsh fish
 	# tar sources: the compressors the tests use, and python for crafting hostile archives
 	tar xz-utils bzip2 zstd python3
 	# NBD: reference server and clients

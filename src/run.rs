@@ -18,6 +18,15 @@ use crate::{cleanup, image, source};
 
 /// Runs the job; returns the process's exit status (a `--run` command's, when serving).
 pub fn run(cli: &Cli) -> Result<i32> {
+    if let Some(kind) = cli.generate {
+        use std::io::Write;
+        let text = crate::cli::generated::text(kind);
+        std::io::stdout()
+            .lock()
+            .write_all(text.as_bytes())
+            .context("writing to standard output")?;
+        return Ok(0);
+    }
     let say = |msg: &str| {
         if cli.verbose {
             eprintln!("linuxdisk-mk: {msg}");
@@ -38,7 +47,7 @@ pub fn run(cli: &Cli) -> Result<i32> {
     let tree = scanned?;
     say(&format!(
         "{}: {} entries, {} of file data",
-        cli.source.display(),
+        cli.source().display(),
         tree.entries,
         Human(tree.data_bytes)
     ));
@@ -52,7 +61,7 @@ pub fn run(cli: &Cli) -> Result<i32> {
                 clamp_time: t,
             };
             let mut h = blake3::Hasher::new();
-            h.update(&source::digest::digest(&tree, &cli.source, norm)?);
+            h.update(&source::digest::digest(&tree, cli.source(), norm)?);
             h.update(canonical_options(cli, &opts).as_bytes());
             Ids::derived(h.finalize().as_bytes())
         }
@@ -68,7 +77,7 @@ pub fn run(cli: &Cli) -> Result<i32> {
     let guids = Guids {
         disk: cli.disk_guid.unwrap_or(ids.disk),
         partition: cli.part_guid.unwrap_or(ids.partition),
-        part_type: cli.part_type,
+        part_type: cli.part_type(),
         part_name: cli.part_label.clone(),
     };
     let make_disk = |fs: Arc<std::fs::File>, offset: u64, size: u64| match cli.partition {
@@ -77,7 +86,7 @@ pub fn run(cli: &Cli) -> Result<i32> {
     };
     let Some(output) = &cli.output else {
         // Serving: build in an unlinked temp file in TMPDIR.
-        let tmp = mkfs::temp_dir();
+        let tmp = cleanup::temp_dir();
         let file = Arc::new(
             tempfile::tempfile_in(&tmp)
                 .with_context(|| format!("{}: creating a temporary file", tmp.display()))?,
@@ -88,10 +97,10 @@ pub fn run(cli: &Cli) -> Result<i32> {
             name: &tmp,
         };
         let opts = Options {
-            lazy: cli.lazy,
+            lazy: cli.serving.lazy,
             ..opts
         };
-        let built = mkfs::build(&cli.source, &tree, &opts, &target, &progress, &say)?;
+        let built = mkfs::build(cli.source(), &tree, &opts, &target, &progress, &say)?;
         say(&built.report.to_string());
         let disk = make_disk(file.clone(), 0, built.size);
         let at = disk.partition_offset();
@@ -114,7 +123,7 @@ pub fn run(cli: &Cli) -> Result<i32> {
         offset,
         name: out.temp_path(),
     };
-    let built = mkfs::build(&cli.source, &tree, &opts, &target, &progress, &say)?;
+    let built = mkfs::build(cli.source(), &tree, &opts, &target, &progress, &say)?;
     say(&built.report.to_string());
     let disk = make_disk(file, offset, built.size);
     progress.start_bytes("writing", disk.size());
@@ -132,7 +141,7 @@ pub fn run(cli: &Cli) -> Result<i32> {
             "linuxdisk-mk: wrote {}: {} disk, {} filesystem of {}{part}",
             output.display(),
             Human(disk.size()),
-            cli.fstype.name(),
+            cli.fs_type().name(),
             Human(built.size)
         );
     }
@@ -147,20 +156,20 @@ fn read_source(
     on_entry: &mut dyn FnMut(),
 ) -> Result<source::Tree> {
     use std::io::IsTerminal;
-    if cli.source.as_os_str() == "-" {
+    if cli.source().as_os_str() == "-" {
         if std::io::stdin().is_terminal() {
             anyhow::bail!("SOURCE is - (a tar stream on stdin), but stdin is a terminal");
         }
-        return source::read_archive(ArchiveInput::Stdin, &mkfs::temp_dir(), on_entry);
+        return source::read_archive(ArchiveInput::Stdin, &cleanup::temp_dir(), on_entry);
     }
-    match std::fs::metadata(&cli.source) {
+    match std::fs::metadata(cli.source()) {
         Ok(m) if !m.is_dir() => source::read_archive(
-            ArchiveInput::Path(cli.source.clone()),
-            &mkfs::temp_dir(),
+            ArchiveInput::Path(cli.source().to_path_buf()),
+            &cleanup::temp_dir(),
             on_entry,
         ),
         _ => source::scan(
-            &cli.source,
+            cli.source(),
             source::ScanOptions {
                 exclude,
                 skip_unreadable: cli.skip_unreadable,
@@ -181,11 +190,11 @@ fn options(cli: &Cli) -> Result<Options> {
         block_size: cli.block_size,
         inode_size: cli.inode_size,
         inodes: cli.inodes,
-        size: cli.size.unwrap_or_default(),
+        size: cli.size_spec(),
         label,
         reserved_percent: cli.reserved_percent,
         owner: cli.owner,
-        ..Options::new(cli.fstype)
+        ..Options::new(cli.fs_type())
     })
 }
 
@@ -203,7 +212,7 @@ fn canonical_options(cli: &Cli, o: &Options) -> String {
         o.reserved_percent,
         o.owner,
         cli.partition,
-        cli.part_type,
+        cli.part_type(),
         cli.part_label
     )
 }
@@ -211,16 +220,16 @@ fn canonical_options(cli: &Cli, o: &Options) -> String {
 /// The NBD server's options from the command line.
 fn serve_options(cli: &Cli) -> ServeOptions {
     ServeOptions {
-        socket: cli.socket.clone(),
-        tcp: cli.tcp.clone(),
-        run: cli.run.clone(),
-        export_name: cli.export_name.clone(),
+        socket: cli.serving.socket.clone(),
+        tcp: cli.serving.tcp.clone(),
+        run: cli.serving.run.clone(),
+        export_name: cli.serving.export_name.clone().unwrap_or_default(),
         description: format!(
             "linuxdisk-mk {} of {}",
-            cli.fstype.name(),
-            cli.source.display()
+            cli.fs_type().name(),
+            cli.source().display()
         ),
-        pidfile: cli.pidfile.clone(),
+        pidfile: cli.serving.pidfile.clone(),
         quiet: cli.quiet,
     }
 }
@@ -229,9 +238,9 @@ fn serve_options(cli: &Cli) -> ServeOptions {
 fn serve(cli: &Cli, disk: Disk) -> Result<i32> {
     let opts = serve_options(cli);
     let disk: Arc<dyn Export> = Arc::new(disk);
-    let export: Arc<dyn Export> = if cli.cow {
+    let export: Arc<dyn Export> = if cli.serving.cow {
         Arc::new(
-            CowExport::new(disk, &mkfs::temp_dir())
+            CowExport::new(disk, &cleanup::temp_dir())
                 .context("creating the copy-on-write overlay")?,
         )
     } else {

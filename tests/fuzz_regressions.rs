@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use linuxdisk_mk::cli::Cli;
-use linuxdisk_mk::disk::gpt::parse_part_type;
+use linuxdisk_mk::disk::part_types::parse as parse_part_type;
 use linuxdisk_mk::source::{read_archive, ArchiveInput};
 
 fn input(name: &str) -> PathBuf {

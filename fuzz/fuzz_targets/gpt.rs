@@ -11,7 +11,8 @@ use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use linuxdisk_mk::disk::gpt::{self, Guids, PART_TYPES};
+use linuxdisk_mk::disk::gpt::{self, Guids};
+use linuxdisk_mk::disk::part_types::{self, PART_TYPES};
 use linuxdisk_mk::disk::Disk;
 use uuid::Uuid;
 
@@ -161,7 +162,7 @@ fn input(u: &mut Unstructured) -> Result<Option<Input>> {
     } else {
         Uuid::from_bytes(u.arbitrary()?).hyphenated().to_string()
     };
-    let Ok(part_type) = gpt::parse_part_type(&type_arg) else {
+    let Ok(part_type) = part_types::parse(&type_arg) else {
         return Ok(None); // refused on the command line
     };
     let part_name: String = u.arbitrary()?;

@@ -7,6 +7,7 @@
 //! the two can never disagree. The GPT bytes themselves are built in [`gpt`].
 
 pub mod gpt;
+pub mod part_types;
 
 use std::fs::File;
 use std::io;

@@ -5,7 +5,7 @@
 use ext2fs_sys as sys;
 
 /// `-t ext2|ext3|ext4`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FsType {
     #[default]
     Ext2,
