@@ -1,5 +1,6 @@
-//! What SIGINT, SIGTERM and SIGHUP do: by default remove registered temporary files and exit;
-//! while serving, run the server's own action instead.
+//! Temporary files: where they go ([`temp_dir`]: TMPDIR, or /var/tmp as nbdkit) and that they
+//! never outlive the process. What SIGINT, SIGTERM and SIGHUP do: by default remove registered
+//! temporary files and exit; while serving, run the server's own action instead.
 //!
 //! Owners of a temporary file that must not outlive the process [`register`] its path while it
 //! exists and keep the returned [`TempPathGuard`]; [`install_signal_handlers`] starts one thread
@@ -15,6 +16,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use anyhow::Context;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
+
+/// TMPDIR, or /var/tmp as nbdkit uses: where the filesystem being built or served, the
+/// copy-on-write overlay, a spooled tar stream and a private socket's directory go.
+pub fn temp_dir() -> PathBuf {
+    std::env::var_os("TMPDIR")
+        .filter(|s| !s.is_empty())
+        .map_or_else(|| PathBuf::from("/var/tmp"), PathBuf::from)
+}
 
 /// Registered paths, each with the id of the guard that owns it.
 static REGISTRY: Mutex<Vec<(u64, PathBuf)>> = Mutex::new(Vec::new());

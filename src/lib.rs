@@ -1,21 +1,29 @@
-//! linuxdisk-mk: turn a directory into a disk image holding one GPT partition with an ext2, ext3 or
-//! ext4 filesystem built through libext2fs.
+//! linuxdisk-mk: turn a directory or a tar archive into a disk image holding one GPT partition
+//! with an ext2, ext3 or ext4 filesystem built through libext2fs, written to a file or served
+//! over NBD.
 //!
-//! The data flow is the module tree, top to bottom:
-//! `source` (walk the tree) → `mkfs::plan` (count and size) → `mkfs::format` (empty filesystem in a
-//! sparse temp file) → `mkfs::populate` (inodes, directories, data) → `disk` (GPT + filesystem as
-//! an ordered list of regions) → `image` (write the regions to OUTPUT).
+//! The data flow is the module list, top to bottom; no module imports one above it in the flow:
+//! `source` (scan a directory or read a tar into a tree) → `mkfs` (plan: count and size; format:
+//! an empty filesystem in a sparse file; populate: inodes, directories, data) → `disk` (GPT +
+//! filesystem as an ordered list of regions) → `image` (write the regions to OUTPUT) or `nbd`
+//! (serve them). Below the stages, what they share; at the bottom, the driver: `cli` (the
+//! command line) and `run` (the job from start to end).
 
-pub mod cleanup;
-pub mod cli;
-pub mod copy;
+// The stages, in data-flow order.
+pub mod source;
+pub mod mkfs;
 pub mod disk;
+pub mod image;
+pub mod nbd;
+
+// What the stages share.
+pub mod cleanup;
+pub mod copy;
 pub mod ext2;
 pub mod identity;
-pub mod image;
-pub mod mkfs;
-pub mod nbd;
 pub mod progress;
-pub mod run;
-pub mod source;
 pub mod sparse;
+
+// The driver.
+pub mod cli;
+pub mod run;

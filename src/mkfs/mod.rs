@@ -141,13 +141,6 @@ impl std::fmt::Display for Report {
     }
 }
 
-/// TMPDIR, or /var/tmp as nbdkit uses.
-pub fn temp_dir() -> PathBuf {
-    std::env::var_os("TMPDIR")
-        .filter(|s| !s.is_empty())
-        .map_or_else(|| PathBuf::from("/var/tmp"), PathBuf::from)
-}
-
 /// Builds the filesystem for `tree` (scanned from `source`).
 pub fn build(
     source: &Path,

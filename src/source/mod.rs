@@ -126,6 +126,14 @@ impl Entry {
         }
     }
 
+    /// A directory's children, to change; panics for anything but a directory.
+    pub fn children_mut(&mut self) -> &mut Vec<Entry> {
+        match &mut self.kind {
+            Kind::Dir { children } => children,
+            _ => panic!("children_mut of an entry that is not a directory"),
+        }
+    }
+
     pub fn is_dir(&self) -> bool {
         matches!(self.kind, Kind::Dir { .. })
     }

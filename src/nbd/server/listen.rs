@@ -241,11 +241,11 @@ pub fn listen(opts: &ServeOptions) -> anyhow::Result<Bound> {
     } else if opts.run.is_some() {
         let dir = tempfile::Builder::new()
             .prefix("linuxdisk-mk")
-            .tempdir_in(crate::mkfs::temp_dir())
+            .tempdir_in(crate::cleanup::temp_dir())
             .with_context(|| {
                 format!(
                     "creating a private socket directory in {}",
-                    crate::mkfs::temp_dir().display()
+                    crate::cleanup::temp_dir().display()
                 )
             })?
             .keep();

@@ -135,7 +135,7 @@ fn run_without_listener_gets_a_private_socket() {
     let path = PathBuf::from(bound.unix_path().unwrap());
     let dir = path.parent().unwrap().to_path_buf();
     assert!(path.ends_with("socket"));
-    assert!(dir.starts_with(crate::mkfs::temp_dir()));
+    assert!(dir.starts_with(crate::cleanup::temp_dir()));
     assert!(dir
         .file_name()
         .unwrap()

@@ -8,6 +8,10 @@
 //! [`member`] (one member's metadata), [`stream`] (members and their data), [`path`] (path
 //! rules), [`tree`] (tar extraction semantics into a tree), [`names`] (finding a child by name
 //! while the tree is built).
+//!
+//! Hand-written rather than the `tar` crate: that crate does not read PAX sparse format 1.0
+//! (`GNU.sparse.major=1`, what GNU tar writes for sparse files with `--format=pax`), and the
+//! tree builder needs members one at a time with their data spooled, never extracted to disk.
 
 pub mod acl;
 pub mod decompress;

@@ -11,7 +11,6 @@ use std::hash::BuildHasher;
 
 use anyhow::{bail, Result};
 
-use super::tree::children_mut;
 use crate::source::Entry;
 
 /// Directories with up to this many children are searched by name, without an index.
@@ -56,7 +55,7 @@ impl Names {
 
     /// Adds `e` (whose name `dir` does not have yet) as `dir`'s last child; its position.
     pub fn push(&mut self, dir: &mut Entry, e: Entry) -> Result<usize> {
-        let children = children_mut(dir);
+        let children = dir.children_mut();
         let pos = children.len();
         if pos >= u32::MAX as usize {
             bail!("more than {} entries in one directory", u32::MAX - 1);

@@ -140,7 +140,7 @@ impl Builder {
         let kind = match kind {
             Some(kind) => kind,
             None => {
-                if let Some(e) = existing.map(|i| &mut children_mut(parent)[i]) {
+                if let Some(e) = existing.map(|i| &mut parent.children_mut()[i]) {
                     if e.is_dir() {
                         e.meta = Meta {
                             ino: e.meta.ino,
@@ -245,7 +245,7 @@ impl Builder {
         if !links.is_empty() {
             let mut stack = vec![&mut root];
             while let Some(e) = stack.pop() {
-                for c in children_mut(e) {
+                for c in e.children_mut() {
                     if c.is_dir() {
                         stack.push(c);
                     } else if let Some(&n) = links.get(&c.meta.ino) {
@@ -268,13 +268,6 @@ fn serial(next_ino: &mut u64) -> u64 {
     *next_ino - 1
 }
 
-pub(super) fn children_mut(e: &mut Entry) -> &mut Vec<Entry> {
-    match &mut e.kind {
-        Kind::Dir { children } => children,
-        _ => unreachable!("a directory"),
-    }
-}
-
 /// The directory at `comps` below `root`, made (implicitly, with time `t`) where missing.
 fn parent_dir<'a>(
     root: &'a mut Entry,
@@ -293,7 +286,7 @@ fn parent_dir<'a>(
                 names.push(cur, dir(c, implicit_meta(t, ino), Vec::new()))?
             }
         };
-        cur = &mut children_mut(cur)[pos];
+        cur = &mut cur.children_mut()[pos];
     }
     Ok(cur)
 }
@@ -318,7 +311,7 @@ fn lookup<'a, 'p>(
 /// Puts `e` in `parent`: over its child at `existing`, else as a new child.
 fn place(names: &mut Names, parent: &mut Entry, existing: Option<usize>, e: Entry) -> Result<()> {
     match existing {
-        Some(i) => discard(names, std::mem::replace(&mut children_mut(parent)[i], e)),
+        Some(i) => discard(names, std::mem::replace(&mut parent.children_mut()[i], e)),
         None => {
             names.push(parent, e)?;
         }
@@ -537,7 +530,7 @@ mod tests {
                 let t = b.finish();
                 assert_eq!((t.entries, t.data_bytes), (8192 + 1, 1));
                 let mut e = t.root;
-                while let Some(c) = children_mut(&mut e).pop() {
+                while let Some(c) = e.children_mut().pop() {
                     if c.is_dir() {
                         e = c;
                     } else {
