@@ -10,7 +10,6 @@ pub mod cleanup;
 pub mod cli;
 pub mod copy;
 pub mod disk;
-pub mod ext2;
 pub mod identity;
 pub mod image;
 pub mod mkfs;

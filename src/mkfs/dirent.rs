@@ -3,7 +3,7 @@
 //! with the 12-byte checksum tail reserved in each block when metadata_csum is on. Writing a
 //! directory this way costs O(entries); `ext2fs_link` rescans the directory on every call.
 
-use crate::ext2::{file_type, Ino};
+use ext2fs::{file_type, Ino};
 
 /// Bytes a directory record with a name of `name_len` bytes needs.
 pub fn rec_len(name_len: usize) -> usize {

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use super::fstype::Features;
 use super::plan::lost_found_blocks;
 use super::Options;
-use crate::ext2::{self, Filesystem, FormatParams, Ino, ROOT_INO};
+use ext2fs::{Filesystem, FormatParams, Ino, ROOT_INO};
 
 /// The size of the filesystem to make.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,7 +28,7 @@ pub struct Formatted {
 /// Journal size for a filesystem of `blocks` blocks: mke2fs's table, at least jbd2's minimum.
 pub fn journal_blocks(features: &Features, blocks: u64) -> u32 {
     if features.has_journal() {
-        ext2::default_journal_blocks(blocks)
+        ext2fs::default_journal_blocks(blocks)
     } else {
         0
     }

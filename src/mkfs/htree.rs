@@ -9,7 +9,7 @@
 use ext2fs_sys as sys;
 
 use super::dirent::rec_len;
-use crate::ext2::{file_type, Ino, NameHash};
+use ext2fs::{file_type, Ino, NameHash};
 
 /// The inode flag of an indexed directory (`EXT2_INDEX_FL`).
 pub const INDEX_FL: u32 = sys::EXT2_INDEX_FL;
@@ -269,7 +269,7 @@ impl BlockBound {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ext2::DirHash;
+    use ext2fs::DirHash;
     use std::collections::BTreeMap;
 
     fn u16_at(b: &[u8], o: usize) -> usize {

@@ -24,7 +24,6 @@ use self::plan::{inodes_with_margin, Needs};
 use self::populate::{Lazy, Populator};
 use self::size::{Human, SizeSpec};
 use crate::copy::RangeCopier;
-use crate::ext2;
 use crate::progress::Progress;
 use crate::source::live::LiveTree;
 use crate::source::readahead::{self, FinishOnDrop, Position, WINDOW};
@@ -228,7 +227,7 @@ pub fn build(
 
 fn is_no_space(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
-        c.downcast_ref::<ext2::Error>()
+        c.downcast_ref::<ext2fs::Error>()
             .is_some_and(|x| x.is_no_space())
     })
 }
@@ -322,7 +321,8 @@ impl Maker<'_> {
         match self.format_at(geo) {
             Ok(m) => Ok(Some(m)),
             Err(e)
-                if e.chain().any(|c| c.downcast_ref::<ext2::Error>().is_some())
+                if e.chain()
+                    .any(|c| c.downcast_ref::<ext2fs::Error>().is_some())
                     && geo.blocks < 1 << 20 =>
             {
                 Ok(None)
@@ -401,7 +401,7 @@ impl Maker<'_> {
         };
         let hash = match made.fs.sb().s_feature_compat & ext2fs_sys::EXT2_FEATURE_COMPAT_DIR_INDEX {
             0 => None,
-            _ => Some(ext2::DirHash::for_fs(&made.fs).context("directory hashing")?),
+            _ => Some(ext2fs::DirHash::for_fs(&made.fs).context("directory hashing")?),
         };
         let position = Position::default();
         let mut p = Populator {

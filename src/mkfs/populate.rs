@@ -17,7 +17,7 @@ use super::layout::block_ranges;
 use super::plan::{lost_found_blocks, LINK_MAX};
 use crate::copy::RangeCopier;
 use crate::disk::Source;
-use crate::ext2::{file_type, DirHash, Filesystem, Ino, Inode, Run, Timestamp, ROOT_INO};
+use ext2fs::{file_type, DirHash, Filesystem, Ino, Inode, Run, Timestamp, ROOT_INO};
 use crate::progress::Progress;
 use crate::source::bytes::{file_bytes, unchanged, FileBytes};
 use crate::source::live::LiveTree;

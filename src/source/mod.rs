@@ -13,7 +13,7 @@ mod xattr;
 pub use tar::{read_archive, ArchiveInput};
 pub use walk::{identity, open_child_dir, open_child_file, scan, ScanOptions};
 
-use crate::ext2::Timestamp;
+use ext2fs::Timestamp;
 
 /// One extended attribute: full name (`user.x`, `security.capability`, ...) and value.
 pub type Xattr = (Vec<u8>, Vec<u8>);

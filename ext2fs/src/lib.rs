@@ -1,5 +1,5 @@
 //! The one safe wrapper over libext2fs (the `ext2fs-sys` bindings): every `unsafe` block of the
-//! program outside `ext2fs-sys` lives in this module and its children.
+//! project outside `ext2fs-sys` lives in this crate.
 //!
 //! [`Filesystem`] owns an `ext2_filsys` and frees it on drop; [`Filesystem::close`] flushes it.
 //! Every libext2fs error becomes an [`Error`] carrying the call's name and the library's own
