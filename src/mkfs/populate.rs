@@ -9,6 +9,7 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
+use ext2fs::{file_type, DirHash, Filesystem, Ino, Inode, Run, ROOT_INO};
 use ext2fs_sys as sys;
 
 use super::dirent::DirPacker;
@@ -17,12 +18,11 @@ use super::layout::block_ranges;
 use super::plan::{lost_found_blocks, LINK_MAX};
 use crate::copy::RangeCopier;
 use crate::disk::Source;
-use ext2fs::{file_type, DirHash, Filesystem, Ino, Inode, Run, Timestamp, ROOT_INO};
 use crate::progress::Progress;
 use crate::source::bytes::{file_bytes, unchanged, FileBytes};
 use crate::source::live::LiveTree;
 use crate::source::readahead::Position;
-use crate::source::{display, open_child_dir, Data, Entry, Kind, Layout, Meta};
+use crate::source::{display, open_child_dir, Data, Entry, Kind, Layout, Meta, Timestamp};
 
 pub struct Populator<'a> {
     pub fs: &'a mut Filesystem,
@@ -329,9 +329,15 @@ impl Populator<'_> {
         match self.clamp_time {
             Some(limit) => {
                 let t = clamp(m.mtime, limit);
+                let t = t.into();
                 inode.set_times(t, t, t, t);
             }
-            None => inode.set_times(m.atime, m.mtime, m.ctime, m.btime),
+            None => inode.set_times(
+                m.atime.into(),
+                m.mtime.into(),
+                m.ctime.into(),
+                m.btime.into(),
+            ),
         }
         inode.set_links(links);
         inode
@@ -444,6 +450,16 @@ fn placed(runs: &[Run], layout: &Layout, size: u64, bs: u64) -> Vec<(u64, u64, u
         }
     }
     out
+}
+
+/// A source time as the filesystem stores it.
+impl From<Timestamp> for ext2fs::Timestamp {
+    fn from(t: Timestamp) -> ext2fs::Timestamp {
+        ext2fs::Timestamp {
+            sec: t.sec,
+            nsec: t.nsec,
+        }
+    }
 }
 
 /// `t`, or `limit` (whole seconds) when `t` is later.

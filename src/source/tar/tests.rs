@@ -8,7 +8,7 @@ use std::path::Path;
 
 use super::testutil::Ar;
 use super::*;
-use ext2fs::Timestamp;
+use crate::source::Timestamp;
 use crate::source::{Data, Entry, Kind, Layout};
 
 fn tmp() -> tempfile::TempDir {
