@@ -5,6 +5,7 @@
 //! `source` (walk the tree) → `mkfs::plan` (count and size) → `mkfs::format` (empty filesystem in a
 //! sparse temp file) → `mkfs::populate` (inodes, directories, data) → `disk` (GPT + filesystem as
 //! an ordered list of regions) → `image` (write the regions to OUTPUT).
+#![forbid(unsafe_code)]
 
 pub mod cleanup;
 pub mod cli;
