@@ -57,6 +57,16 @@ impl Drop for Filesystem {
     }
 }
 
+impl std::fmt::Debug for Filesystem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Filesystem")
+            .field("block_size", &self.block_size())
+            .field("groups", &self.group_count())
+            .field("superblock", &self.superblock())
+            .finish()
+    }
+}
+
 impl Filesystem {
     /// Lays out a new filesystem at byte `offset` of `device` (a file, already sized) with
     /// `ext2fs_initialize`, then sets UUID, checksum seed, hash seed and label as mke2fs does.
