@@ -5,6 +5,9 @@
 //! `source` (walk the tree) → `mkfs::plan` (count and size) → `mkfs::format` (empty filesystem in a
 //! sparse temp file) → `mkfs::populate` (inodes, directories, data) → `disk` (GPT + filesystem as
 //! an ordered list of regions) → `image` (write the regions to OUTPUT).
+//!
+//! libext2fs is reached only through the `ext2fs` workspace crate (the safe wrapper, which holds
+//! all the unsafe code); this crate has none.
 #![forbid(unsafe_code)]
 
 pub mod cleanup;
