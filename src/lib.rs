@@ -8,6 +8,10 @@
 //! filesystem as an ordered list of regions) → `image` (write the regions to OUTPUT) or `nbd`
 //! (serve them). Below the stages, what they share; at the bottom, the driver: `cli` (the
 //! command line) and `run` (the job from start to end).
+//!
+//! libext2fs is reached only through the `ext2fs` workspace crate (the safe wrapper, which holds
+//! all the unsafe code); this crate has none.
+#![forbid(unsafe_code)]
 
 // The stages, in data-flow order.
 pub mod source;
@@ -19,7 +23,6 @@ pub mod nbd;
 // What the stages share.
 pub mod cleanup;
 pub mod copy;
-pub mod ext2;
 pub mod identity;
 pub mod progress;
 pub mod sparse;

@@ -1,5 +1,6 @@
 //! linuxdisk-mk: parse the command line, run, print any error as one line and exit with
 //! 0 (success), 1 (failure) or 2 (usage error, from clap).
+#![forbid(unsafe_code)]
 
 use linuxdisk_mk::{cli::Cli, run};
 

@@ -3,7 +3,7 @@
 //! with the 12-byte checksum tail reserved in each block when metadata_csum is on. Writing a
 //! directory this way costs O(entries); `ext2fs_link` rescans the directory on every call.
 
-use crate::ext2::{file_type, Ino};
+use ext2fs::{FileType, Ino};
 
 /// Bytes a directory record with a name of `name_len` bytes needs.
 pub fn rec_len(name_len: usize) -> usize {
@@ -46,12 +46,12 @@ impl DirPacker {
     /// Starts a directory: the `.` and `..` entries.
     pub fn start(block_size: u32, csum: bool, write: bool, ino: Ino, parent: Ino) -> DirPacker {
         let mut p = DirPacker::new(block_size, csum, write);
-        p.add(b".", ino, file_type::DIR);
-        p.add(b"..", parent, file_type::DIR);
+        p.add(b".", ino, FileType::Directory);
+        p.add(b"..", parent, FileType::Directory);
         p
     }
 
-    pub fn add(&mut self, name: &[u8], ino: Ino, ft: u8) {
+    pub fn add(&mut self, name: &[u8], ino: Ino, ft: FileType) {
         let need = rec_len(name.len());
         if self.off + need > self.usable {
             self.new_block();
@@ -62,7 +62,7 @@ impl DirPacker {
             b[o..o + 4].copy_from_slice(&ino.to_le_bytes());
             b[o + 4..o + 6].copy_from_slice(&(need as u16).to_le_bytes());
             b[o + 6] = name.len() as u8;
-            b[o + 7] = ft;
+            b[o + 7] = ft.dirent_byte();
             b[o + 8..o + 8 + name.len()].copy_from_slice(name);
         }
         self.last = self.off;
@@ -151,7 +151,7 @@ mod tests {
                 .map(|i| format!("file-{i:03}-{}", "x".repeat(i % 40)).into_bytes())
                 .collect();
             for (i, n) in names.iter().enumerate() {
-                p.add(n, 100 + i as u32, file_type::REG);
+                p.add(n, 100 + i as u32, FileType::Regular);
             }
             let count = p.block_count();
             let blocks = p.finish();
@@ -178,8 +178,8 @@ mod tests {
             let mut c = DirPacker::start(bs, true, false, 2, 2);
             for i in 0..5000u32 {
                 let name = vec![b'a' + (i % 26) as u8; 1 + (i as usize * 7) % 255];
-                w.add(&name, i + 20, file_type::REG);
-                c.add(&name, i + 20, file_type::REG);
+                w.add(&name, i + 20, FileType::Regular);
+                c.add(&name, i + 20, FileType::Regular);
             }
             assert_eq!(w.block_count(), c.block_count());
             assert_eq!(w.finish().len() as u64, c.block_count());

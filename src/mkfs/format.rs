@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use super::fstype::Features;
 use super::plan::lost_found_blocks;
 use super::Options;
-use crate::ext2::{self, Filesystem, FormatParams, Ino, ROOT_INO};
+use ext2fs::{CompatFeatures, Filesystem, FormatParams, Ino, ROOT_INO};
 
 /// The size of the filesystem to make.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,7 +28,7 @@ pub struct Formatted {
 /// Journal size for a filesystem of `blocks` blocks: mke2fs's table, at least jbd2's minimum.
 pub fn journal_blocks(features: &Features, blocks: u64) -> u32 {
     if features.has_journal() {
-        ext2::default_journal_blocks(blocks)
+        ext2fs::default_journal_blocks(blocks)
     } else {
         0
     }
@@ -42,9 +42,9 @@ pub fn format(device: &Path, offset: u64, geo: Geometry, id: &Options) -> Result
         block_size: id.block_size,
         inodes: geo.inodes.min(u32::MAX as u64) as u32,
         inode_size: id.inode_size,
-        feature_compat: f.compat,
-        feature_incompat: f.incompat,
-        feature_ro_compat: f.ro_compat,
+        compat: f.compat,
+        incompat: f.incompat,
+        ro_compat: f.ro_compat,
         log_groups_per_flex: f.log_groups_per_flex(),
         reserved_blocks: (geo.blocks as f64 * id.reserved_percent / 100.0) as u64,
         label: id.label,
@@ -68,7 +68,11 @@ pub fn format(device: &Path, offset: u64, geo: Geometry, id: &Options) -> Result
     fs.set_umask(0o022);
     fs.reserve_inodes();
     fs.create_bad_block_inode()?;
-    if fs.has_resize_inode() {
+    if fs
+        .superblock()
+        .compat()
+        .contains(CompatFeatures::RESIZE_INODE)
+    {
         fs.create_resize_inode()?;
     }
     let journal_blocks = journal_blocks(&id.features, geo.blocks);

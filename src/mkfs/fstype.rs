@@ -2,7 +2,7 @@
 //! (/etc/mke2fs.conf of e2fsprogs 1.47), `-O` edits of them (`^metadata_csum,inline_data`), and
 //! the default inode size.
 
-use ext2fs_sys as sys;
+use ext2fs::{CompatFeatures, IncompatFeatures, RoCompatFeatures};
 
 /// `-t ext2|ext3|ext4`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -17,125 +17,104 @@ pub enum FsType {
 /// and small extended attributes in the inode (mke2fs's default for all but tiny filesystems).
 pub const INODE_SIZE: u16 = 256;
 
-/// Which superblock word a feature lives in.
+/// One feature: the flag in the superblock word it lives in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Word {
-    Compat,
-    Incompat,
-    RoCompat,
+enum Flag {
+    Compat(CompatFeatures),
+    Incompat(IncompatFeatures),
+    RoCompat(RoCompatFeatures),
 }
 
-/// The features `-O` may turn on or off: name, word, bit.
-const KNOWN: &[(&str, Word, u32)] = &[
-    (
-        "has_journal",
-        Word::Compat,
-        sys::EXT3_FEATURE_COMPAT_HAS_JOURNAL,
-    ),
-    ("ext_attr", Word::Compat, sys::EXT2_FEATURE_COMPAT_EXT_ATTR),
-    (
-        "resize_inode",
-        Word::Compat,
-        sys::EXT2_FEATURE_COMPAT_RESIZE_INODE,
-    ),
-    (
-        "dir_index",
-        Word::Compat,
-        sys::EXT2_FEATURE_COMPAT_DIR_INDEX,
-    ),
-    (
-        "filetype",
-        Word::Incompat,
-        sys::EXT2_FEATURE_INCOMPAT_FILETYPE,
-    ),
-    ("extent", Word::Incompat, sys::EXT3_FEATURE_INCOMPAT_EXTENTS),
-    (
-        "extents",
-        Word::Incompat,
-        sys::EXT3_FEATURE_INCOMPAT_EXTENTS,
-    ),
-    (
-        "flex_bg",
-        Word::Incompat,
-        sys::EXT4_FEATURE_INCOMPAT_FLEX_BG,
-    ),
-    ("64bit", Word::Incompat, sys::EXT4_FEATURE_INCOMPAT_64BIT),
-    (
-        "inline_data",
-        Word::Incompat,
-        sys::EXT4_FEATURE_INCOMPAT_INLINE_DATA,
-    ),
+/// The features `-O` may turn on or off, by mke2fs's names, in dumpe2fs's order.
+const KNOWN: &[(&str, Flag)] = &[
+    ("has_journal", Flag::Compat(CompatFeatures::HAS_JOURNAL)),
+    ("ext_attr", Flag::Compat(CompatFeatures::EXT_ATTR)),
+    ("resize_inode", Flag::Compat(CompatFeatures::RESIZE_INODE)),
+    ("dir_index", Flag::Compat(CompatFeatures::DIR_INDEX)),
+    ("filetype", Flag::Incompat(IncompatFeatures::FILETYPE)),
+    ("extent", Flag::Incompat(IncompatFeatures::EXTENTS)),
+    ("extents", Flag::Incompat(IncompatFeatures::EXTENTS)),
+    ("flex_bg", Flag::Incompat(IncompatFeatures::FLEX_BG)),
+    ("64bit", Flag::Incompat(IncompatFeatures::BIT64)),
+    ("inline_data", Flag::Incompat(IncompatFeatures::INLINE_DATA)),
     (
         "sparse_super",
-        Word::RoCompat,
-        sys::EXT2_FEATURE_RO_COMPAT_SPARSE_SUPER,
+        Flag::RoCompat(RoCompatFeatures::SPARSE_SUPER),
     ),
-    (
-        "large_file",
-        Word::RoCompat,
-        sys::EXT2_FEATURE_RO_COMPAT_LARGE_FILE,
-    ),
-    (
-        "huge_file",
-        Word::RoCompat,
-        sys::EXT4_FEATURE_RO_COMPAT_HUGE_FILE,
-    ),
-    (
-        "dir_nlink",
-        Word::RoCompat,
-        sys::EXT4_FEATURE_RO_COMPAT_DIR_NLINK,
-    ),
-    (
-        "extra_isize",
-        Word::RoCompat,
-        sys::EXT4_FEATURE_RO_COMPAT_EXTRA_ISIZE,
-    ),
+    ("large_file", Flag::RoCompat(RoCompatFeatures::LARGE_FILE)),
+    ("huge_file", Flag::RoCompat(RoCompatFeatures::HUGE_FILE)),
+    ("dir_nlink", Flag::RoCompat(RoCompatFeatures::DIR_NLINK)),
+    ("extra_isize", Flag::RoCompat(RoCompatFeatures::EXTRA_ISIZE)),
     (
         "metadata_csum",
-        Word::RoCompat,
-        sys::EXT4_FEATURE_RO_COMPAT_METADATA_CSUM,
+        Flag::RoCompat(RoCompatFeatures::METADATA_CSUM),
     ),
 ];
 
 /// Superblock feature words.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
 pub struct Features {
-    pub compat: u32,
-    pub incompat: u32,
-    pub ro_compat: u32,
+    pub compat: CompatFeatures,
+    pub incompat: IncompatFeatures,
+    pub ro_compat: RoCompatFeatures,
+}
+
+/// The words as numbers, as this printed when they were plain `u32`s: the text goes into
+/// `run::canonical_options`, which seeds the reproducible UUID and hash seed, so changing it
+/// would change every SOURCE_DATE_EPOCH image.
+impl std::fmt::Debug for Features {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Features")
+            .field("compat", &self.compat.bits())
+            .field("incompat", &self.incompat.bits())
+            .field("ro_compat", &self.ro_compat.bits())
+            .finish()
+    }
 }
 
 impl Features {
-    fn word(&mut self, w: Word) -> &mut u32 {
-        match w {
-            Word::Compat => &mut self.compat,
-            Word::Incompat => &mut self.incompat,
-            Word::RoCompat => &mut self.ro_compat,
+    fn has(&self, flag: Flag) -> bool {
+        match flag {
+            Flag::Compat(f) => self.compat.contains(f),
+            Flag::Incompat(f) => self.incompat.contains(f),
+            Flag::RoCompat(f) => self.ro_compat.contains(f),
+        }
+    }
+
+    fn set(&mut self, flag: Flag, on: bool) {
+        match flag {
+            Flag::Compat(f) => self.compat.set(f, on),
+            Flag::Incompat(f) => self.incompat.set(f, on),
+            Flag::RoCompat(f) => self.ro_compat.set(f, on),
         }
     }
 
     pub fn has_journal(&self) -> bool {
-        self.compat & sys::EXT3_FEATURE_COMPAT_HAS_JOURNAL != 0
+        self.compat.contains(CompatFeatures::HAS_JOURNAL)
     }
 
     pub fn has_extents(&self) -> bool {
-        self.incompat & sys::EXT3_FEATURE_INCOMPAT_EXTENTS != 0
+        self.incompat.contains(IncompatFeatures::EXTENTS)
     }
 
     pub fn has_metadata_csum(&self) -> bool {
-        self.ro_compat & sys::EXT4_FEATURE_RO_COMPAT_METADATA_CSUM != 0
+        self.ro_compat.contains(RoCompatFeatures::METADATA_CSUM)
     }
 
     pub fn has_dir_nlink(&self) -> bool {
-        self.ro_compat & sys::EXT4_FEATURE_RO_COMPAT_DIR_NLINK != 0
+        self.ro_compat.contains(RoCompatFeatures::DIR_NLINK)
     }
 
     pub fn has_64bit(&self) -> bool {
-        self.incompat & sys::EXT4_FEATURE_INCOMPAT_64BIT != 0
+        self.incompat.contains(IncompatFeatures::BIT64)
     }
 
     pub fn has_flex_bg(&self) -> bool {
-        self.incompat & sys::EXT4_FEATURE_INCOMPAT_FLEX_BG != 0
+        self.incompat.contains(IncompatFeatures::FLEX_BG)
+    }
+
+    pub fn has_huge_file(&self) -> bool {
+        self.ro_compat.contains(RoCompatFeatures::HUGE_FILE)
     }
 
     /// log2 of the flex_bg size (mke2fs: 16 groups), 0 without flex_bg.
@@ -161,29 +140,21 @@ impl Features {
     pub fn edit(mut self, list: &str) -> Result<Features, String> {
         for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             if item == "none" {
-                self = Features {
-                    compat: 0,
-                    incompat: 0,
-                    ro_compat: 0,
-                };
+                self = Features::default();
                 continue;
             }
             let (off, name) = match item.strip_prefix('^') {
                 Some(n) => (true, n),
                 None => (false, item),
             };
-            let &(_, w, bit) = KNOWN.iter().find(|k| k.0 == name).ok_or_else(|| {
+            let &(_, flag) = KNOWN.iter().find(|k| k.0 == name).ok_or_else(|| {
                 let names: Vec<&str> = KNOWN.iter().map(|k| k.0).collect();
                 format!(
                     "unknown or unsupported feature '{name}' (known: {})",
                     names.join(" ")
                 )
             })?;
-            if off {
-                *self.word(w) &= !bit;
-            } else {
-                *self.word(w) |= bit;
-            }
+            self.set(flag, !off);
         }
         if self.has_64bit() && !self.has_extents() {
             return Err("64bit needs the extent feature".into());
@@ -193,10 +164,9 @@ impl Features {
 
     /// The feature names that are on, as dumpe2fs lists them.
     pub fn names(&self) -> Vec<&'static str> {
-        let mut c = *self;
         KNOWN
             .iter()
-            .filter(|k| k.0 != "extents" && *c.word(k.1) & k.2 != 0)
+            .filter(|k| k.0 != "extents" && self.has(k.1))
             .map(|k| k.0)
             .collect()
     }
@@ -207,11 +177,6 @@ impl FsType {
     /// ext_attr; ext3 adds has_journal; ext4 adds has_journal,extent,huge_file,flex_bg,
     /// metadata_csum,64bit,dir_nlink,extra_isize.
     pub fn features(self) -> Features {
-        let base = Features {
-            compat: 0,
-            incompat: 0,
-            ro_compat: 0,
-        };
         let list = match self {
             FsType::Ext2 => "sparse_super,large_file,filetype,resize_inode,dir_index,ext_attr",
             FsType::Ext3 => {
@@ -222,7 +187,8 @@ impl FsType {
                  extent,huge_file,flex_bg,metadata_csum,64bit,dir_nlink,extra_isize"
             }
         };
-        base.edit(list)
+        Features::default()
+            .edit(list)
             .expect("the default feature lists are valid")
     }
 
@@ -277,5 +243,18 @@ mod tests {
         assert!(FsType::Ext4.features().edit("^extent").is_err()); // 64bit needs extents
         assert!(FsType::Ext4.features().edit("^extent,^64bit").is_ok());
         assert!(FsType::Ext4.features().edit("bogus").is_err());
+    }
+
+    #[test]
+    fn debug_text_is_the_numeric_words() {
+        // Seeds the reproducible UUID and hash seed (run::canonical_options): keep it stable.
+        assert_eq!(
+            format!("{:?}", FsType::Ext4.features()),
+            "Features { compat: 60, incompat: 706, ro_compat: 1131 }"
+        );
+        assert_eq!(
+            format!("{:?}", FsType::Ext2.features()),
+            "Features { compat: 56, incompat: 2, ro_compat: 3 }"
+        );
     }
 }

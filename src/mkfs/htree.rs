@@ -6,16 +6,12 @@
 //! With metadata_csum each leaf reserves the 12-byte dirent tail and each dx block an 8-byte
 //! dx_tail; `ext2fs_write_dir_block4` fills in both kinds of checksum.
 
-use ext2fs_sys as sys;
+use ext2fs::{FileType, Ino, NameHash};
 
 use super::dirent::rec_len;
-use crate::ext2::{file_type, Ino, NameHash};
 
-/// The inode flag of an indexed directory (`EXT2_INDEX_FL`).
-pub const INDEX_FL: u32 = sys::EXT2_INDEX_FL;
-
-/// A child entry: name, inode, directory-entry file type.
-pub type Child<'a> = (&'a [u8], Ino, u8);
+/// A child entry: name, inode, file type.
+pub type Child<'a> = (&'a [u8], Ino, FileType);
 
 /// The metadata_csum tail of a leaf block (`struct ext2_dir_entry_tail`).
 const DIRENT_TAIL: usize = 12;
@@ -152,7 +148,7 @@ fn leaves(
         b[off..off + 4].copy_from_slice(&ino.to_le_bytes());
         set_rec_len(b, off, need);
         b[off + 6] = name.len() as u8;
-        b[off + 7] = ft;
+        b[off + 7] = ft.dirent_byte();
         b[off + 8..off + 8 + name.len()].copy_from_slice(name);
         last = off;
         off += need;
@@ -192,12 +188,12 @@ fn root_block(ino: Ino, parent: Ino, p: &IndexParams, levels: u8, refs: &[(u32, 
     b[0..4].copy_from_slice(&ino.to_le_bytes());
     set_rec_len(&mut b, 0, 12);
     b[6] = 1;
-    b[7] = file_type::DIR;
+    b[7] = FileType::Directory.dirent_byte();
     b[8] = b'.';
     b[12..16].copy_from_slice(&parent.to_le_bytes());
     set_rec_len(&mut b, 12, p.bs() - 12);
     b[18] = 2;
-    b[19] = file_type::DIR;
+    b[19] = FileType::Directory.dirent_byte();
     b[20..22].copy_from_slice(b"..");
     // dx_root_info: reserved_zero (4 bytes), hash_version, info_length, indirect_levels, flags.
     b[28] = p.hash_version;
@@ -269,7 +265,7 @@ impl BlockBound {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ext2::DirHash;
+    use ext2fs::{DirHash, HashVersion};
     use std::collections::BTreeMap;
 
     fn u16_at(b: &[u8], o: usize) -> usize {
@@ -333,11 +329,15 @@ mod tests {
         let r = &blocks[0];
         assert_eq!(
             (u32_at(r, 0), u16_at(r, 4), &r[6..9]),
-            (12, 12, &[1, file_type::DIR, b'.'][..])
+            (12, 12, &[1, FileType::Directory.dirent_byte(), b'.'][..])
         );
         assert_eq!(
             (u32_at(r, 12), u16_at(r, 16), &r[18..22]),
-            (2, p.bs() - 12, &[2, file_type::DIR, b'.', b'.'][..])
+            (
+                2,
+                p.bs() - 12,
+                &[2, FileType::Directory.dirent_byte(), b'.', b'.'][..]
+            )
         );
         assert_eq!(&r[24..32], &[0, 0, 0, 0, p.hash_version, 8, r[30], 0]);
         let levels = r[30];
@@ -383,7 +383,7 @@ mod tests {
         assert_eq!(seen.len(), entries.len());
         for &(name, ino, ft) in entries {
             let &(i, t, at) = seen.get(name).expect("every name is in a leaf");
-            assert_eq!((i, t), (ino, ft));
+            assert_eq!((i, t), (ino, ft.dirent_byte()));
             // dx_probe: the last entry whose stored hash is <= the name's hash.
             let x = h(name).0;
             let mut j = index.partition_point(|e| e.0 <= x) - 1;
@@ -411,12 +411,12 @@ mod tests {
         names
             .iter()
             .enumerate()
-            .map(|(i, n)| (&n[..], 100 + i as u32, file_type::REG))
+            .map(|(i, n)| (&n[..], 100 + i as u32, FileType::Regular))
             .collect()
     }
 
     fn build(bs: u32, csum: bool, n: usize, long: bool) -> (u8, usize) {
-        let hash = DirHash::new(1, false, [7, 8, 9, 10]).unwrap();
+        let hash = DirHash::new(HashVersion::HALF_MD4, false, [7, 8, 9, 10]).unwrap();
         let p = IndexParams {
             block_size: bs,
             csum,
@@ -464,7 +464,7 @@ mod tests {
 
     #[test]
     fn small_directories_stay_linear() {
-        let hash = DirHash::new(1, false, [0; 4]).unwrap();
+        let hash = DirHash::new(HashVersion::HALF_MD4, false, [0; 4]).unwrap();
         let h = |n: &[u8]| hash.hash(n);
         for (bs, csum) in [(1024, false), (1024, true), (4096, true)] {
             let p = IndexParams {

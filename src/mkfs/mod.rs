@@ -17,6 +17,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use ext2fs::{CompatFeatures, DirHash};
 
 use self::format::{format, journal_blocks, Formatted, Geometry};
 use self::fstype::{Features, FsType, INODE_SIZE};
@@ -24,7 +25,6 @@ use self::plan::{inodes_with_margin, Needs};
 use self::populate::{Lazy, Populator};
 use self::size::{Human, SizeSpec};
 use crate::copy::RangeCopier;
-use crate::ext2;
 use crate::progress::Progress;
 use crate::source::live::LiveTree;
 use crate::source::readahead::{self, FinishOnDrop, Position, WINDOW};
@@ -185,7 +185,7 @@ pub fn build(
                 // The plan is an upper bound, so this is rare: grow and start again.
                 _ if attempt < 3 => {
                     attempt += 1;
-                    grow = (made.fs.blocks_count() / 4).max(256) * attempt;
+                    grow = (made.fs.superblock().blocks_count() / 4).max(256) * attempt;
                     verbose(&format!(
                         "the estimate was short ({e:#}); retrying with {grow} more blocks"
                     ));
@@ -195,13 +195,13 @@ pub fn build(
             },
             Err(e) => return Err(e),
         };
-        let fs = &made.fs;
+        let sb = made.fs.superblock();
         let report = Report {
-            blocks: fs.blocks_count(),
-            block_size: fs.block_size(),
-            inodes: fs.sb().s_inodes_count as u64,
-            free_blocks: fs.free_blocks(),
-            free_inodes: fs.free_inodes() as u64,
+            blocks: sb.blocks_count(),
+            block_size: made.fs.block_size(),
+            inodes: sb.inodes_count() as u64,
+            free_blocks: sb.free_blocks(),
+            free_inodes: sb.free_inodes() as u64,
             journal_blocks: made.journal_blocks,
             need_blocks: needs.blocks,
             need_inodes: needs.inodes,
@@ -221,7 +221,7 @@ pub fn build(
 
 fn is_no_space(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
-        c.downcast_ref::<ext2::Error>()
+        c.downcast_ref::<ext2fs::Error>()
             .is_some_and(|x| x.is_no_space())
     })
 }
@@ -286,7 +286,7 @@ impl Maker<'_> {
                 let made = self.try_format(Geometry { blocks, inodes })?;
                 if made
                     .as_ref()
-                    .is_none_or(|m| m.fs.free_blocks() < self.needs.blocks)
+                    .is_none_or(|m| m.fs.superblock().free_blocks() < self.needs.blocks)
                 {
                     let min = self.minimum_size()?;
                     bail!(
@@ -315,7 +315,8 @@ impl Maker<'_> {
         match self.format_at(geo) {
             Ok(m) => Ok(Some(m)),
             Err(e)
-                if e.chain().any(|c| c.downcast_ref::<ext2::Error>().is_some())
+                if e.chain()
+                    .any(|c| c.downcast_ref::<ext2fs::Error>().is_some())
                     && geo.blocks < 1 << 20 =>
             {
                 Ok(None)
@@ -330,7 +331,8 @@ impl Maker<'_> {
             self.inode_count(inodes_with_margin(self.needs.inodes)),
             &|_| 0,
         )?;
-        Ok((m.fs.blocks_count() * self.opts.block_size as u64).next_multiple_of(1 << 20))
+        let bytes = m.fs.superblock().blocks_count() * self.opts.block_size as u64;
+        Ok(bytes.next_multiple_of(1 << 20))
     }
 
     /// The smallest geometry (searched by formatting: overhead depends on the group count) whose
@@ -347,7 +349,7 @@ impl Maker<'_> {
         for _ in 0..16 {
             let geo = Geometry { blocks, inodes };
             let free = match self.try_format(geo)? {
-                Some(m) => m.fs.free_blocks(),
+                Some(m) => m.fs.superblock().free_blocks(),
                 None => 0,
             };
             let want = need + margin(blocks);
@@ -392,9 +394,15 @@ impl Maker<'_> {
                 tree.spool.clone(),
             )),
         };
-        let hash = match made.fs.sb().s_feature_compat & ext2fs_sys::EXT2_FEATURE_COMPAT_DIR_INDEX {
-            0 => None,
-            _ => Some(ext2::DirHash::for_fs(&made.fs).context("directory hashing")?),
+        let dir_index = made
+            .fs
+            .superblock()
+            .compat()
+            .contains(CompatFeatures::DIR_INDEX);
+        let hash = if dir_index {
+            Some(DirHash::for_fs(&made.fs).context("directory hashing")?)
+        } else {
+            None
         };
         let position = Position::default();
         let mut p = Populator {

@@ -166,7 +166,7 @@ pub fn max_file_size(opts: &Options) -> u64 {
         12 + a + a * a + a * a * a
     };
     let mut max = blocks.saturating_mul(bs);
-    if opts.features.ro_compat & ext2fs_sys::EXT4_FEATURE_RO_COMPAT_HUGE_FILE == 0 {
+    if !opts.features.has_huge_file() {
         max = max.min((1u64 << 32) * 512 - bs);
     }
     max

@@ -9,20 +9,22 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use ext2fs_sys as sys;
+use ext2fs::{
+    DirHash, FileType, Filesystem, IncompatFeatures, Ino, Inode, InodeFlags, RoCompatFeatures, Run,
+    ROOT_INO,
+};
 
 use super::dirent::DirPacker;
-use super::htree::{indexed_blocks, Child, IndexParams, INDEX_FL};
+use super::htree::{indexed_blocks, Child, IndexParams};
 use super::layout::block_ranges;
 use super::plan::{lost_found_blocks, LINK_MAX};
 use crate::copy::RangeCopier;
 use crate::disk::Source;
-use crate::ext2::{file_type, DirHash, Filesystem, Ino, Inode, Run, Timestamp, ROOT_INO};
 use crate::progress::Progress;
 use crate::source::bytes::{file_bytes, unchanged, FileBytes};
 use crate::source::live::LiveTree;
 use crate::source::readahead::Position;
-use crate::source::{display, open_child_dir, Data, Entry, Kind, Layout, Meta};
+use crate::source::{display, open_child_dir, Data, Entry, Kind, Layout, Meta, Timestamp};
 
 pub struct Populator<'a> {
     pub fs: &'a mut Filesystem,
@@ -135,26 +137,31 @@ impl Populator<'_> {
                 has_lost_found = true;
                 let child_fd = child_dir(fd, &c.name, path)?;
                 self.dir(self.lost_found, ino, c, child_fd.as_ref(), path, false)?;
-                (self.lost_found, file_type::DIR)
+                (self.lost_found, FileType::Directory)
             } else {
                 self.entry(ino, c, fd, path)?
             };
             path.truncate(len);
-            if ft == file_type::DIR {
+            if ft == FileType::Directory {
                 subdirs += 1;
             }
             kids.push((&c.name, c_ino, ft));
             self.progress.inc_entries(1);
         }
         if is_root && !has_lost_found {
-            kids.push((b"lost+found", self.lost_found, file_type::DIR));
+            kids.push((b"lost+found", self.lost_found, FileType::Directory));
             subdirs += 1;
         }
         let reused = is_root || ino == self.lost_found;
         let links = 2 + subdirs;
         let links = if links < LINK_MAX {
             links as u16
-        } else if self.fs.has_dir_nlink() {
+        } else if self
+            .fs
+            .superblock()
+            .ro_compat()
+            .contains(RoCompatFeatures::DIR_NLINK)
+        {
             1
         } else {
             bail!(
@@ -163,7 +170,7 @@ impl Populator<'_> {
                 LINK_MAX - 3
             );
         };
-        let mut inode = self.new_inode(sys::LINUX_S_IFDIR as u16, &d.meta, links);
+        let mut inode = self.new_inode(FileType::Directory, &d.meta, links);
         if reused {
             // Root and lost+found were made by format: give back their blocks first.
             let mut old = self
@@ -176,13 +183,13 @@ impl Populator<'_> {
         }
         let (mut blocks, indexed) = self.dir_blocks(ino, parent, &kids, bs);
         if indexed {
-            inode.add_flags(INDEX_FL);
+            inode.add_flags(InodeFlags::INDEX);
         }
         self.place(ino, &mut inode, &[(0, blocks.len() as u64)], path)?;
         inode.set_size(blocks.len() as u64 * self.block_size());
         let runs = self
             .fs
-            .runs(ino, &mut inode)
+            .runs(ino, &inode)
             .with_context(|| format!("{}: inode {ino}", display(path)))?;
         let mut i = 0usize;
         for r in runs {
@@ -201,7 +208,11 @@ impl Populator<'_> {
     /// filesystem has dir_index), else linear blocks; lost+found stays linear, padded to
     /// mke2fs's size. The flag says whether the directory is indexed.
     fn dir_blocks(&self, ino: Ino, parent: Ino, kids: &[Child], bs: u32) -> (Vec<Vec<u8>>, bool) {
-        let csum = self.fs.has_metadata_csum();
+        let csum = self
+            .fs
+            .superblock()
+            .ro_compat()
+            .contains(RoCompatFeatures::METADATA_CSUM);
         if ino != self.lost_found {
             if let Some(h) = &self.hash {
                 let p = IndexParams {
@@ -232,7 +243,7 @@ impl Populator<'_> {
         e: &Entry,
         fd: Option<&OwnedFd>,
         path: &mut Vec<u8>,
-    ) -> Result<(Ino, u8)> {
+    ) -> Result<(Ino, FileType)> {
         if let (Kind::File { .. }, Some(p)) = (&e.kind, self.position) {
             p.advance();
         }
@@ -246,21 +257,21 @@ impl Populator<'_> {
         let ft = ft_of(&e.kind);
         let ino = match &e.kind {
             Kind::Dir { .. } => {
-                let ino = self.alloc_ino(parent, sys::LINUX_S_IFDIR, path)?;
+                let ino = self.alloc_ino(parent, FileType::Directory, path)?;
                 let child_fd = child_dir(fd, &e.name, path)?;
                 self.dir(ino, parent, e, child_fd.as_ref(), path, false)?;
                 ino
             }
             Kind::File { size, layout, data } => {
-                let ino = self.alloc_ino(parent, sys::LINUX_S_IFREG, path)?;
-                let mut inode = self.new_inode(sys::LINUX_S_IFREG as u16, &e.meta, links as u16);
+                let ino = self.alloc_ino(parent, FileType::Regular, path)?;
+                let mut inode = self.new_inode(FileType::Regular, &e.meta, links as u16);
                 inode.set_size(*size);
                 let ranges = block_ranges(*size, layout, self.fs.block_size());
                 self.place(ino, &mut inode, &ranges, path)?;
                 if !ranges.is_empty() {
                     let runs = self
                         .fs
-                        .runs(ino, &mut inode)
+                        .runs(ino, &inode)
                         .with_context(|| format!("{}: inode {ino}", display(path)))?;
                     self.copy_data(fd, e, *data, *size, layout, &runs, path)?;
                 }
@@ -276,8 +287,7 @@ impl Populator<'_> {
                     .fs
                     .read_inode(ino)
                     .with_context(|| format!("{}: inode {ino}", display(path)))?;
-                let mut meta_inode =
-                    self.new_inode(sys::LINUX_S_IFLNK as u16, &e.meta, links as u16);
+                let mut meta_inode = self.new_inode(FileType::Symlink, &e.meta, links as u16);
                 // Keep what ext2fs_symlink wrote (size, block map or inline target); take owner,
                 // times and permissions from the source.
                 meta_inode.copy_mapping_from(&inode);
@@ -286,25 +296,15 @@ impl Populator<'_> {
                 ino
             }
             Kind::CharDev { major, minor } | Kind::BlockDev { major, minor } => {
-                let t = if matches!(e.kind, Kind::CharDev { .. }) {
-                    sys::LINUX_S_IFCHR
-                } else {
-                    sys::LINUX_S_IFBLK
-                };
-                let ino = self.alloc_ino(parent, t, path)?;
-                let mut inode = self.new_inode(t as u16, &e.meta, links as u16);
+                let ino = self.alloc_ino(parent, ft, path)?;
+                let mut inode = self.new_inode(ft, &e.meta, links as u16);
                 inode.set_device(*major, *minor);
                 self.finish_inode(ino, &mut inode, e, path)?;
                 ino
             }
             Kind::Fifo | Kind::Socket => {
-                let t = if matches!(e.kind, Kind::Fifo) {
-                    sys::LINUX_S_IFIFO
-                } else {
-                    sys::LINUX_S_IFSOCK
-                };
-                let ino = self.alloc_ino(parent, t, path)?;
-                let mut inode = self.new_inode(t as u16, &e.meta, links as u16);
+                let ino = self.alloc_ino(parent, ft, path)?;
+                let mut inode = self.new_inode(ft, &e.meta, links as u16);
                 self.finish_inode(ino, &mut inode, e, path)?;
                 ino
             }
@@ -315,23 +315,29 @@ impl Populator<'_> {
         Ok((ino, ft))
     }
 
-    fn alloc_ino(&mut self, parent: Ino, ifmt: u32, path: &[u8]) -> Result<Ino> {
+    fn alloc_ino(&mut self, parent: Ino, ft: FileType, path: &[u8]) -> Result<Ino> {
         self.fs
-            .new_inode(parent, ifmt as u16)
+            .new_inode(parent, ft)
             .with_context(|| format!("{}: allocating an inode", display(path)))
     }
 
-    /// A new in-memory inode of type `ifmt` with the source's permissions, owner and times.
-    fn new_inode(&self, ifmt: u16, m: &Meta, links: u16) -> Inode {
-        let mut inode = Inode::new(ifmt | m.perm, self.fs.want_extra_isize());
+    /// A new in-memory inode of type `ft` with the source's permissions, owner and times.
+    fn new_inode(&self, ft: FileType, m: &Meta, links: u16) -> Inode {
+        let mut inode = Inode::new(ft, m.perm, self.fs.superblock().want_extra_isize());
         let (uid, gid) = self.owner.unwrap_or((m.uid, m.gid));
         inode.set_owner(uid, gid);
         match self.clamp_time {
             Some(limit) => {
                 let t = clamp(m.mtime, limit);
+                let t = t.into();
                 inode.set_times(t, t, t, t);
             }
-            None => inode.set_times(m.atime, m.mtime, m.ctime, m.btime),
+            None => inode.set_times(
+                m.atime.into(),
+                m.mtime.into(),
+                m.ctime.into(),
+                m.btime.into(),
+            ),
         }
         inode.set_links(links);
         inode
@@ -345,7 +351,12 @@ impl Populator<'_> {
         ranges: &[(u64, u64)],
         path: &[u8],
     ) -> Result<()> {
-        if self.fs.has_extents() {
+        if self
+            .fs
+            .superblock()
+            .incompat()
+            .contains(IncompatFeatures::EXTENTS)
+        {
             inode.init_extents();
         }
         for &(lblk, count) in ranges {
@@ -446,6 +457,16 @@ fn placed(runs: &[Run], layout: &Layout, size: u64, bs: u64) -> Vec<(u64, u64, u
     out
 }
 
+/// A source time as the filesystem stores it.
+impl From<Timestamp> for ext2fs::Timestamp {
+    fn from(t: Timestamp) -> ext2fs::Timestamp {
+        ext2fs::Timestamp {
+            sec: t.sec,
+            nsec: t.nsec,
+        }
+    }
+}
+
 /// `t`, or `limit` (whole seconds) when `t` is later.
 pub fn clamp(t: Timestamp, limit: i64) -> Timestamp {
     if t.sec >= limit {
@@ -463,14 +484,14 @@ fn child_dir(parent: Option<&OwnedFd>, name: &[u8], path: &[u8]) -> Result<Optio
     parent.map(|fd| open_child_dir(fd, name, path)).transpose()
 }
 
-fn ft_of(k: &Kind) -> u8 {
+fn ft_of(k: &Kind) -> FileType {
     match k {
-        Kind::File { .. } => file_type::REG,
-        Kind::Dir { .. } => file_type::DIR,
-        Kind::Symlink { .. } => file_type::SYMLINK,
-        Kind::CharDev { .. } => file_type::CHRDEV,
-        Kind::BlockDev { .. } => file_type::BLKDEV,
-        Kind::Fifo => file_type::FIFO,
-        Kind::Socket => file_type::SOCK,
+        Kind::File { .. } => FileType::Regular,
+        Kind::Dir { .. } => FileType::Directory,
+        Kind::Symlink { .. } => FileType::Symlink,
+        Kind::CharDev { .. } => FileType::CharDevice,
+        Kind::BlockDev { .. } => FileType::BlockDevice,
+        Kind::Fifo => FileType::Fifo,
+        Kind::Socket => FileType::Socket,
     }
 }

@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use rustix::fs::{Mode, OFlags};
 
 use super::{display, open_child_file, Data, Entry, Tree};
-use crate::ext2::Timestamp;
+use crate::source::Timestamp;
 
 /// The source root's directory, or None when the tree came from an archive (its spool holds
 /// every file's bytes).

@@ -16,7 +16,7 @@ use rustix::fs::{Mode, OFlags};
 
 use super::bytes::what_changed;
 use super::{display, open_child_dir, open_child_file, Meta};
-use crate::ext2::Timestamp;
+use crate::source::Timestamp;
 
 /// Most source files kept open at once; others are reopened by name when read.
 const OPEN_FILES: usize = 256;
@@ -171,7 +171,7 @@ impl LiveFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ext2::Timestamp;
+    use crate::source::Timestamp;
 
     fn meta_of(path: &Path) -> (Meta, u64) {
         let st = rustix::fs::stat(path).unwrap();

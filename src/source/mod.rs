@@ -13,7 +13,13 @@ mod xattr;
 pub use tar::{read_archive, ArchiveInput};
 pub use walk::{identity, open_child_dir, open_child_file, scan, ScanOptions};
 
-use crate::ext2::Timestamp;
+/// A time as the source gives it: seconds and nanoseconds since the epoch (seconds may be
+/// negative or past 2038). `mkfs` turns it into the filesystem's encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Timestamp {
+    pub sec: i64,
+    pub nsec: u32,
+}
 
 /// One extended attribute: full name (`user.x`, `security.capability`, ...) and value.
 pub type Xattr = (Vec<u8>, Vec<u8>);

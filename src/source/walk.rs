@@ -11,7 +11,7 @@ use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, StatxFlags};
 use rustix::io::Errno;
 
 use super::{display, xattr, Data, Entry, Kind, Layout, Meta, Tree};
-use crate::ext2::Timestamp;
+use crate::source::Timestamp;
 
 /// How to scan.
 #[derive(Debug, Clone, Copy, Default)]

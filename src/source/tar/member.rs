@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use super::acl;
 use super::header::Header;
 use super::pax::Extended;
-use crate::ext2::Timestamp;
+use crate::source::Timestamp;
 use crate::source::{display, Data, Layout, Xattr};
 
 pub struct Member {

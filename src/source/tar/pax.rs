@@ -4,7 +4,7 @@
 
 use anyhow::{bail, Context, Result};
 
-use crate::ext2::Timestamp;
+use crate::source::Timestamp;
 
 /// The records of one extended header, in order (GNU sparse 0.0 repeats keys).
 pub fn records(data: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use super::testutil::Ar;
 use super::*;
-use crate::ext2::Timestamp;
+use crate::source::Timestamp;
 use crate::source::{Data, Entry, Kind, Layout};
 
 fn tmp() -> tempfile::TempDir {

@@ -18,7 +18,7 @@ use anyhow::{bail, Context, Result};
 use super::member::{Member, MemberKind};
 use super::names::Names;
 use super::path::components;
-use crate::ext2::Timestamp;
+use crate::source::Timestamp;
 use crate::source::{display, Entry, Kind, Layout, Meta, Xattr};
 
 /// The tree under construction.

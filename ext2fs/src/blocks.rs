@@ -4,13 +4,17 @@
 
 use ext2fs_sys as sys;
 
-use super::{check, BlockNo, Filesystem, Ino, Inode, Result};
+use crate::error::check;
+use crate::{BlockNo, Filesystem, Ino, Inode, InodeFlags, Result};
 
 /// A run of blocks: logical blocks `lblk..lblk+len` of a file live at `pblk..pblk+len`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Run {
+    /// The first logical block (block index within the file).
     pub lblk: u64,
+    /// The physical block it lives in.
     pub pblk: BlockNo,
+    /// Length of the run in blocks.
     pub len: u64,
 }
 
@@ -32,7 +36,7 @@ impl Filesystem {
         if len == 0 {
             return Ok(());
         }
-        if inode.flags() & sys::EXT4_EXTENTS_FL != 0 {
+        if inode.flags().contains(InodeFlags::EXTENTS) {
             // SAFETY: fs and inode are valid; goal ~0 lets the library choose one.
             return check("ext2fs_fallocate", unsafe {
                 sys::ext2fs_fallocate(
@@ -80,9 +84,7 @@ impl Filesystem {
             // SAFETY: the range was just found free in the valid fs.
             unsafe { sys::ext2fs_block_alloc_stats_range(self.raw(), pblk, plen as u32, 1) };
             for i in 0..plen {
-                let mut p = pblk + i;
-                let flags = sys::BMAP_SET | sys::BMAP_ALLOC;
-                self.bmap(ino, inode, &mut buf, flags, lblk + done + i, &mut p)?;
+                self.map_block(ino, inode, &mut buf, lblk + done + i, pblk + i)?;
             }
             // SAFETY: inode is valid; BMAP_SET does not count the data blocks themselves.
             check("ext2fs_iblk_add_blocks", unsafe {
@@ -94,9 +96,36 @@ impl Filesystem {
         Ok(())
     }
 
-    /// `ext2fs_bmap2` for logical block `lblk` of a block-mapped inode: `p` is the physical block
-    /// to set (BMAP_SET) or receives the one found. `buf` is 3 blocks of scratch space.
-    fn bmap(
+    /// Maps logical block `lblk` of a block-mapped inode to physical block `pblk` (`ext2fs_bmap2`
+    /// with BMAP_SET, which allocates indirect blocks as needed). `buf`: 3 blocks of scratch.
+    fn map_block(
+        &mut self,
+        ino: Ino,
+        inode: &mut Inode,
+        buf: &mut [u8],
+        lblk: u64,
+        pblk: BlockNo,
+    ) -> Result<()> {
+        let mut p = pblk;
+        let flags = sys::BMAP_SET | sys::BMAP_ALLOC;
+        // SAFETY: `&mut self`: nothing else sees the filesystem while bmap2 changes it.
+        unsafe { self.bmap2(ino, inode, buf, flags, lblk, &mut p) }
+    }
+
+    /// The physical block holding logical block `lblk` of a block-mapped inode (0 for a hole).
+    fn lookup_block(&self, ino: Ino, inode: &mut Inode, buf: &mut [u8], lblk: u64) -> Result<u64> {
+        let mut p = 0;
+        // SAFETY: flags 0 only looks the block up and changes nothing.
+        unsafe { self.bmap2(ino, inode, buf, 0, lblk, &mut p)? };
+        Ok(p)
+    }
+
+    /// `ext2fs_bmap2` for logical block `lblk`: `p` is the physical block to set (BMAP_SET) or
+    /// receives the one found. `buf` is 3 blocks of scratch space.
+    ///
+    /// # Safety
+    /// With flags that change the filesystem, the caller must hold it exclusively.
+    unsafe fn bmap2(
         &self,
         ino: Ino,
         inode: &mut Inode,
@@ -106,7 +135,8 @@ impl Filesystem {
         p: &mut BlockNo,
     ) -> Result<()> {
         assert!(buf.len() >= 3 * self.block_size() as usize);
-        // SAFETY: buf holds the 3 blocks bmap2 requires; p is a valid in/out pointer.
+        // SAFETY: buf holds the 3 blocks bmap2 requires; p is a valid in/out pointer; the caller
+        // holds the filesystem exclusively when the flags change it.
         check("ext2fs_bmap2", unsafe {
             sys::ext2fs_bmap2(
                 self.raw(),
@@ -121,14 +151,17 @@ impl Filesystem {
         })
     }
 
-    /// Every mapped run of the inode, in logical order, adjacent runs merged.
-    pub fn runs(&self, ino: Ino, inode: &mut Inode) -> Result<Vec<Run>> {
+    /// Every mapped run of the inode, in logical order, adjacent runs merged. Uninitialized
+    /// ("unwritten") extents never occur: [`Filesystem::allocate`] does not make them.
+    pub fn runs(&self, ino: Ino, inode: &Inode) -> Result<Vec<Run>> {
+        // The library wants a mutable inode even to read it; it gets a copy.
+        let mut inode = inode.clone();
         let mut runs: Vec<Run> = Vec::new();
         let mut push = |r: Run| match runs.last_mut() {
             Some(l) if l.lblk + l.len == r.lblk && l.pblk + l.len == r.pblk => l.len += r.len,
             _ => runs.push(r),
         };
-        if inode.flags() & sys::EXT4_EXTENTS_FL != 0 {
+        if inode.flags().contains(InodeFlags::EXTENTS) {
             let mut h: sys::ext2_extent_handle_t = std::ptr::null_mut();
             // SAFETY: fs and inode are valid; h receives a new handle owned by ExtentHandle.
             check("ext2fs_extent_open2", unsafe {
@@ -166,8 +199,7 @@ impl Filesystem {
         let nblocks = inode.size().div_ceil(bs);
         let mut buf = vec![0u8; 3 * bs as usize];
         for lblk in 0..nblocks {
-            let mut p = 0u64;
-            self.bmap(ino, inode, &mut buf, 0, lblk, &mut p)?; // flags 0: look up only
+            let p = self.lookup_block(ino, &mut inode, &mut buf, lblk)?;
             if p != 0 {
                 push(Run {
                     lblk,

@@ -8,23 +8,37 @@ use std::ptr::{self, NonNull};
 
 use ext2fs_sys as sys;
 
-use super::{check, Error, Ino, Result};
+use crate::error::check;
+use crate::{
+    CompatFeatures, Error, IncompatFeatures, Ino, Result, RoCompatFeatures, Superblock, ROOT_INO,
+};
 
 /// What `ext2fs_initialize` needs to lay out a new filesystem.
 #[derive(Debug, Clone)]
 pub struct FormatParams {
+    /// Size in blocks.
     pub blocks: u64,
+    /// Block size in bytes: 1024, 2048, 4096, ... 65536.
     pub block_size: u32,
+    /// Inodes wanted (the library rounds up to fill whole inode table blocks in every group).
     pub inodes: u32,
+    /// Bytes per inode: 128, 256, ...
     pub inode_size: u16,
-    pub feature_compat: u32,
-    pub feature_incompat: u32,
-    pub feature_ro_compat: u32,
+    /// Compatible features.
+    pub compat: CompatFeatures,
+    /// Incompatible features.
+    pub incompat: IncompatFeatures,
+    /// Read-only compatible features.
+    pub ro_compat: RoCompatFeatures,
     /// log2 of the flex_bg group count, 0 without flex_bg.
     pub log_groups_per_flex: u8,
+    /// Blocks reserved for root.
     pub reserved_blocks: u64,
+    /// Volume label, NUL-padded.
     pub label: [u8; 16],
+    /// Filesystem UUID (also seeds the metadata checksums).
     pub uuid: [u8; 16],
+    /// Directory hash seed (stored as four little-endian words).
     pub hash_seed: [u8; 16],
     /// Superblock times (mkfs, last write, last check), seconds since the epoch.
     pub time: u32,
@@ -43,25 +57,33 @@ impl Drop for Filesystem {
     }
 }
 
+impl std::fmt::Debug for Filesystem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Filesystem")
+            .field("block_size", &self.block_size())
+            .field("groups", &self.group_count())
+            .field("superblock", &self.superblock())
+            .finish()
+    }
+}
+
 impl Filesystem {
     /// Lays out a new filesystem at byte `offset` of `device` (a file, already sized) with
     /// `ext2fs_initialize`, then sets UUID, checksum seed, hash seed and label as mke2fs does.
     pub fn initialize(device: &Path, offset: u64, p: &FormatParams) -> Result<Filesystem> {
-        let name = CString::new(device.as_os_str().as_bytes()).map_err(|_| Error {
-            call: "ext2fs_initialize",
-            code: sys::EXT2_ET_INVALID_ARGUMENT as i64,
-        })?;
+        let name = CString::new(device.as_os_str().as_bytes())
+            .map_err(|_| Error::invalid_argument("ext2fs_initialize"))?;
         let mut param = sys::ext2_super_block::default();
         param.s_rev_level = sys::EXT2_DYNAMIC_REV;
         param.s_log_block_size = p.block_size.trailing_zeros() - 10;
         param.s_log_cluster_size = param.s_log_block_size;
         param.s_inodes_count = p.inodes;
         param.s_inode_size = p.inode_size;
-        param.s_feature_compat = p.feature_compat;
-        param.s_feature_incompat = p.feature_incompat;
-        param.s_feature_ro_compat = p.feature_ro_compat;
+        param.s_feature_compat = p.compat.bits();
+        param.s_feature_incompat = p.incompat.bits();
+        param.s_feature_ro_compat = p.ro_compat.bits();
         param.s_log_groups_per_flex = p.log_groups_per_flex;
-        if p.feature_incompat & sys::EXT4_FEATURE_INCOMPAT_64BIT != 0 {
+        if p.incompat.contains(IncompatFeatures::BIT64) {
             param.s_desc_size = sys::EXT2_MIN_DESC_SIZE_64BIT as u16;
         }
         param.s_default_mount_opts = sys::EXT2_DEFM_XATTR_USER | sys::EXT2_DEFM_ACL;
@@ -82,7 +104,7 @@ impl Filesystem {
             )
         };
         check("ext2fs_initialize", code)?;
-        let fs = Filesystem {
+        let mut fs = Filesystem {
             fs: NonNull::new(raw).expect("ext2fs_initialize returned no filesystem"),
         };
         if offset > 0 {
@@ -117,85 +139,46 @@ impl Filesystem {
         Ok(fs)
     }
 
-    pub(super) fn raw(&self) -> sys::ext2_filsys {
+    pub(crate) fn raw(&self) -> sys::ext2_filsys {
         self.fs.as_ptr()
     }
 
-    fn sb_ptr(&self) -> *mut sys::ext2_super_block {
-        // SAFETY: fs is valid; super_ points at the in-memory superblock for its whole life.
-        unsafe { (*self.raw()).super_ }
-    }
-
-    /// The in-memory superblock.
-    pub fn sb(&self) -> &sys::ext2_super_block {
-        // SAFETY: see sb_ptr; the reference lives no longer than &self.
-        unsafe { &*self.sb_ptr() }
+    /// The in-memory superblock, read-only.
+    pub fn superblock(&self) -> Superblock<'_> {
+        // SAFETY: fs is valid and super_ points at its in-memory superblock for the handle's
+        // whole life; only `&mut self` methods change it, so it cannot change while borrowed.
+        Superblock::new(unsafe { &*(*self.raw()).super_ })
     }
 
     /// The in-memory superblock, for changes written at close.
-    #[allow(clippy::mut_from_ref)]
-    fn sb_mut(&self) -> &mut sys::ext2_super_block {
-        // SAFETY: only used briefly inside this module while no other reference is alive.
-        unsafe { &mut *self.sb_ptr() }
+    fn sb_mut(&mut self) -> &mut sys::ext2_super_block {
+        // SAFETY: as in superblock(); `&mut self` makes this the only reference.
+        unsafe { &mut *(*self.raw()).super_ }
     }
 
+    /// True with metadata_csum (checksummed inodes, directory blocks, bitmaps...).
+    pub(crate) fn has_metadata_csum(&self) -> bool {
+        self.superblock()
+            .ro_compat()
+            .contains(RoCompatFeatures::METADATA_CSUM)
+    }
+
+    /// Block size in bytes.
     pub fn block_size(&self) -> u32 {
         // SAFETY: fs is valid.
         unsafe { (*self.raw()).blocksize }
     }
 
-    pub fn blocks_count(&self) -> u64 {
-        // SAFETY: the superblock pointer is valid.
-        unsafe { sys::ext2fs_blocks_count(self.sb_ptr()) }
-    }
-
-    pub fn free_blocks(&self) -> u64 {
-        // SAFETY: the superblock pointer is valid.
-        unsafe { sys::ext2fs_free_blocks_count(self.sb_ptr()) }
-    }
-
-    pub fn free_inodes(&self) -> u32 {
-        self.sb().s_free_inodes_count
-    }
-
+    /// Number of block groups.
     pub fn group_count(&self) -> u32 {
         // SAFETY: fs is valid.
         unsafe { (*self.raw()).group_desc_count }
     }
 
-    pub fn has_metadata_csum(&self) -> bool {
-        // SAFETY: fs is valid.
-        unsafe { sys::ldk_has_metadata_csum(self.raw()) != 0 }
-    }
-
-    pub fn has_extents(&self) -> bool {
-        self.sb().s_feature_incompat & sys::EXT3_FEATURE_INCOMPAT_EXTENTS != 0
-    }
-
-    pub fn has_dir_nlink(&self) -> bool {
-        self.sb().s_feature_ro_compat & sys::EXT4_FEATURE_RO_COMPAT_DIR_NLINK != 0
-    }
-
-    pub fn has_journal(&self) -> bool {
-        self.sb().s_feature_compat & sys::EXT3_FEATURE_COMPAT_HAS_JOURNAL != 0
-    }
-
-    pub fn has_resize_inode(&self) -> bool {
-        self.sb().s_feature_compat & sys::EXT2_FEATURE_COMPAT_RESIZE_INODE != 0
-    }
-
+    /// Bytes per on-disk inode (`EXT2_INODE_SIZE`).
     pub fn inode_size(&self) -> usize {
         // SAFETY: fs is valid.
         unsafe { sys::ldk_inode_size(self.raw()) as usize }
-    }
-
-    /// `s_want_extra_isize`: the extra inode space new inodes use.
-    pub fn want_extra_isize(&self) -> u16 {
-        self.sb().s_want_extra_isize
-    }
-
-    pub fn first_ino(&self) -> Ino {
-        self.sb().s_first_ino
     }
 
     /// The permission mask ext2fs_mkdir applies (mke2fs uses 077 for lost+found).
@@ -231,8 +214,8 @@ impl Filesystem {
     /// Used-block count after the tables and journal: mke2fs's `s_overhead_clusters`.
     pub fn record_overhead(&mut self) -> Result<()> {
         let mut used = 0u64;
-        let first = self.sb().s_first_data_block as u64;
-        let last = self.blocks_count() - 1;
+        let first = self.superblock().first_data_block();
+        let last = self.superblock().blocks_count() - 1;
         // SAFETY: fs is valid; used is a valid out-pointer.
         check("ext2fs_count_used_clusters", unsafe {
             sys::ext2fs_count_used_clusters(self.raw(), first, last, &mut used)
@@ -257,7 +240,7 @@ impl Filesystem {
             return Ok(());
         }
         let mut buf = vec![0u8; self.inode_size()];
-        for ino in 1..self.first_ino() {
+        for ino in 1..self.superblock().first_ino() {
             // SAFETY: buf is inode_size bytes, as the call is told.
             check("ext2fs_write_inode_full", unsafe {
                 sys::ext2fs_write_inode_full(
@@ -273,12 +256,12 @@ impl Filesystem {
 
     /// Marks inodes 3 .. first_ino-1 as in use (mke2fs's reserve_inodes).
     pub fn reserve_inodes(&mut self) {
-        for ino in (sys::EXT2_ROOT_INO + 1)..self.first_ino() {
+        for ino in (ROOT_INO + 1)..self.superblock().first_ino() {
             self.inode_alloc_stats(ino, true, false);
         }
     }
 
-    /// The reserved GDT blocks' inode (resize_inode feature).
+    /// The reserved GDT blocks' inode (resize_inode feature: call only when it is on).
     pub fn create_resize_inode(&mut self) -> Result<()> {
         // SAFETY: fs is valid.
         check("ext2fs_create_resize_inode", unsafe {

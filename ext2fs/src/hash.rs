@@ -4,17 +4,44 @@
 
 use ext2fs_sys as sys;
 
-use super::{check, Error, Filesystem, Result};
+use crate::error::check;
+use crate::{Error, Filesystem, Result};
 
 /// The hash of one name: the major hash (low bit always clear, as libext2fs returns it) and the
 /// minor hash (0 for the legacy hash).
 pub type NameHash = (u32, u32);
 
+/// A directory-index hash algorithm, as stored in `s_def_hash_version` and a dx_root's
+/// `hash_version` byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HashVersion(u8);
+
+impl HashVersion {
+    /// The original ext3 hash (no minor hash).
+    pub const LEGACY: HashVersion = HashVersion(sys::EXT2_HASH_LEGACY as u8);
+    /// Half MD4, mke2fs's default.
+    pub const HALF_MD4: HashVersion = HashVersion(sys::EXT2_HASH_HALF_MD4 as u8);
+    /// TEA.
+    pub const TEA: HashVersion = HashVersion(sys::EXT2_HASH_TEA as u8);
+    /// SipHash, only for casefolded, encrypted directories (not supported by [`DirHash`]).
+    pub const SIPHASH: HashVersion = HashVersion(sys::EXT2_HASH_SIPHASH as u8);
+
+    /// The version an on-disk byte names.
+    pub fn from_byte(b: u8) -> HashVersion {
+        HashVersion(b)
+    }
+
+    /// The on-disk byte.
+    pub fn byte(self) -> u8 {
+        self.0
+    }
+}
+
 /// Computes directory-entry name hashes for one filesystem.
 #[derive(Debug, Clone)]
 pub struct DirHash {
     /// The version stored in a dx_root (`s_def_hash_version`: legacy, half_md4 or tea).
-    stored: u8,
+    stored: HashVersion,
     /// The version passed to libext2fs: `stored`, or its `*_UNSIGNED` variant.
     algorithm: i32,
     seed: [u32; 4],
@@ -24,21 +51,20 @@ impl DirHash {
     /// The hash `fs` uses for new indexed directories: `s_def_hash_version`, unsigned when
     /// `s_flags` has `EXT2_FLAGS_UNSIGNED_HASH`, seeded with `s_hash_seed`.
     pub fn for_fs(fs: &Filesystem) -> Result<DirHash> {
-        let sb = fs.sb();
-        let unsigned = sb.s_flags & sys::EXT2_FLAGS_UNSIGNED_HASH != 0;
-        DirHash::new(sb.s_def_hash_version, unsigned, sb.s_hash_seed)
+        let sb = fs.superblock();
+        DirHash::new(sb.def_hash_version(), sb.unsigned_hash(), sb.hash_seed())
     }
 
-    /// A hash of `version` (`EXT2_HASH_LEGACY`, `_HALF_MD4` or `_TEA`), with unsigned chars
-    /// when `unsigned`; an all-zero `seed` means libext2fs's default seed.
-    pub fn new(version: u8, unsigned: bool, seed: [u32; 4]) -> Result<DirHash> {
-        let v = version as u32;
+    /// A hash of `version` (legacy, half_md4 or tea), with unsigned chars when `unsigned`; an
+    /// all-zero `seed` means libext2fs's default seed.
+    pub fn new(version: HashVersion, unsigned: bool, seed: [u32; 4]) -> Result<DirHash> {
+        let v = version.byte() as u32;
         if v > sys::EXT2_HASH_TEA {
             // SipHash needs casefolded, encrypted names: not for directories we write.
-            return Err(Error {
-                call: "ext2fs_dirhash2",
-                code: sys::EXT2_ET_DIRHASH_UNSUPP as i64,
-            });
+            return Err(Error::new(
+                "ext2fs_dirhash2",
+                sys::EXT2_ET_DIRHASH_UNSUPP as sys::errcode_t,
+            ));
         }
         let algorithm = (v + if unsigned { 3 } else { 0 }) as i32;
         let mut h = 0;
@@ -66,7 +92,7 @@ impl DirHash {
     /// The `hash_version` byte of a dx_root_info (never the `*_UNSIGNED` value: the kernel adds
     /// that from the superblock's flags).
     pub fn root_version(&self) -> u8 {
-        self.stored
+        self.stored.byte()
     }
 
     /// The (major, minor) hash of `name` (at most 255 bytes, as in any directory entry).
@@ -104,13 +130,13 @@ mod tests {
 
     #[test]
     fn half_md4_is_deterministic_seeded_and_even() {
-        let h = DirHash::new(sys::EXT2_HASH_HALF_MD4 as u8, false, SEED).unwrap();
+        let h = DirHash::new(HashVersion::HALF_MD4, false, SEED).unwrap();
         assert_eq!(h.root_version(), 1);
         let a = h.hash(b"file-00001");
         assert_eq!(a, h.hash(b"file-00001"));
         assert_ne!(a, h.hash(b"file-00002"));
         assert_eq!(a.0 & 1, 0, "major hashes have the low bit clear");
-        let other = DirHash::new(1, false, [1, 2, 3, 4]).unwrap();
+        let other = DirHash::new(HashVersion::HALF_MD4, false, [1, 2, 3, 4]).unwrap();
         assert_ne!(a, other.hash(b"file-00001"));
     }
 
@@ -119,18 +145,18 @@ mod tests {
         // `debugfs -R "dx_hash -h half_md4 [-s 12345678-9abc-def0-0fed-cba987654321] file-00001"`
         // (the seed UUID's bytes read as little-endian words).
         let seed = [0x7856_3412, 0xf0de_bc9a, 0xa9cb_ed0f, 0x2143_6587];
-        let md4 = DirHash::new(1, false, seed).unwrap();
+        let md4 = DirHash::new(HashVersion::HALF_MD4, false, seed).unwrap();
         assert_eq!(md4.hash(b"file-00001"), (0x183b_3590, 0xc5a2_872f));
-        let unseeded = DirHash::new(1, false, [0; 4]).unwrap();
+        let unseeded = DirHash::new(HashVersion::HALF_MD4, false, [0; 4]).unwrap();
         assert_eq!(unseeded.hash(b"file-00001"), (0x84e6_dbde, 0xcb56_9be3));
-        let tea = DirHash::new(2, false, seed).unwrap();
+        let tea = DirHash::new(HashVersion::TEA, false, seed).unwrap();
         assert_eq!(tea.hash(b"file-00001"), (0x86a9_6fda, 0x1264_1335));
     }
 
     #[test]
     fn unsigned_flavour_differs_only_for_high_bytes() {
-        let s = DirHash::new(1, false, SEED).unwrap();
-        let u = DirHash::new(1, true, SEED).unwrap();
+        let s = DirHash::new(HashVersion::HALF_MD4, false, SEED).unwrap();
+        let u = DirHash::new(HashVersion::HALF_MD4, true, SEED).unwrap();
         assert_eq!(u.root_version(), 1);
         assert_eq!(s.hash(b"plain-ascii"), u.hash(b"plain-ascii"));
         assert_ne!(
@@ -141,17 +167,17 @@ mod tests {
 
     #[test]
     fn legacy_and_tea_work_and_siphash_is_refused() {
-        let legacy = DirHash::new(0, false, SEED).unwrap();
+        let legacy = DirHash::new(HashVersion::LEGACY, false, SEED).unwrap();
         assert_eq!(legacy.hash(b"x").1, 0, "the legacy hash has no minor hash");
-        let tea = DirHash::new(2, true, SEED).unwrap();
+        let tea = DirHash::new(HashVersion::TEA, true, SEED).unwrap();
         assert_eq!(tea.hash(b"name").0 & 1, 0);
-        let e = DirHash::new(sys::EXT2_HASH_SIPHASH as u8, false, SEED).unwrap_err();
-        assert_eq!(e.code, sys::EXT2_ET_DIRHASH_UNSUPP as i64);
+        let e = DirHash::new(HashVersion::SIPHASH, false, SEED).unwrap_err();
+        assert!(e.is(sys::EXT2_ET_DIRHASH_UNSUPP), "{e}");
     }
 
     #[test]
     fn long_names_hash() {
-        let h = DirHash::new(1, false, [0; 4]).unwrap();
+        let h = DirHash::new(HashVersion::HALF_MD4, false, [0; 4]).unwrap();
         let n = vec![b'z'; 255];
         assert_eq!(h.hash(&n), h.hash(&n));
     }

@@ -5,17 +5,17 @@ use std::ffi::CString;
 
 use ext2fs_sys as sys;
 
-use super::{check, Error, Filesystem, Ino, Result};
+use crate::error::check;
+use crate::{Error, FileType, Filesystem, Ino, Result};
 
 fn c_name(call: &'static str, name: &[u8]) -> Result<CString> {
-    CString::new(name).map_err(|_| Error {
-        call,
-        code: sys::EXT2_ET_INVALID_ARGUMENT as i64,
-    })
+    CString::new(name).map_err(|_| Error::invalid_argument(call))
 }
 
 impl Filesystem {
-    /// `ext2fs_mkdir(parent, ino, name)`: creates (and with a name, links) a directory.
+    /// `ext2fs_mkdir(parent, ino, name)`: creates (and with a name, links into `parent`) a
+    /// directory; `ino` 0 lets the library pick the inode. Its permissions are 0777 less the
+    /// [`Filesystem::set_umask`] mask.
     pub fn mkdir(&mut self, parent: Ino, ino: Ino, name: Option<&[u8]>) -> Result<()> {
         let name = name.map(|n| c_name("ext2fs_mkdir", n)).transpose()?;
         let p = name.as_ref().map_or(std::ptr::null(), |n| n.as_ptr());
@@ -54,7 +54,7 @@ impl Filesystem {
     /// bytes, else in one block) and returns its number; the caller links it and sets metadata.
     pub fn symlink(&mut self, parent: Ino, target: &[u8]) -> Result<Ino> {
         let t = c_name("ext2fs_symlink", target)?;
-        let ino = self.new_inode(parent, (sys::LINUX_S_IFLNK | 0o777) as u16)?;
+        let ino = self.new_inode(parent, FileType::Symlink)?;
         // new_inode counted it; ext2fs_symlink counts it again when it writes it.
         self.inode_alloc_stats(ino, false, false);
         // SAFETY: t is NUL-terminated; a null name means "do not link".

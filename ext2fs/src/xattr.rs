@@ -6,7 +6,8 @@ use std::ffi::CString;
 
 use ext2fs_sys as sys;
 
-use super::{check, Error, Filesystem, Ino, Result};
+use crate::error::check;
+use crate::{Error, Filesystem, Ino, Result};
 
 /// Owns an open `ext2_xattr_handle`; dropping it without `close` writes nothing.
 struct Handle(*mut sys::ext2_xattr_handle);
@@ -37,10 +38,8 @@ impl Filesystem {
             sys::ext2fs_xattrs_read(h.0)
         })?;
         for (name, value) in attrs {
-            let key = CString::new(name.as_slice()).map_err(|_| Error {
-                call: "ext2fs_xattr_set",
-                code: sys::EXT2_ET_INVALID_ARGUMENT as i64,
-            })?;
+            let key = CString::new(name.as_slice())
+                .map_err(|_| Error::invalid_argument("ext2fs_xattr_set"))?;
             // SAFETY: key is NUL-terminated; value points at value.len() readable bytes.
             check("ext2fs_xattr_set", unsafe {
                 sys::ext2fs_xattr_set(h.0, key.as_ptr(), value.as_ptr().cast(), value.len())
