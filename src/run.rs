@@ -107,7 +107,7 @@ pub fn run(cli: &Cli) -> Result<i32> {
         let lazy = built
             .lazy
             .into_iter()
-            .map(|(o, len, src)| (at + o, len, src));
+            .map(|p| (at + p.at, p.len, p.data.into()));
         return serve(cli, disk.overlay(lazy.collect()));
     };
     // Writing: build the filesystem in place in OUTPUT's temp file, at the partition offset, so

@@ -14,6 +14,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
+use crate::mkfs::LazyData;
 use crate::source::live::LiveFile;
 
 /// Where the bytes of a region come from.
@@ -28,6 +29,15 @@ pub enum Source {
     Zero,
     /// A source file's bytes from `offset`, read when asked for (`--serve --lazy`).
     Live { file: Arc<LiveFile>, offset: u64 },
+}
+
+impl From<LazyData> for Source {
+    fn from(d: LazyData) -> Source {
+        match d {
+            LazyData::Live { file, offset } => Source::Live { file, offset },
+            LazyData::Spool { file, offset } => Source::File { file, offset },
+        }
+    }
 }
 
 impl Source {

@@ -23,6 +23,7 @@ use self::format::{format, journal_blocks, Formatted, Geometry};
 use self::fstype::{Features, FsType, INODE_SIZE};
 use self::plan::{inodes_with_margin, Needs};
 use self::populate::{Lazy, Populator};
+pub use self::populate::{LazyData, LazyPart};
 use self::size::{Human, SizeSpec};
 use crate::copy::RangeCopier;
 use crate::progress::Progress;
@@ -98,9 +99,8 @@ pub struct Target<'a> {
 pub struct Built {
     pub size: u64,
     pub report: Report,
-    /// With [`Options::lazy`]: the file data left out, as (byte offset in the filesystem,
-    /// length, source) in filesystem order.
-    pub lazy: Vec<(u64, u64, crate::disk::Source)>,
+    /// With [`Options::lazy`]: the file data left out, in filesystem order.
+    pub lazy: Vec<LazyPart>,
 }
 
 /// Facts about the filesystem made, for -v.
@@ -214,7 +214,7 @@ pub fn build(
             )
         })?;
         let mut lazy = lazy.map(|l| l.parts).unwrap_or_default();
-        lazy.sort_unstable_by_key(|p| p.0);
+        lazy.sort_unstable_by_key(|p| p.at);
         return Ok(Built { size, report, lazy });
     }
 }

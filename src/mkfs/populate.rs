@@ -19,10 +19,9 @@ use super::htree::{indexed_blocks, Child, IndexParams};
 use super::layout::block_ranges;
 use super::plan::{lost_found_blocks, LINK_MAX};
 use crate::copy::RangeCopier;
-use crate::disk::Source;
 use crate::progress::Progress;
 use crate::source::bytes::{file_bytes, unchanged, FileBytes};
-use crate::source::live::LiveTree;
+use crate::source::live::{LiveFile, LiveTree};
 use crate::source::readahead::Position;
 use crate::source::{display, open_child_dir, Data, Entry, Kind, Layout, Meta, Timestamp};
 
@@ -54,6 +53,38 @@ pub struct Populator<'a> {
     pub position: Option<&'a Position>,
 }
 
+/// Where a lazily served piece of file data is read from.
+#[derive(Clone)]
+pub enum LazyData {
+    /// A file of the source directory, from byte `offset`, checked on every read.
+    Live { file: Arc<LiveFile>, offset: u64 },
+    /// The tar archive's spool file, from byte `offset`.
+    Spool { file: Arc<File>, offset: u64 },
+}
+
+impl LazyData {
+    /// The same data, `by` bytes further on.
+    fn advanced(&self, by: u64) -> LazyData {
+        match self {
+            LazyData::Live { file, offset } => LazyData::Live {
+                file: file.clone(),
+                offset: offset + by,
+            },
+            LazyData::Spool { file, offset } => LazyData::Spool {
+                file: file.clone(),
+                offset: offset + by,
+            },
+        }
+    }
+}
+
+/// `len` bytes of file data at byte `at` of the filesystem, left in the source.
+pub struct LazyPart {
+    pub at: u64,
+    pub len: u64,
+    pub data: LazyData,
+}
+
 /// File data left in the source (`--serve --lazy`): where each data range of each file lies in
 /// the filesystem, and where its bytes are read from.
 pub struct Lazy {
@@ -63,8 +94,8 @@ pub struct Lazy {
     pub root_len: usize,
     /// The tree's spool, for an archive source.
     pub spool: Option<Arc<File>>,
-    /// (byte offset in the filesystem, length, source), in the order placed.
-    pub parts: Vec<(u64, u64, Source)>,
+    /// Where each piece of file data goes and where it is read from, in the order placed.
+    pub parts: Vec<LazyPart>,
     files: usize,
 }
 
@@ -80,7 +111,7 @@ impl Lazy {
     }
 
     /// Where file `e`'s bytes are read, at its byte 0.
-    fn source(&mut self, e: &Entry, data: Data, size: u64, path: &[u8]) -> Result<Source> {
+    fn source(&mut self, e: &Entry, data: Data, size: u64, path: &[u8]) -> Result<LazyData> {
         Ok(match data {
             Data::InTree => {
                 let tree = self.tree.as_ref().with_context(|| {
@@ -88,12 +119,12 @@ impl Lazy {
                 })?;
                 self.files += 1;
                 let rel = &path[self.root_len.min(path.len())..];
-                Source::Live {
+                LazyData::Live {
                     file: Arc::new(tree.file(rel, &e.meta, size, self.files)),
                     offset: 0,
                 }
             }
-            Data::Spool { offset } => Source::File {
+            Data::Spool { offset } => LazyData::Spool {
                 file: self
                     .spool
                     .clone()
@@ -400,7 +431,11 @@ impl Populator<'_> {
         if let Some(lazy) = &mut self.lazy {
             let src = lazy.source(e, data, size, path)?;
             for (at, from, len) in pieces {
-                lazy.parts.push((at, len, src.advanced(from)));
+                lazy.parts.push(LazyPart {
+                    at,
+                    len,
+                    data: src.advanced(from),
+                });
             }
             return Ok(());
         }
