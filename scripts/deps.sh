@@ -12,6 +12,8 @@ LINUXDISK_MK_PACKAGES=(
 	attr acl libcap2-bin
 	# boot tests and the example appliance: qemu (TCG), a static busybox, initramfs tools
 	qemu-system-x86 busybox-static cpio gzip kmod apt dpkg
+	# the Debian trees of the full-distribution tests (tests/debian/tree.sh)
+	debootstrap
 	# checking the generated shell completions
 	zsh fish
 	# tar sources: the compressors the tests use, and python for crafting hostile archives
