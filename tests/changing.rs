@@ -3,15 +3,13 @@
 //! the copy finds others: the build stops with one line naming the file and leaves nothing in
 //! OUTPUT's directory — never an image with bytes the plan did not describe.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// A source with 3,000 small files that sort before `zz-changing`, so that the copy reaches it
 /// well after the scan saw it.

@@ -5,8 +5,6 @@
 //! with --skip-unreadable) and SIGINT/SIGTERM at any moment clean up (an old OUTPUT stays as it
 //! was, and the next run works); a FIFO in the source is never opened for reading.
 
-mod common;
-
 use std::ffi::{OsStr, OsString};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -15,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// A temp dir with a small source tree `src` and an empty output directory `out`.
 fn setup() -> (tempfile::TempDir, PathBuf, PathBuf) {

@@ -6,8 +6,6 @@
 //!
 //! Root only (loop devices, mounts); never skips. See tests/common/nbd.rs for the server guard.
 
-mod common;
-
 use std::ffi::OsStr;
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -15,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::nbd::*;
-use common::*;
+use crate::common::nbd::*;
+use crate::common::*;
 
 const CLIENTS: &[&str] = &["nbdinfo", "nbdcopy", "qemu-img", "sgdisk", "e2fsck"];
 

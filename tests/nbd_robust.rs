@@ -5,8 +5,6 @@
 //! server keeps serving others, its memory stays bounded and its threads return to their count
 //! once the clients leave. The python clients are tests/nbd/load.py (python3-libnbd).
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixStream;
@@ -16,9 +14,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use common::entries::Rng;
-use common::nbd::*;
-use common::*;
+use crate::common::entries::Rng;
+use crate::common::nbd::*;
+use crate::common::*;
 
 /// The server's memory bound under any clients (issue 6).
 const RSS_LIMIT_KIB: u64 = 200 * 1024;

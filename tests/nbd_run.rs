@@ -7,16 +7,14 @@
 //!
 //! Root only; never skips. See tests/common/nbd.rs.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::nbd::*;
-use common::*;
+use crate::common::nbd::*;
+use crate::common::*;
 
 /// A whole `--run` session: the server, CMD, and the exit.
 const RUN_TIMEOUT: Duration = Duration::from_secs(180);

@@ -2,13 +2,11 @@
 //! image whatever its atimes, location or inode numbers; identifiers can be given; `--owner`
 //! overrides owners; an unprivileged user can build an image with devices and root-owned files.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 fn build_with_epoch(src: &Path, out: &Path, extra: &[&str]) {
     let mut cmd = Command::new(BIN);
