@@ -83,21 +83,18 @@ fn nbdinfo_json_size_flags_block_sizes_and_contexts() {
     let j = nbdinfo_json(srv.uri());
     let mut p = Problems::default();
     p.check(
-        j.get("protocol").and_then(Json::str) == Some("newstyle-fixed"),
-        format!("protocol {:?}, want newstyle-fixed", j.get("protocol")),
+        j["protocol"] == "newstyle-fixed",
+        format!("protocol {}, want newstyle-fixed", j["protocol"]),
     );
-    p.check(
-        j.get("structured").and_then(Json::bool) == Some(true),
-        "structured replies not negotiated",
-    );
-    let exports = j.get("exports").map(Json::arr).unwrap_or_default();
+    p.check(j["structured"] == true, "structured replies not negotiated");
+    let exports = j["exports"].as_array().map_or(&[][..], Vec::as_slice);
     p.check(
         exports.len() == 1,
         format!("{} exports, want 1", exports.len()),
     );
     if let Some(e) = exports.first() {
-        let num = |k: &str| e.get(k).and_then(Json::u64);
-        let flag = |k: &str| e.get(k).and_then(Json::bool);
+        let num = |k: &str| e[k].as_u64();
+        let flag = |k: &str| e[k].as_bool();
         p.check(
             num("export-size") == Some(file_size),
             format!(
@@ -129,20 +126,19 @@ fn nbdinfo_json_size_flags_block_sizes_and_contexts() {
                 format!("{k} = {:?}, want {want}", num(k)),
             );
         }
-        let ctx: Vec<&str> = e
-            .get("contexts")
-            .map(Json::arr)
-            .unwrap_or_default()
+        let ctx: Vec<&str> = e["contexts"]
+            .as_array()
+            .map_or(&[][..], Vec::as_slice)
             .iter()
-            .filter_map(Json::str)
+            .filter_map(serde_json::Value::as_str)
             .collect();
         p.check(
             ctx.contains(&"base:allocation"),
             format!("contexts {ctx:?} lack base:allocation"),
         );
         p.check(
-            e.get("export-name").and_then(Json::str) == Some(""),
-            format!("export-name {:?}, want \"\"", e.get("export-name")),
+            e["export-name"] == "",
+            format!("export-name {}, want \"\"", e["export-name"]),
         );
     }
     p.assert_none("nbdinfo --json", &format!("{j:?}\n{}", srv.describe()));
@@ -262,14 +258,10 @@ fn qemu_img_info_compare_and_convert() {
         .parse()
         .unwrap();
     let info = client_ok("qemu-img", ["info", "--output=json", &uri]);
-    let j = Json::parse(&info).unwrap_or_else(|e| panic!("qemu-img info JSON: {e}\n{info}"));
+    let j = json("qemu-img info", &info);
+    assert_eq!(j["format"].as_str(), Some("raw"), "qemu-img info: {info}");
     assert_eq!(
-        j.get("format").and_then(Json::str),
-        Some("raw"),
-        "qemu-img info: {info}"
-    );
-    assert_eq!(
-        j.get("virtual-size").and_then(Json::u64),
+        j["virtual-size"].as_u64(),
         Some(size),
         "qemu-img info virtual-size: {info}"
     );

@@ -3,21 +3,16 @@
 //! comparator (`compare`) and loop-device / mount guards (`mount`).
 //!
 //! The tests run as root (CI does) and never skip: without root they panic with a clear message.
-#![allow(dead_code)]
 
 pub mod boot;
 pub mod compare;
 pub mod entries;
-pub mod json;
 pub mod mount;
 pub mod nbd;
 pub mod tree;
 
-#[allow(unused_imports)]
 pub use compare::compare_trees;
-#[allow(unused_imports)]
-pub use mount::{mount_image, LoopDev, Mounted, TmpfsMount};
-#[allow(unused_imports)]
+pub use mount::{mount_image, LoopDev, TmpfsMount};
 pub use tree::{
     build_full_tree, build_full_tree_with, build_sized_tree, build_small_tree, FullTree,
 };

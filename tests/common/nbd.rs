@@ -1,7 +1,7 @@
 //! Helpers for the NBD tests (`tests/nbd_*.rs`): a guard that runs `linuxdisk-mk --serve` until it
 //! says it is serving and stops it with SIGTERM on drop (checking the exit status and that the
 //! socket is gone), real NBD clients run with timeouts (`nbdinfo`, `nbdcopy`, `qemu-img`; their
-//! `--json` output is read with `super::json`), and a fingerprint of a source tree (to show that
+//! `--json` output is read with serde_json), and a fingerprint of a source tree (to show that
 //! `--cow` never writes to it).
 //!
 //! `LINUXDISK_MK_NBD_SERVER=tests/nbd/nbdkit-shim.sh` runs the suite against an nbdkit-based stand-in
@@ -15,7 +15,6 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub use super::json::Json;
 use super::{require_root, run_bin, run_cmd_timeout, Run, BIN};
 
 /// How long a server may take to build its disk and say it is serving.
@@ -216,10 +215,6 @@ impl ServerGuard {
         self.child.id()
     }
 
-    pub fn socket(&self) -> Option<&Path> {
-        self.socket.as_deref()
-    }
-
     /// Everything the server printed on stderr so far (all of it once it has exited: the reader
     /// is given up to 2 s to drain the pipe).
     pub fn stderr(&self) -> String {
@@ -356,10 +351,14 @@ where
     r.stdout
 }
 
+/// The JSON that `what` printed, parsed (a panic shows it when it is not JSON).
+pub fn json(what: &str, text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{what} printed bad JSON ({e}):\n{text}"))
+}
+
 /// `nbdinfo --json URI`, parsed.
-pub fn nbdinfo_json(uri: &str) -> Json {
-    let out = client_ok("nbdinfo", ["--json", uri]);
-    Json::parse(&out).unwrap_or_else(|e| panic!("nbdinfo --json printed bad JSON ({e}):\n{out}"))
+pub fn nbdinfo_json(uri: &str) -> serde_json::Value {
+    json("nbdinfo --json", &client_ok("nbdinfo", ["--json", uri]))
 }
 
 /// One line of `nbdinfo --map`: offset, length, NBD_STATE_* flags (1 = hole, 2 = zero), words.
