@@ -87,13 +87,8 @@ fn run_as_nobody_with(
         std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     std::os::unix::fs::chown(&out, Some(65534), Some(65534)).unwrap();
-    // A copy of the binary nobody can surely execute (the build dir may be under a 0700 home).
-    let bin = binary_for_nobody(tmp.path());
-    let mut cmd = Command::new("setpriv");
-    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(&bin);
     let run = run_cmd_timeout(
-        cmd,
+        as_nobody(),
         args(extra, &src, &out.join("disk.img")),
         Duration::from_secs(120),
     );

@@ -138,29 +138,41 @@ where
     run_bin_timeout(args, Duration::from_secs(300))
 }
 
-/// Places the binary at `dir/linuxdisk-mk` where an unprivileged user can run it (the build
-/// directory may sit under a 0700 home). A hard link writes nothing; a copy is the fallback, and
-/// then we wait out `ETXTBSY`: a child forked by another test thread while the copy's write fd was
-/// open holds that fd until it execs, and exec of the copy fails until then.
-pub fn binary_for_nobody(dir: &Path) -> std::path::PathBuf {
-    let bin = dir.join("linuxdisk-mk");
-    if std::fs::hard_link(BIN, &bin).is_ok() {
-        return bin;
-    }
-    std::fs::copy(BIN, &bin).unwrap();
-    let start = Instant::now();
-    loop {
-        match Command::new(&bin).arg("--version").output() {
-            Err(e)
-                if e.raw_os_error() == Some(rustix::io::Errno::TXTBSY.raw_os_error())
-                    && start.elapsed() < Duration::from_secs(10) =>
-            {
-                std::thread::sleep(Duration::from_millis(20));
+/// `setpriv` set to run the binary as nobody (65534:65534, no groups); add the binary's
+/// arguments. The binary is handed over open, as descriptor 3, and run as `/proc/self/fd/3`:
+/// nobody need not reach it through the build directory (which may be under a 0700 home), and
+/// no copy of it is written (exec refuses a file that is open for writing anywhere, and a child
+/// forked meanwhile by another test thread holds the copy's descriptor until it execs).
+pub fn as_nobody() -> Command {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let bin = std::fs::File::open(BIN).unwrap_or_else(|e| panic!("open {BIN}: {e}"));
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--",
+        "/proc/self/fd/3",
+    ]);
+    let fd = bin.as_raw_fd();
+    // SAFETY: the closure runs in the child between fork and exec and only makes the async-
+    // signal-safe calls dup2 and fcntl on descriptors it owns (`bin` lives in the closure).
+    unsafe {
+        cmd.pre_exec(move || {
+            let _keep = &bin;
+            // dup2 onto 3 clears close-on-exec; if `bin` is 3 already, clear it by hand.
+            let r = match fd {
+                3 => libc::fcntl(3, libc::F_SETFD, 0),
+                _ => libc::dup2(fd, 3),
+            };
+            match r {
+                -1 => Err(std::io::Error::last_os_error()),
+                _ => Ok(()),
             }
-            Err(e) => panic!("cannot run the copy {}: {e}", bin.display()),
-            Ok(_) => return bin,
-        }
-    }
+        })
+    };
+    cmd
 }
 
 /// Runs the binary; kills it and panics if it is still running after `timeout`.
@@ -173,14 +185,23 @@ where
 }
 
 /// Runs `cmd` (e.g. the binary wrapped in setpriv) with a timeout, capturing stdout and stderr.
-pub fn run_cmd_timeout<I, S>(mut cmd: Command, args: I, timeout: Duration) -> Run
+pub fn run_cmd_timeout<I, S>(cmd: Command, args: I, timeout: Duration) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    run_cmd_with_stdin(cmd, args, Stdio::null(), timeout)
+}
+
+/// [`run_cmd_timeout`] with `stdin` as the command's standard input.
+pub fn run_cmd_with_stdin<I, S>(mut cmd: Command, args: I, stdin: Stdio, timeout: Duration) -> Run
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
     let args: Vec<OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
     cmd.args(&args)
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd
