@@ -435,28 +435,25 @@ fn quiet_server_prints_nothing() {
     assert_eq!(srv.stderr(), "", "-q server printed something");
 }
 
-/// SIGTERM and SIGINT with no client: exit 0 at once, socket removed (the guard's stop checks).
+/// SIGTERM and SIGINT with no client: exit 0, socket removed (the guard's stop checks).
 #[test]
 fn sigterm_and_sigint_exit_0_and_remove_the_socket() {
     let s = Setup::new(build_small_tree);
     for sig in [rustix::process::Signal::TERM, rustix::process::Signal::INT] {
         let mut srv = s.serve(&[]);
         client_ok("nbdinfo", ["--size", srv.uri()]);
-        let (st, took) = srv.signal_and_wait(sig);
+        let st = srv.signal_and_wait(sig);
         assert!(
             st.success(),
             "{sig:?}: exit {st}, want 0\n{}",
             srv.describe()
         );
-        assert!(
-            took < Duration::from_secs(5),
-            "{sig:?}: took {took:?} to exit"
-        );
         srv.stop(); // checks the socket is gone
     }
 }
 
-/// SIGTERM (and SIGINT) while clients are connected: exit 0 within a few seconds, socket removed.
+/// SIGTERM (and SIGINT) while clients are connected: exit 0 with every connection ended in order
+/// (none given up on), socket removed.
 #[test]
 fn sigterm_with_clients_connected_exits_0_and_removes_the_socket() {
     let s = Setup::new(build_small_tree);
@@ -464,47 +461,37 @@ fn sigterm_with_clients_connected_exits_0_and_removes_the_socket() {
         let mut srv = s.serve(&[]);
         // One client in the transmission phase (idle), one that only read the greeting.
         let mut holder = ChildGuard(
-            Command::new("/usr/bin/python3")
+            Command::new(PYTHON)
                 .args([
                     "-c",
-                    "import nbd, sys, time\nh = nbd.NBD()\nh.connect_uri(sys.argv[1])\n\
-                 h.pread(4096, 0)\nprint('connected', flush=True)\ntime.sleep(60)",
+                    "import nbd, sys\nh = nbd.NBD()\nh.connect_uri(sys.argv[1])\n\
+                 h.pread(4096, 0)\nprint('connected', flush=True)\nsys.stdin.read()",
                     srv.uri(),
                 ])
-                .stdin(Stdio::null())
+                .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())
                 .spawn()
-                .expect("start /usr/bin/python3 (python3-libnbd)"),
+                .unwrap_or_else(|e| panic!("start {PYTHON} (python3-libnbd): {e}")),
         );
-        let mut out = holder.0.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = [0u8; 9];
-            let _ = tx.send(out.read_exact(&mut line).map(|_| line));
-        });
-        let connected = rx.recv_timeout(Duration::from_secs(30));
+        Lines::of(holder.0.stdout.take().unwrap())
+            .wait_for("from the libnbd client", |l| l == "connected");
         let mut raw = std::os::unix::net::UnixStream::connect(&s.sock).expect("connect");
-        raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        raw.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
         let mut greeting = [0u8; 18];
-        let greeted = raw.read_exact(&mut greeting);
-        let (st, took) = srv.signal_and_wait(sig);
-        drop(holder);
-        assert!(
-            matches!(connected, Ok(Ok(l)) if &l == b"connected"),
-            "the libnbd client did not connect within 30 s: {connected:?}\n{}",
-            srv.describe()
-        );
-        assert!(greeted.is_ok(), "no greeting: {greeted:?}");
+        raw.read_exact(&mut greeting).expect("greeting");
+        let st = srv.signal_and_wait(sig);
         assert!(
             st.success(),
             "{sig:?} with clients connected: exit {st}, want 0\n{}",
             srv.describe()
         );
         assert!(
-            took < Duration::from_secs(5),
-            "{sig:?}: took {took:?} to exit"
+            !srv.stderr().contains("did not finish"),
+            "{sig:?}: the server gave up on connections instead of ending them\n{}",
+            srv.describe()
         );
+        drop(holder);
         srv.stop(); // checks the socket is gone
     }
 }

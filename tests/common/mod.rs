@@ -9,6 +9,7 @@ pub mod compare;
 pub mod entries;
 pub mod mount;
 pub mod nbd;
+pub mod opens;
 pub mod tree;
 
 pub use compare::compare_trees;
@@ -22,7 +23,7 @@ use std::ffi::{OsStr, OsString};
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// The binary under test.
@@ -219,18 +220,13 @@ where
         let _ = err.read_to_end(&mut v);
         v
     });
-    let start = Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("wait for child") {
-            break st;
-        }
-        if start.elapsed() > timeout {
-            let _ = child.kill();
-            let _ = child.wait();
-            let stderr = String::from_utf8_lossy(&t_err.join().unwrap()).into_owned();
-            panic!("{cmd:?} {args:?} did not finish within {timeout:?} (killed); stderr so far:\n{stderr}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let Some(status) = wait_timeout(&mut child, timeout) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        let stderr = String::from_utf8_lossy(&t_err.join().unwrap()).into_owned();
+        panic!(
+            "{cmd:?} {args:?} did not finish within {timeout:?} (killed); stderr so far:\n{stderr}"
+        );
     };
     let stdout = String::from_utf8_lossy(&t_out.join().unwrap()).into_owned();
     let stderr = String::from_utf8_lossy(&t_err.join().unwrap()).into_owned();
@@ -239,6 +235,41 @@ where
         stdout,
         stderr,
         args,
+    }
+}
+
+/// Waits for `child` to exit (on its pidfd), for at most `timeout`: a guard against hanging, not
+/// a measurement. None: still running then.
+pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    use rustix::event::{poll, PollFd, PollFlags};
+    use rustix::process::{pidfd_open, Pid, PidfdFlags};
+    let deadline = Instant::now() + timeout;
+    let mut pidfd = None;
+    loop {
+        // Reaped only here, so the pid cannot be reused while the pidfd is being opened.
+        if let Some(st) = child.try_wait().expect("wait for child") {
+            return Some(st);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        let fd = pidfd.get_or_insert_with(|| {
+            pidfd_open(Pid::from_child(child), PidfdFlags::empty()).expect("pidfd_open")
+        });
+        let mut fds = [PollFd::new(fd, PollFlags::IN)];
+        match poll(&mut fds, Some(&timespec(left))) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => panic!("poll on a pidfd: {e}"),
+        }
+    }
+}
+
+/// `d` as a poll timeout.
+pub fn timespec(d: Duration) -> rustix::event::Timespec {
+    rustix::event::Timespec {
+        tv_sec: d.as_secs() as i64,
+        tv_nsec: d.subsec_nanos() as i64,
     }
 }
 
@@ -557,4 +588,57 @@ pub fn sizes_in(text: &str) -> Vec<u64> {
         out.push((num * mul) as u64);
     }
     out
+}
+
+/// The lines a child process writes to a pipe, read by a thread as they come, so that a test
+/// can wait for one (an event: "the scan is done", "connected") with only a hang guard.
+pub struct Lines {
+    rx: std::sync::mpsc::Receiver<String>,
+    /// Every line received so far.
+    pub seen: Vec<String>,
+}
+
+/// How long [`Lines::wait_for`] waits: reached only when the child is stuck.
+const LINE_WAIT: Duration = Duration::from_secs(120);
+
+impl Lines {
+    pub fn of(pipe: impl Read + Send + 'static) -> Lines {
+        use std::io::BufRead;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines {
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for the first line that `want` accepts (named `what` in the panic message when
+    /// the pipe closes or nothing comes) and returns it.
+    pub fn wait_for(&mut self, what: &str, want: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + LINE_WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if want(&line) {
+                        return line;
+                    }
+                }
+                Err(e) => panic!("no line {what} ({e:?}); lines so far: {:#?}", self.seen),
+            }
+        }
+    }
+
+    /// Every line, once the pipe has closed (the child has exited).
+    pub fn all(mut self) -> Vec<String> {
+        self.seen.extend(self.rx.iter());
+        self.seen
+    }
 }
