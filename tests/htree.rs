@@ -183,21 +183,9 @@ fn directory_of_100000_entries_at_1k_blocks_has_two_index_levels() {
 
 #[test]
 fn small_directories_stay_linear() {
-    let tmp = tempdir();
-    let src = tmp.path().join("src");
-    std::fs::create_dir(&src).unwrap();
-    big_dir(&src, b"few", 20);
+    let (tmp, src) = temp_source(|s| big_dir(s, b"few", 20));
     let img = tmp.path().join("fs.img");
-    run_bin([
-        "-q",
-        "-t",
-        "ext4",
-        "--partition",
-        "none",
-        src.to_str().unwrap(),
-        img.to_str().unwrap(),
-    ])
-    .assert_ok();
+    build_image(&["-q", "-t", "ext4", "--partition", "none"], &src, &img);
     assert_e2fsck_clean(&img);
     let stat = debugfs(&img, "stat /few");
     assert!(stat.contains("Flags: 0x80000"), "{stat}");

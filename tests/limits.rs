@@ -29,23 +29,14 @@ fn file_larger_than_the_type_holds_is_refused_before_writing() {
     );
     // ext4's extents hold it: a 5 TiB sparse file is a few blocks of image.
     let out = dir.path().join("ok.img");
-    run_bin([
-        "-q",
-        "-t",
-        "ext4",
-        src.to_str().unwrap(),
-        out.to_str().unwrap(),
-    ])
-    .assert_ok();
+    build_image(&["-q", "-t", "ext4"], &src, &out);
     assert!(allocated(&out) < 64 * MIB, "the hole was written");
     with_fs_device(&out, PART_OFFSET, assert_e2fsck_clean);
 }
 
 #[test]
 fn size_beyond_what_the_type_addresses_is_refused() {
-    let dir = tempdir();
-    let src = dir.path().join("src");
-    build_small_tree(&src);
+    let (_dir, src) = temp_source(build_small_tree);
     fails_cleanly(
         &["-t", "ext3", "--size", "20T", src.to_str().unwrap()],
         &["20T", "ext3"],
@@ -80,14 +71,7 @@ fn sixty_six_thousand_subdirectories_need_dir_nlink() {
         );
     }
     let out = dir.path().join("ok.img");
-    run_bin([
-        "-q",
-        "-t",
-        "ext4",
-        src.to_str().unwrap(),
-        out.to_str().unwrap(),
-    ])
-    .assert_ok();
+    build_image(&["-q", "-t", "ext4"], &src, &out);
     with_fs_device(&out, PART_OFFSET, assert_e2fsck_clean);
     let m = mount_image(&out, PART_OFFSET);
     assert_eq!(
