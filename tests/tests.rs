@@ -4,9 +4,10 @@
 //! that Cargo does not build those files as binaries of their own, and the test below fails when
 //! a file is not declared here (it would not run at all).
 //!
-//! Run one module with `cargo test --test tests NAME::`. libtest starts the tests in the order of
-//! their names, `--test-threads` at a time (scripts/test.sh says how many): the qemu boots, the
-//! longest tests, are in `boot` so that they start first and run beside the rest.
+//! scripts/test.sh runs them with cargo-nextest, each test a process, the longest first (the
+//! qemu boots, two at a time, then the other long ones) as .config/nextest.toml sets out; a new
+//! long test belongs in its priority filters. One module: `cargo nextest run --test tests NAME::`
+//! or `cargo test --test tests NAME::`.
 //!
 //! These tests run as root (CI does) and never skip: without root they panic with a clear message.
 
