@@ -4,21 +4,16 @@
 //! differences, and deliberate damage done with debugfs must be reported too. So an empty difference
 //! list in the other tests means something.
 
-mod common;
-
 use std::ffi::OsStr;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 
 fn mke2fs_image_of(
     tree_builder: impl FnOnce(&Path),
 ) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
-    let tmp = tempdir();
-    let src = tmp.path().join("src");
-    std::fs::create_dir(&src).unwrap();
-    tree_builder(&src);
+    let (tmp, src) = temp_source(tree_builder);
     let img = tmp.path().join("fs.img");
     mke2fs_d(&src, &img, "ext4", "300M");
     assert_e2fsck_clean(&img);

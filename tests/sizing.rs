@@ -3,19 +3,14 @@
 //! writing, saying how much is needed), the automatic size (1% to 10% free) and `-v` reporting the
 //! chosen size. Sizes are read back with `dumpe2fs -h`; every image must pass `e2fsck -fn`.
 
-mod common;
-
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 
 /// A temp dir with `src` built by `make`, and where the image goes.
 fn setup(make: impl FnOnce(&Path)) -> (tempfile::TempDir, PathBuf, PathBuf) {
-    let tmp = tempdir();
-    let src = tmp.path().join("src");
-    std::fs::create_dir(&src).unwrap();
-    make(&src);
+    let (tmp, src) = temp_source(make);
     let out = tmp.path().join("disk.img");
     (tmp, src, out)
 }
@@ -92,8 +87,7 @@ fn size_plus_100m_leaves_at_least_100_mib_free() {
         "--size +100M on a 10 MiB tree made a {}-byte filesystem (more than twice what is needed)",
         info.size_bytes()
     );
-    let mnt = mount_image(&out, PART_OFFSET);
-    assert_no_diffs(&compare_trees(&src, mnt.path()), "--size +100M");
+    assert_image_holds(&out, PART_OFFSET, &src, "--size +100M");
 }
 
 #[test]
@@ -138,8 +132,7 @@ fn auto_size_free_space_is_between_1_and_10_percent(extra: &[&str]) {
     );
     let inodes_free = info.num("Free inodes");
     assert!(inodes_free > 0, "no free inodes left");
-    let mnt = mount_image(&out, PART_OFFSET);
-    assert_no_diffs(&compare_trees(&src, mnt.path()), "automatic size");
+    assert_image_holds(&out, PART_OFFSET, &src, "automatic size");
 }
 
 #[test]

@@ -7,8 +7,7 @@
 
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Condvar, Mutex, MutexGuard};
 
 use rustix::fs::{Advice, Mode, OFlags};
 
@@ -19,23 +18,51 @@ pub const WINDOW: u64 = 128 << 20;
 /// Files with more data than this are left to the kernel's sequential read-ahead.
 pub const LARGEST: u64 = 4 << 20;
 
-/// Where the copy is: the number of regular-file entries it has reached, in tree order
-/// (depth first, children in order, hard links counted each time), and whether it has finished.
+/// Where the copy is, and a condition variable that wakes the reading ahead when it moves.
 #[derive(Default)]
 pub struct Position {
-    files: AtomicU64,
-    done: AtomicBool,
+    copy: Mutex<Copy>,
+    moved: Condvar,
+}
+
+/// The number of regular-file entries the copy has reached, in tree order (depth first,
+/// children in order, hard links counted each time), whether it has finished, and whether
+/// reading ahead is waiting for it to move.
+#[derive(Default)]
+struct Copy {
+    files: u64,
+    done: bool,
+    waited_on: bool,
 }
 
 impl Position {
     /// The copy has reached one more regular-file entry.
     pub fn advance(&self) {
-        self.files.fetch_add(1, Ordering::Relaxed);
+        let mut copy = self.lock();
+        copy.files += 1;
+        self.wake(copy);
     }
 
     /// The copy is over (finished or failed): reading ahead stops.
     pub fn finish(&self) {
-        self.done.store(true, Ordering::Relaxed);
+        let mut copy = self.lock();
+        copy.done = true;
+        self.wake(copy);
+    }
+
+    /// Wakes reading ahead if it waits (the copy calls this once a file: no system call when
+    /// nobody waits).
+    fn wake(&self, copy: MutexGuard<'_, Copy>) {
+        let waited_on = copy.waited_on;
+        drop(copy);
+        if waited_on {
+            self.moved.notify_one();
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Copy> {
+        // The counters are consistent whatever panicked while holding the lock.
+        self.copy.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -92,10 +119,7 @@ impl Walk<'_> {
                     let index = self.next;
                     self.next += 1;
                     // Nothing to read ahead, or the copy has got there first.
-                    if *data != Data::InTree
-                        || *size == 0
-                        || index < self.pos.files.load(Ordering::Relaxed)
-                    {
+                    if *data != Data::InTree || *size == 0 || index < self.pos.lock().files {
                         continue;
                     }
                     let ranges = layout.data_ranges(*size);
@@ -132,15 +156,16 @@ impl Walk<'_> {
         }
     }
 
-    /// Waits until `bytes` more fit in the window ahead of the copy.
+    /// Waits until `bytes` more fit in the window ahead of the copy (woken each time the copy
+    /// moves on).
     fn wait_for_room(&mut self, bytes: u64) -> Result<(), Done> {
+        let mut copy = self.pos.lock();
         loop {
-            if self.pos.done.load(Ordering::Relaxed) {
+            if copy.done {
                 return Err(Done);
             }
-            let reached = self.pos.files.load(Ordering::Relaxed);
             while let Some(&(i, b)) = self.ahead.front() {
-                if i >= reached {
+                if i >= copy.files {
                     break;
                 }
                 self.ahead.pop_front();
@@ -149,7 +174,9 @@ impl Walk<'_> {
             if self.ahead_bytes + bytes <= self.window || self.ahead.is_empty() {
                 return Ok(());
             }
-            std::thread::sleep(Duration::from_millis(1));
+            copy.waited_on = true;
+            copy = self.pos.moved.wait(copy).unwrap_or_else(|e| e.into_inner());
+            copy.waited_on = false;
         }
     }
 }
@@ -166,8 +193,18 @@ fn open(dir: BorrowedFd<'_>, name: &[u8], extra: OFlags) -> rustix::io::Result<O
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nbd::testing::Spawned;
+    use std::sync::Arc;
 
-    fn tree_of(files: usize) -> (tempfile::TempDir, super::super::Tree) {
+    /// A scanned tree of `files` files of 1000 bytes, open, with a copy that has not started.
+    struct Fixture {
+        tree: super::super::Tree,
+        root: OwnedFd,
+        pos: Position,
+        _dir: tempfile::TempDir,
+    }
+
+    fn fixture(files: usize) -> Arc<Fixture> {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("sub")).unwrap();
         for i in 0..files {
@@ -175,34 +212,48 @@ mod tests {
             std::fs::write(p.join(format!("f{i}")), vec![1u8; 1000]).unwrap();
         }
         let tree = super::super::scan(dir.path(), Default::default(), &mut || {}).unwrap();
-        (dir, tree)
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY;
+        let root = rustix::fs::open(dir.path(), flags, Mode::empty()).unwrap();
+        Arc::new(Fixture {
+            tree,
+            root,
+            pos: Position::default(),
+            _dir: dir,
+        })
+    }
+
+    /// Reads ahead through the fixture's tree with a window of `window` bytes, on a thread.
+    fn walk(f: &Arc<Fixture>, window: u64) -> Spawned<()> {
+        let f = Arc::clone(f);
+        Spawned::new(move || run(f.root.as_fd(), &f.tree.root, &f.pos, window))
+    }
+
+    /// With a window of one file, reading ahead waits for the copy after the first file, goes
+    /// on as the copy moves, and ends by itself once the copy has reached the last file.
+    #[test]
+    fn waits_at_the_window_and_goes_on_as_the_copy_moves() {
+        let f = fixture(6);
+        let walker = walk(&f, 1000);
+        walker.wait_until_blocked("reading ahead with the copy at the first file");
+        for _ in 0..5 {
+            f.pos.advance();
+        }
+        // The copy is at the last of 6 files: it fits, and the walk is over.
+        walker.join("reading ahead with the copy at the last file");
     }
 
     #[test]
-    fn stops_at_the_window_until_the_copy_moves_or_finishes() {
-        let (dir, tree) = tree_of(6);
-        let root = rustix::fs::open(
-            dir.path(),
-            OFlags::RDONLY | OFlags::DIRECTORY,
-            Mode::empty(),
-        )
-        .unwrap();
-        let pos = Position::default();
-        std::thread::scope(|s| {
-            // A window of one file: the walk must wait for the copy after the first.
-            let walker = s.spawn(|| run(root.as_fd(), &tree.root, &pos, 1000));
-            std::thread::sleep(Duration::from_millis(100));
-            assert!(!walker.is_finished(), "read ahead beyond its window");
-            for _ in 0..3 {
-                pos.advance();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-            assert!(!walker.is_finished(), "read ahead beyond its window");
-            pos.finish();
-            walker.join().unwrap();
-        });
-        // A window larger than the tree: the walk ends by itself.
-        let pos = Position::default();
-        run(root.as_fd(), &tree.root, &pos, 1 << 20);
+    fn finishing_the_copy_ends_a_waiting_walk() {
+        let f = fixture(6);
+        let walker = walk(&f, 1000);
+        walker.wait_until_blocked("reading ahead at its window");
+        f.pos.finish();
+        walker.join("reading ahead after the copy finished");
+    }
+
+    #[test]
+    fn a_window_larger_than_the_tree_ends_by_itself() {
+        let f = fixture(6);
+        run(f.root.as_fd(), &f.tree.root, &f.pos, 1 << 20);
     }
 }
