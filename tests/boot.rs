@@ -11,13 +11,11 @@
 //!
 //! These tests run as root (CI does) and never skip: without root they panic with a clear message.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::boot::{appliance, assert_boots, boot_kit, repo, run_ok, APPEND};
-use common::BIN;
+use crate::common::boot::{appliance, assert_boots, boot_kit, repo, run_ok, APPEND};
+use crate::common::BIN;
 
 /// Boots `img` (raw, partition 1 = root, opened with snapshot=on so it is not changed).
 fn boot_image(img: &Path, work: &Path, what: &str) {
@@ -91,8 +89,8 @@ fn boot_chain_boots_mke2fs_reference_image() {
 /// examples/Makefile, as a user runs it: tree, image, then `check` (sgdisk -v, e2fsck -fn).
 #[test]
 fn example_makefile_builds_root_disk() {
-    common::require_root();
-    let work = common::tempdir();
+    crate::common::require_root();
+    let work = crate::common::tempdir();
     let root = work.path().join("root");
     let img = work.path().join("root.img");
     let out = run_ok(

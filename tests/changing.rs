@@ -1,38 +1,40 @@
 //! Source files that change between the scan and the copy: grown, shrunk, rewritten in place
 //! (same size), replaced by another file, removed. The scan planned one inode, size and mtime;
 //! the copy finds others: the build stops with one line naming the file and leaves nothing in
-//! OUTPUT's directory — never an image with bytes the plan did not describe.
+//! OUTPUT's directory — never an image with bytes the plan did not describe. Each change is
+//! made while the build is held (through fanotify, `common::opens`) in its first open of a source
+//! file: after the scan, before the copy reaches the changed file, every time.
 
-mod common;
-
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
-use common::*;
+use crate::common::opens::Gate;
+use crate::common::*;
 
-/// A source with 3,000 small files that sort before `zz-changing`, so that the copy reaches it
-/// well after the scan saw it.
+/// A source of two files that the copy reaches in this order: `a-guard`, then `zz-changing`
+/// (64 KiB, last modified in 2001, so that rewriting it changes its time whatever the clock's
+/// granularity).
 fn source(dir: &Path) -> std::path::PathBuf {
     let src = dir.join("src");
     std::fs::create_dir(&src).unwrap();
-    for i in 0..3000 {
-        std::fs::write(src.join(format!("f{i:05}")), format!("file {i}\n")).unwrap();
-    }
-    std::fs::write(src.join("zz-changing"), vec![b'a'; 64 << 10]).unwrap();
+    std::fs::write(src.join("a-guard"), vec![b'g'; 4096]).unwrap();
+    let changing = src.join("zz-changing");
+    std::fs::write(&changing, vec![b'a'; 64 << 10]).unwrap();
+    entries::set_entry_times(&changing, (1_000_000_000, 0), (1_000_000_000, 0));
     src
 }
 
-/// Builds `src` with -v and, as soon as the scan is reported done, applies `change` once to
-/// `src/zz-changing` (the copy reaches it after 3,000 other files); asserts the one-line error
-/// naming the file and an empty output directory.
+/// Builds `src` with -v, holding the build when it first opens `a-guard`: the scan never opens
+/// a file that has data and no holes, so the scan is over, and the copy has not reached
+/// `zz-changing`. There `change` is applied to `zz-changing` and the build let go. Asserts the
+/// one-line error naming the file and an empty output directory.
 fn build_changing(change: impl FnOnce(&Path)) {
     let tmp = tempdir();
     let src = source(tmp.path());
     let out = tmp.path().join("out");
     std::fs::create_dir(&out).unwrap();
+    let gate = Gate::opens(&src.join("a-guard"));
     let mut child = Command::new(BIN)
         .args([
             "-v".as_ref(),
@@ -44,19 +46,15 @@ fn build_changing(change: impl FnOnce(&Path)) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut said = Vec::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        let scanned = line.contains(" entries, ");
-        said.push(line);
-        if scanned {
-            break;
-        }
-    }
+    let mut lines = Lines::of(child.stderr.take().unwrap());
+    let held = gate.wait_for(child.id());
+    // -v reported the end of the scan before the build opened a file.
+    lines.wait_for("reporting the scan", |l| l.contains(" entries, "));
     change(&src.join("zz-changing"));
-    said.extend(lines.map(|l| l.unwrap()));
+    drop(held);
+    drop(gate);
     let status = child.wait().unwrap();
+    let said = lines.all();
     // -v's lines, then the error: one line naming the file.
     assert_eq!(status.code(), Some(1), "{said:#?}");
     let naming: Vec<&String> = said.iter().filter(|l| l.contains("zz-changing")).collect();
@@ -91,7 +89,6 @@ fn a_file_shrunk_after_the_scan_stops_the_build_naming_it() {
 fn a_file_rewritten_in_place_after_the_scan_stops_the_build_naming_it() {
     // Same size, same inode, other bytes: the modification time tells.
     build_changing(|f| {
-        std::thread::sleep(Duration::from_millis(10));
         let file = std::fs::OpenOptions::new().write(true).open(f).unwrap();
         file.write_all_at(b"bbbb", 0).unwrap();
     });

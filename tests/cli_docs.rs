@@ -3,11 +3,9 @@
 //! `--help` is in the man page's OPTIONS section, and every option the section documents is in
 //! `--help`). A missing man page fails.
 
-mod common;
-
 use std::collections::BTreeSet;
 
-use common::*;
+use crate::common::*;
 
 /// Option tokens (`-t`, `--type`) in `text`: a dash (or two) at a word start followed by a letter.
 fn option_tokens(text: &str) -> BTreeSet<String> {

@@ -3,19 +3,19 @@
 //! (no temp file either) in OUTPUT's directory. An existing OUTPUT is untouched without `-f` and
 //! replaced with it; a full disk, an unreadable source (run as an unprivileged user, or left out
 //! with --skip-unreadable) and SIGINT/SIGTERM at any moment clean up (an old OUTPUT stays as it
-//! was, and the next run works); a FIFO in the source is never opened for reading.
-
-mod common;
+//! was, or once renamed into place the new one is whole, and the next run works); a FIFO in the
+//! source is never opened. The signals come while the build is held (through fanotify,
+//! `common::opens`) at a known point: SOURCE opened, a directory opened mid-scan, the first file
+//! copied, the last file read, OUTPUT's directory opened after the rename.
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::opens::{Gate, Watch};
+use crate::common::*;
 
 /// A temp dir with a small source tree `src` and an empty output directory `out`.
 fn setup() -> (tempfile::TempDir, PathBuf, PathBuf) {
@@ -89,13 +89,8 @@ fn run_as_nobody_with(
         std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     std::os::unix::fs::chown(&out, Some(65534), Some(65534)).unwrap();
-    // A copy of the binary nobody can surely execute (the build dir may be under a 0700 home).
-    let bin = binary_for_nobody(tmp.path());
-    let mut cmd = Command::new("setpriv");
-    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(&bin);
     let run = run_cmd_timeout(
-        cmd,
+        as_nobody(),
         args(extra, &src, &out.join("disk.img")),
         Duration::from_secs(120),
     );
@@ -339,7 +334,7 @@ fn disk_full_exits_1_says_no_space_and_leaves_nothing() {
 }
 
 #[test]
-fn fifo_in_source_is_not_opened_for_reading() {
+fn fifo_in_source_is_not_opened() {
     let (_tmp, src, out) = setup();
     let fifo = src.join("a-fifo");
     rustix::fs::mknodat(
@@ -350,29 +345,23 @@ fn fifo_in_source_is_not_opened_for_reading() {
         0,
     )
     .unwrap();
-    // A writer waiting on the FIFO gets through open() as soon as anyone opens it for reading.
-    let opened = Arc::new(AtomicBool::new(false));
-    let (f2, o2) = (fifo.clone(), opened.clone());
-    let writer = std::thread::spawn(move || {
-        let _w = std::fs::OpenOptions::new().write(true).open(&f2);
-        o2.store(true, Ordering::SeqCst);
-    });
+    let watch = Watch::opens(&fifo);
     let img = out.join("disk.img");
-    let run = run_bin_timeout(args(&[], &src, &img), Duration::from_secs(60));
-    std::thread::sleep(Duration::from_millis(300));
-    let was_opened = opened.load(Ordering::SeqCst);
-    // Release the writer ourselves.
+    let run = run_bin(args(&[], &src, &img));
+    run.assert_ok();
+    assert!(
+        !watch.opened(),
+        "the FIFO in the source was opened during the build\n{}",
+        run.describe()
+    );
+    // Control: the watch does see an open.
     let _r = rustix::fs::open(
         &fifo,
         rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NONBLOCK,
         rustix::fs::Mode::empty(),
-    );
-    writer.join().unwrap();
-    run.assert_ok();
-    assert!(
-        !was_opened,
-        "linuxdisk-mk opened the FIFO in the source for reading"
-    );
+    )
+    .unwrap();
+    assert!(watch.opened(), "the watch missed an open of the FIFO");
     let mnt = mount_image(&img, PART_OFFSET);
     let ft = std::fs::symlink_metadata(mnt.path().join("a-fifo"))
         .expect("FIFO missing from the image")
@@ -380,64 +369,134 @@ fn fifo_in_source_is_not_opened_for_reading() {
     assert!(ft.is_fifo(), "a-fifo is not a FIFO in the image: {ft:?}");
 }
 
+/// How far a held build has got.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Phase {
+    /// Scanning SOURCE: nothing written yet.
+    Scanning,
+    /// Copying into its temp file beside OUTPUT.
+    Copying,
+    /// OUTPUT renamed into place; its directory being synced.
+    Renamed,
+}
+
+/// Where a build is held while it is sent a signal: a [`Gate`] on `path` (in the test's temp
+/// dir) holding its opens, or with `reads` its reads.
+struct Moment {
+    what: &'static str,
+    path: &'static str,
+    reads: bool,
+    phase: Phase,
+}
+
+const MOMENTS: &[Moment] = &[
+    Moment {
+        what: "as the scan opens SOURCE",
+        path: "src",
+        reads: false,
+        phase: Phase::Scanning,
+    },
+    Moment {
+        what: "halfway through the scan",
+        path: "src/d05",
+        reads: false,
+        phase: Phase::Scanning,
+    },
+    Moment {
+        what: "as the copy opens its first file",
+        path: "src/d00/file0000",
+        reads: false,
+        phase: Phase::Copying,
+    },
+    Moment {
+        what: "as the copy reads its last file",
+        path: "src/d09/file0199",
+        reads: true,
+        phase: Phase::Copying,
+    },
+    Moment {
+        what: "once OUTPUT is renamed into place",
+        path: "out",
+        reads: false,
+        phase: Phase::Renamed,
+    },
+];
+
 #[test]
-fn sigint_or_sigterm_at_any_moment_leaves_the_old_output_and_a_second_run_works() {
+fn sigint_or_sigterm_at_any_moment_leaves_the_old_output_or_the_whole_new_one() {
+    use rustix::process::{kill_process, Pid, Signal};
     let tmp = tempdir();
     let src = tmp.path().join("src");
     std::fs::create_dir(&src).unwrap();
-    build_sized_tree(&src, 2000, 300 * MIB);
+    build_sized_tree(&src, 200, 60 * MIB);
     let out = tmp.path().join("out");
     let scratch = tmp.path().join("tmpdir");
     std::fs::create_dir_all(&scratch).unwrap();
     std::fs::create_dir(&out).unwrap();
     let img = out.join("disk.img");
     let old = b"the previous image".to_vec();
-    let (mut interrupted, mut finished) = (0, 0);
-    // From before the scan starts to the last writes, alternating the two signals.
-    for (i, ms) in [0u64, 3, 10, 30, 80, 150, 300, 600, 1000, 1600, 2500]
-        .into_iter()
-        .enumerate()
-    {
-        std::fs::write(&img, &old).unwrap();
-        let mut child = Command::new(BIN)
-            .args(args(&["-f", "-q"], &src, &img))
-            .env("TMPDIR", &scratch)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(ms));
-        let sig = [rustix::process::Signal::INT, rustix::process::Signal::TERM][i % 2];
-        let _ = rustix::process::kill_process(rustix::process::Pid::from_child(&child), sig);
-        let status = child.wait().unwrap();
-        let left = dir_names(&out);
-        assert_eq!(
-            left,
-            [OsString::from("disk.img")].into(),
-            "after {sig:?} at {ms} ms ({status}): OUTPUT's directory holds {left:?}"
-        );
-        assert!(
-            dir_names(&scratch).is_empty(),
-            "after {sig:?} at {ms} ms: TMPDIR holds {:?}",
-            dir_names(&scratch)
-        );
-        if status.success() {
-            finished += 1; // done before the signal: a complete image replaced the old one
-            with_fs_device(&img, PART_OFFSET, assert_e2fsck_clean);
-        } else {
-            interrupted += 1;
+    for m in MOMENTS {
+        for sig in [Signal::INT, Signal::TERM] {
+            let when = format!("{sig:?} {}", m.what);
+            std::fs::write(&img, &old).unwrap();
+            let path = tmp.path().join(m.path);
+            let gate = match m.reads {
+                true => Gate::reads(&path),
+                false => Gate::opens(&path),
+            };
+            let mut child = Command::new(BIN)
+                .args(args(&["-f", "-q"], &src, &img))
+                .env("TMPDIR", &scratch)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let stderr = Lines::of(child.stderr.take().unwrap());
+            let held = gate.wait_for(child.id());
+            // Held where the moment says: a temp file beside OUTPUT only while copying, the
+            // new image in place once renamed.
+            let beside = dir_names(&out).len();
+            let replaced = std::fs::read(&img).unwrap() != old;
             assert_eq!(
-                std::fs::read(&img).unwrap(),
-                old,
-                "after {sig:?} at {ms} ms the old OUTPUT was changed"
+                (beside, replaced),
+                (
+                    1 + (m.phase == Phase::Copying) as usize,
+                    m.phase == Phase::Renamed
+                ),
+                "{when}: held with {:?} in OUTPUT's directory",
+                dir_names(&out)
             );
+            kill_process(Pid::from_child(&child), sig).unwrap();
+            let status = child.wait().unwrap();
+            drop(held);
+            drop(gate);
+            assert_eq!(
+                status.code(),
+                Some(128 + sig.as_raw()),
+                "{when}: {status}; stderr: {:?}",
+                stderr.all()
+            );
+            let left = dir_names(&out);
+            assert_eq!(
+                left,
+                [OsString::from("disk.img")].into(),
+                "{when}: OUTPUT's directory holds {left:?}"
+            );
+            assert!(
+                dir_names(&scratch).is_empty(),
+                "{when}: TMPDIR holds {:?}",
+                dir_names(&scratch)
+            );
+            match m.phase {
+                Phase::Renamed => with_fs_device(&img, PART_OFFSET, assert_e2fsck_clean),
+                _ => assert_eq!(
+                    std::fs::read(&img).unwrap(),
+                    old,
+                    "{when}: the old OUTPUT was changed"
+                ),
+            }
         }
     }
-    eprintln!("{interrupted} builds interrupted, {finished} finished first");
-    assert!(
-        interrupted >= 5,
-        "only {interrupted} builds were interrupted"
-    );
     // A second run after the interrupted ones works.
     run_bin(args(&["-f", "-q"], &src, &img)).assert_ok();
     with_fs_device(&img, PART_OFFSET, assert_e2fsck_clean);

@@ -1,9 +1,7 @@
 //! mke2fs-style knobs, checked with dumpe2fs and e2fsck: -O feature edits, -N inode count,
 //! -m reserved percentage, -I inode size.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 fn build(extra: &[&str]) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempdir();

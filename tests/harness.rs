@@ -4,13 +4,11 @@
 //! differences, and deliberate damage done with debugfs must be reported too. So an empty difference
 //! list in the other tests means something.
 
-mod common;
-
 use std::ffi::OsStr;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 
 fn mke2fs_image_of(
     tree_builder: impl FnOnce(&Path),

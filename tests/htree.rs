@@ -6,14 +6,12 @@
 //! kernel finds every name (the 30,000-entry tree is compared with the source entry by entry)
 //! and no name that is not there.
 
-mod common;
-
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use common::entries::{mkdir, set_times, symlink, write};
-use common::*;
+use crate::common::entries::{mkdir, set_times, symlink, write};
+use crate::common::*;
 
 /// The name of entry `i`: mostly 7 to 29 bytes, every 50th up to 255, some with UTF-8 or raw
 /// high bytes (which hash differently with signed and unsigned chars).

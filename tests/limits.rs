@@ -2,9 +2,7 @@
 //! type and block size, sizes beyond what the type addresses, a /lost+found that is not a
 //! directory. Each is one clear line, exit 1, and no output.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 fn fails_cleanly(args: &[&str], mentions: &[&str]) {
     let dir = tempdir();

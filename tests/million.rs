@@ -4,11 +4,9 @@
 //!
 //! Root only (tmpfs and loop mounts); never skips.
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 const DIRS: usize = 1000;
 const FILES: usize = 999;

@@ -9,14 +9,12 @@
 //! command, so a broken NBD boot chain and a broken server tell themselves apart. The kernel and
 //! initramfs come from tests/boot/prepare.sh (as in tests/boot.rs). Root only; never skips.
 
-mod common;
-
 use std::ffi::OsStr;
 use std::path::Path;
 use std::process::Command;
 
-use common::boot::{appliance, assert_boots, run_ok, APPEND};
-use common::nbd::{require_tools, server_bin};
+use crate::common::boot::{appliance, assert_boots, run_ok, APPEND};
+use crate::common::nbd::{require_tools, server_bin};
 
 /// The seed's qemu command, with the kernel and initramfs of prepare.sh.
 fn qemu() -> String {
@@ -62,7 +60,7 @@ fn boot_chain_control_image_file_served_by_nbdkit() {
     let (work, root) = appliance("control");
     let img = work.path().join("root.img");
     run_ok(
-        Command::new(common::BIN)
+        Command::new(crate::common::BIN)
             .args(["-t", "ext4", "-L", "root"])
             .arg(&root)
             .arg(&img),

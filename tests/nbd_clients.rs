@@ -6,8 +6,6 @@
 //!
 //! Root only (loop devices, mounts); never skips. See tests/common/nbd.rs for the server guard.
 
-mod common;
-
 use std::ffi::OsStr;
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -15,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::nbd::*;
-use common::*;
+use crate::common::nbd::*;
+use crate::common::*;
 
 const CLIENTS: &[&str] = &["nbdinfo", "nbdcopy", "qemu-img", "sgdisk", "e2fsck"];
 
@@ -85,21 +83,18 @@ fn nbdinfo_json_size_flags_block_sizes_and_contexts() {
     let j = nbdinfo_json(srv.uri());
     let mut p = Problems::default();
     p.check(
-        j.get("protocol").and_then(Json::str) == Some("newstyle-fixed"),
-        format!("protocol {:?}, want newstyle-fixed", j.get("protocol")),
+        j["protocol"] == "newstyle-fixed",
+        format!("protocol {}, want newstyle-fixed", j["protocol"]),
     );
-    p.check(
-        j.get("structured").and_then(Json::bool) == Some(true),
-        "structured replies not negotiated",
-    );
-    let exports = j.get("exports").map(Json::arr).unwrap_or_default();
+    p.check(j["structured"] == true, "structured replies not negotiated");
+    let exports = j["exports"].as_array().map_or(&[][..], Vec::as_slice);
     p.check(
         exports.len() == 1,
         format!("{} exports, want 1", exports.len()),
     );
     if let Some(e) = exports.first() {
-        let num = |k: &str| e.get(k).and_then(Json::u64);
-        let flag = |k: &str| e.get(k).and_then(Json::bool);
+        let num = |k: &str| e[k].as_u64();
+        let flag = |k: &str| e[k].as_bool();
         p.check(
             num("export-size") == Some(file_size),
             format!(
@@ -131,20 +126,19 @@ fn nbdinfo_json_size_flags_block_sizes_and_contexts() {
                 format!("{k} = {:?}, want {want}", num(k)),
             );
         }
-        let ctx: Vec<&str> = e
-            .get("contexts")
-            .map(Json::arr)
-            .unwrap_or_default()
+        let ctx: Vec<&str> = e["contexts"]
+            .as_array()
+            .map_or(&[][..], Vec::as_slice)
             .iter()
-            .filter_map(Json::str)
+            .filter_map(serde_json::Value::as_str)
             .collect();
         p.check(
             ctx.contains(&"base:allocation"),
             format!("contexts {ctx:?} lack base:allocation"),
         );
         p.check(
-            e.get("export-name").and_then(Json::str) == Some(""),
-            format!("export-name {:?}, want \"\"", e.get("export-name")),
+            e["export-name"] == "",
+            format!("export-name {}, want \"\"", e["export-name"]),
         );
     }
     p.assert_none("nbdinfo --json", &format!("{j:?}\n{}", srv.describe()));
@@ -264,14 +258,10 @@ fn qemu_img_info_compare_and_convert() {
         .parse()
         .unwrap();
     let info = client_ok("qemu-img", ["info", "--output=json", &uri]);
-    let j = Json::parse(&info).unwrap_or_else(|e| panic!("qemu-img info JSON: {e}\n{info}"));
+    let j = json("qemu-img info", &info);
+    assert_eq!(j["format"].as_str(), Some("raw"), "qemu-img info: {info}");
     assert_eq!(
-        j.get("format").and_then(Json::str),
-        Some("raw"),
-        "qemu-img info: {info}"
-    );
-    assert_eq!(
-        j.get("virtual-size").and_then(Json::u64),
+        j["virtual-size"].as_u64(),
         Some(size),
         "qemu-img info virtual-size: {info}"
     );
@@ -445,28 +435,25 @@ fn quiet_server_prints_nothing() {
     assert_eq!(srv.stderr(), "", "-q server printed something");
 }
 
-/// SIGTERM and SIGINT with no client: exit 0 at once, socket removed (the guard's stop checks).
+/// SIGTERM and SIGINT with no client: exit 0, socket removed (the guard's stop checks).
 #[test]
 fn sigterm_and_sigint_exit_0_and_remove_the_socket() {
     let s = Setup::new(build_small_tree);
     for sig in [rustix::process::Signal::TERM, rustix::process::Signal::INT] {
         let mut srv = s.serve(&[]);
         client_ok("nbdinfo", ["--size", srv.uri()]);
-        let (st, took) = srv.signal_and_wait(sig);
+        let st = srv.signal_and_wait(sig);
         assert!(
             st.success(),
             "{sig:?}: exit {st}, want 0\n{}",
             srv.describe()
         );
-        assert!(
-            took < Duration::from_secs(5),
-            "{sig:?}: took {took:?} to exit"
-        );
         srv.stop(); // checks the socket is gone
     }
 }
 
-/// SIGTERM (and SIGINT) while clients are connected: exit 0 within a few seconds, socket removed.
+/// SIGTERM (and SIGINT) while clients are connected: exit 0 with every connection ended in order
+/// (none given up on), socket removed.
 #[test]
 fn sigterm_with_clients_connected_exits_0_and_removes_the_socket() {
     let s = Setup::new(build_small_tree);
@@ -474,47 +461,37 @@ fn sigterm_with_clients_connected_exits_0_and_removes_the_socket() {
         let mut srv = s.serve(&[]);
         // One client in the transmission phase (idle), one that only read the greeting.
         let mut holder = ChildGuard(
-            Command::new("/usr/bin/python3")
+            Command::new(PYTHON)
                 .args([
                     "-c",
-                    "import nbd, sys, time\nh = nbd.NBD()\nh.connect_uri(sys.argv[1])\n\
-                 h.pread(4096, 0)\nprint('connected', flush=True)\ntime.sleep(60)",
+                    "import nbd, sys\nh = nbd.NBD()\nh.connect_uri(sys.argv[1])\n\
+                 h.pread(4096, 0)\nprint('connected', flush=True)\nsys.stdin.read()",
                     srv.uri(),
                 ])
-                .stdin(Stdio::null())
+                .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())
                 .spawn()
-                .expect("start /usr/bin/python3 (python3-libnbd)"),
+                .unwrap_or_else(|e| panic!("start {PYTHON} (python3-libnbd): {e}")),
         );
-        let mut out = holder.0.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = [0u8; 9];
-            let _ = tx.send(out.read_exact(&mut line).map(|_| line));
-        });
-        let connected = rx.recv_timeout(Duration::from_secs(30));
+        Lines::of(holder.0.stdout.take().unwrap())
+            .wait_for("from the libnbd client", |l| l == "connected");
         let mut raw = std::os::unix::net::UnixStream::connect(&s.sock).expect("connect");
-        raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        raw.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
         let mut greeting = [0u8; 18];
-        let greeted = raw.read_exact(&mut greeting);
-        let (st, took) = srv.signal_and_wait(sig);
-        drop(holder);
-        assert!(
-            matches!(connected, Ok(Ok(l)) if &l == b"connected"),
-            "the libnbd client did not connect within 30 s: {connected:?}\n{}",
-            srv.describe()
-        );
-        assert!(greeted.is_ok(), "no greeting: {greeted:?}");
+        raw.read_exact(&mut greeting).expect("greeting");
+        let st = srv.signal_and_wait(sig);
         assert!(
             st.success(),
             "{sig:?} with clients connected: exit {st}, want 0\n{}",
             srv.describe()
         );
         assert!(
-            took < Duration::from_secs(5),
-            "{sig:?}: took {took:?} to exit"
+            !srv.stderr().contains("did not finish"),
+            "{sig:?}: the server gave up on connections instead of ending them\n{}",
+            srv.describe()
         );
+        drop(holder);
         srv.stop(); // checks the socket is gone
     }
 }

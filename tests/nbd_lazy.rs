@@ -7,15 +7,13 @@
 //!
 //! Root only; never skips. See tests/common/nbd.rs.
 
-mod common;
-
 use std::ffi::OsStr;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::nbd::*;
-use common::*;
+use crate::common::nbd::*;
+use crate::common::*;
 
 const EPOCH: &str = "1700000000";
 

@@ -9,14 +9,12 @@
 //! Each test serves a small tree in a 64 MiB ext4 disk, copies it with nbdcopy as the reference
 //! bytes, then runs one group of checks; the script reports every problem it finds.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::nbd::*;
-use common::*;
+use crate::common::nbd::*;
+use crate::common::*;
 
 fn protocol_check(checks: &[&str], export_name: &str) {
     require_tools(&["nbdcopy"]);

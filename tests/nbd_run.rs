@@ -7,16 +7,14 @@
 //!
 //! Root only; never skips. See tests/common/nbd.rs.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::nbd::*;
-use common::*;
+use crate::common::nbd::*;
+use crate::common::*;
 
 /// A whole `--run` session: the server, CMD, and the exit.
 const RUN_TIMEOUT: Duration = Duration::from_secs(180);
@@ -194,13 +192,12 @@ fn socket_activation_with_nbdinfo_and_nbdcopy() {
     };
     let size = activated("nbdinfo", &["--size"], &[]);
     assert_eq!(size.trim(), want.to_string(), "nbdinfo --size -- [ ... ]");
-    let json = activated("nbdinfo", &["--json"], &[]);
-    let j = Json::parse(&json).unwrap_or_else(|e| panic!("nbdinfo --json: {e}\n{json}"));
-    let e = &j.get("exports").map(Json::arr).unwrap_or_default()[0];
+    let text = activated("nbdinfo", &["--json"], &[]);
+    let j = json("nbdinfo --json", &text);
     assert_eq!(
-        e.get("is_read_only").and_then(Json::bool),
+        j["exports"][0]["is_read_only"].as_bool(),
         Some(true),
-        "{json}"
+        "{text}"
     );
     let copy = tmp.path().join("copy.img");
     activated("nbdcopy", &[], &[copy.as_os_str()]);
@@ -267,9 +264,8 @@ fn cow_writes_read_back_and_never_reach_the_source() {
     if tree_fingerprint(&src) != before {
         problems.push("--cow changed the source tree".to_owned());
     }
-    let json = std::fs::read_to_string(tmp.path().join("cow.json")).unwrap();
-    let j = Json::parse(&json).unwrap_or_else(|e| panic!("nbdinfo --json: {e}\n{json}"));
-    let e = &j.get("exports").map(Json::arr).unwrap_or_default()[0];
+    let text = std::fs::read_to_string(tmp.path().join("cow.json")).unwrap();
+    let e = &json("nbdinfo --json", &text)["exports"][0];
     for (k, want) in [
         ("is_read_only", false),
         ("can_flush", true),
@@ -277,14 +273,14 @@ fn cow_writes_read_back_and_never_reach_the_source() {
         ("can_zero", true),
         ("can_multi_conn", true),
     ] {
-        let got = e.get(k).and_then(Json::bool);
+        let got = e[k].as_bool();
         if got != Some(want) {
             problems.push(format!("--cow: nbdinfo says {k} = {got:?}, want {want}"));
         }
     }
     assert!(
         problems.is_empty(),
-        "--cow: {}\n{json}\n{}",
+        "--cow: {}\n{text}\n{}",
         problems.join("\n  "),
         r.describe()
     );

@@ -4,13 +4,11 @@
 //! ext4, `--partition none`, block sizes 1024 and 2048; plus sparseness, the default type, random
 //! identifiers and `-q`.
 
-mod common;
-
 use std::ffi::{OsStr, OsString};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 
 struct Case {
     fstype: Option<&'static str>,

@@ -3,12 +3,10 @@
 //! writing, saying how much is needed), the automatic size (1% to 10% free) and `-v` reporting the
 //! chosen size. Sizes are read back with `dumpe2fs -h`; every image must pass `e2fsck -fn`.
 
-mod common;
-
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 
 /// A temp dir with `src` built by `make`, and where the image goes.
 fn setup(make: impl FnOnce(&Path)) -> (tempfile::TempDir, PathBuf, PathBuf) {

@@ -4,13 +4,11 @@
 //! `support::tar_diffs`); hostile and damaged archives fail with one line naming the entry and
 //! leave nothing behind (no image, no spool file).
 
-mod common;
-#[path = "tar/support.rs"]
 mod support;
 
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 use support::*;
 
 /// The full tree and its plain archive, in a fresh temp dir.

@@ -3,21 +3,17 @@
 //! comparator (`compare`) and loop-device / mount guards (`mount`).
 //!
 //! The tests run as root (CI does) and never skip: without root they panic with a clear message.
-#![allow(dead_code)]
 
 pub mod boot;
 pub mod compare;
 pub mod entries;
-pub mod json;
 pub mod mount;
 pub mod nbd;
+pub mod opens;
 pub mod tree;
 
-#[allow(unused_imports)]
 pub use compare::compare_trees;
-#[allow(unused_imports)]
-pub use mount::{mount_image, LoopDev, Mounted, TmpfsMount};
-#[allow(unused_imports)]
+pub use mount::{mount_image, LoopDev, TmpfsMount};
 pub use tree::{
     build_full_tree, build_full_tree_with, build_sized_tree, build_small_tree, FullTree,
 };
@@ -27,7 +23,7 @@ use std::ffi::{OsStr, OsString};
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// The binary under test.
@@ -143,29 +139,41 @@ where
     run_bin_timeout(args, Duration::from_secs(300))
 }
 
-/// Places the binary at `dir/linuxdisk-mk` where an unprivileged user can run it (the build
-/// directory may sit under a 0700 home). A hard link writes nothing; a copy is the fallback, and
-/// then we wait out `ETXTBSY`: a child forked by another test thread while the copy's write fd was
-/// open holds that fd until it execs, and exec of the copy fails until then.
-pub fn binary_for_nobody(dir: &Path) -> std::path::PathBuf {
-    let bin = dir.join("linuxdisk-mk");
-    if std::fs::hard_link(BIN, &bin).is_ok() {
-        return bin;
-    }
-    std::fs::copy(BIN, &bin).unwrap();
-    let start = Instant::now();
-    loop {
-        match Command::new(&bin).arg("--version").output() {
-            Err(e)
-                if e.raw_os_error() == Some(rustix::io::Errno::TXTBSY.raw_os_error())
-                    && start.elapsed() < Duration::from_secs(10) =>
-            {
-                std::thread::sleep(Duration::from_millis(20));
+/// `setpriv` set to run the binary as nobody (65534:65534, no groups); add the binary's
+/// arguments. The binary is handed over open, as descriptor 3, and run as `/proc/self/fd/3`:
+/// nobody need not reach it through the build directory (which may be under a 0700 home), and
+/// no copy of it is written (exec refuses a file that is open for writing anywhere, and a child
+/// forked meanwhile by another test thread holds the copy's descriptor until it execs).
+pub fn as_nobody() -> Command {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let bin = std::fs::File::open(BIN).unwrap_or_else(|e| panic!("open {BIN}: {e}"));
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--",
+        "/proc/self/fd/3",
+    ]);
+    let fd = bin.as_raw_fd();
+    // SAFETY: the closure runs in the child between fork and exec and only makes the async-
+    // signal-safe calls dup2 and fcntl on descriptors it owns (`bin` lives in the closure).
+    unsafe {
+        cmd.pre_exec(move || {
+            let _keep = &bin;
+            // dup2 onto 3 clears close-on-exec; if `bin` is 3 already, clear it by hand.
+            let r = match fd {
+                3 => libc::fcntl(3, libc::F_SETFD, 0),
+                _ => libc::dup2(fd, 3),
+            };
+            match r {
+                -1 => Err(std::io::Error::last_os_error()),
+                _ => Ok(()),
             }
-            Err(e) => panic!("cannot run the copy {}: {e}", bin.display()),
-            Ok(_) => return bin,
-        }
-    }
+        })
+    };
+    cmd
 }
 
 /// Runs the binary; kills it and panics if it is still running after `timeout`.
@@ -178,14 +186,23 @@ where
 }
 
 /// Runs `cmd` (e.g. the binary wrapped in setpriv) with a timeout, capturing stdout and stderr.
-pub fn run_cmd_timeout<I, S>(mut cmd: Command, args: I, timeout: Duration) -> Run
+pub fn run_cmd_timeout<I, S>(cmd: Command, args: I, timeout: Duration) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    run_cmd_with_stdin(cmd, args, Stdio::null(), timeout)
+}
+
+/// [`run_cmd_timeout`] with `stdin` as the command's standard input.
+pub fn run_cmd_with_stdin<I, S>(mut cmd: Command, args: I, stdin: Stdio, timeout: Duration) -> Run
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
     let args: Vec<OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
     cmd.args(&args)
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd
@@ -203,18 +220,13 @@ where
         let _ = err.read_to_end(&mut v);
         v
     });
-    let start = Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("wait for child") {
-            break st;
-        }
-        if start.elapsed() > timeout {
-            let _ = child.kill();
-            let _ = child.wait();
-            let stderr = String::from_utf8_lossy(&t_err.join().unwrap()).into_owned();
-            panic!("{cmd:?} {args:?} did not finish within {timeout:?} (killed); stderr so far:\n{stderr}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let Some(status) = wait_timeout(&mut child, timeout) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        let stderr = String::from_utf8_lossy(&t_err.join().unwrap()).into_owned();
+        panic!(
+            "{cmd:?} {args:?} did not finish within {timeout:?} (killed); stderr so far:\n{stderr}"
+        );
     };
     let stdout = String::from_utf8_lossy(&t_out.join().unwrap()).into_owned();
     let stderr = String::from_utf8_lossy(&t_err.join().unwrap()).into_owned();
@@ -223,6 +235,41 @@ where
         stdout,
         stderr,
         args,
+    }
+}
+
+/// Waits for `child` to exit (on its pidfd), for at most `timeout`: a guard against hanging, not
+/// a measurement. None: still running then.
+pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    use rustix::event::{poll, PollFd, PollFlags};
+    use rustix::process::{pidfd_open, Pid, PidfdFlags};
+    let deadline = Instant::now() + timeout;
+    let mut pidfd = None;
+    loop {
+        // Reaped only here, so the pid cannot be reused while the pidfd is being opened.
+        if let Some(st) = child.try_wait().expect("wait for child") {
+            return Some(st);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        let fd = pidfd.get_or_insert_with(|| {
+            pidfd_open(Pid::from_child(child), PidfdFlags::empty()).expect("pidfd_open")
+        });
+        let mut fds = [PollFd::new(fd, PollFlags::IN)];
+        match poll(&mut fds, Some(&timespec(left))) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => panic!("poll on a pidfd: {e}"),
+        }
+    }
+}
+
+/// `d` as a poll timeout.
+pub fn timespec(d: Duration) -> rustix::event::Timespec {
+    rustix::event::Timespec {
+        tv_sec: d.as_secs() as i64,
+        tv_nsec: d.subsec_nanos() as i64,
     }
 }
 
@@ -541,4 +588,57 @@ pub fn sizes_in(text: &str) -> Vec<u64> {
         out.push((num * mul) as u64);
     }
     out
+}
+
+/// The lines a child process writes to a pipe, read by a thread as they come, so that a test
+/// can wait for one (an event: "the scan is done", "connected") with only a hang guard.
+pub struct Lines {
+    rx: std::sync::mpsc::Receiver<String>,
+    /// Every line received so far.
+    pub seen: Vec<String>,
+}
+
+/// How long [`Lines::wait_for`] waits: reached only when the child is stuck.
+const LINE_WAIT: Duration = Duration::from_secs(120);
+
+impl Lines {
+    pub fn of(pipe: impl Read + Send + 'static) -> Lines {
+        use std::io::BufRead;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines {
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for the first line that `want` accepts (named `what` in the panic message when
+    /// the pipe closes or nothing comes) and returns it.
+    pub fn wait_for(&mut self, what: &str, want: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + LINE_WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if want(&line) {
+                        return line;
+                    }
+                }
+                Err(e) => panic!("no line {what} ({e:?}); lines so far: {:#?}", self.seen),
+            }
+        }
+    }
+
+    /// Every line, once the pipe has closed (the child has exited).
+    pub fn all(mut self) -> Vec<String> {
+        self.seen.extend(self.rx.iter());
+        self.seen
+    }
 }

@@ -3,13 +3,14 @@
 checking every byte against the image file, a whole-disk verified read, and a client that keeps
 32 MiB reads in flight until it is killed.
 
-    /usr/bin/python3 load.py readers URI IMAGE CLIENTS SECONDS SEED
+    /usr/bin/python3 load.py readers URI IMAGE CLIENTS READS SEED
     /usr/bin/python3 load.py verify URI IMAGE
     /usr/bin/python3 load.py hog URI INFLIGHT
 
-readers: CLIENTS threads, each with its own connection, read 4 KiB..4 MiB at random offsets for
-SECONDS and compare with IMAGE (the file `linuxdisk-mk` wrote for the same tree, byte-identical
-to the served disk). verify: the whole disk in 4 MiB reads, compared with IMAGE. Both print one
+readers: CLIENTS threads each open a connection; once all are connected it prints `connected
+CLIENTS` and waits for a line on stdin (so the test can look at the server with every client
+connected); then each makes READS reads of 4 KiB..4 MiB at random offsets and compares them with
+IMAGE (the file `linuxdisk-mk` wrote for the same tree, byte-identical to the served disk). verify: the whole disk in 4 MiB reads, compared with IMAGE. Both print one
 line `reads=N bytes=B mismatches=M errors=E` (then the problems) and exit 1 unless M and E are 0.
 hog: keeps INFLIGHT 32 MiB aio_preads in flight, prints `submitted` once they are sent and
 `reading` once the first has completed, and goes on until killed (or 120 s). Needs /usr/bin/python3 (the default python3 lacks nbd).
@@ -72,7 +73,7 @@ def random_read(rng, size):
     return off, n
 
 
-def reader(i, uri, img, seconds, seed, tally, started):
+def reader(i, uri, img, count, seed, tally, started, go):
     rng = random.Random(seed * 1000 + i)
     try:
         h = nbd.NBD()
@@ -85,10 +86,10 @@ def reader(i, uri, img, seconds, seed, tally, started):
     size = h.get_size()
     if size != len(img):
         tally.problem("mismatch", "client %d: served size %d, image %d" % (i, size, len(img)))
-    deadline = time.monotonic() + seconds
+    go.wait()
     reads = nbytes = 0
     try:
-        while time.monotonic() < deadline:
+        for _ in range(count):
             off, n = random_read(rng, size)
             data = h.pread(n, off)
             reads += 1
@@ -102,10 +103,11 @@ def reader(i, uri, img, seconds, seed, tally, started):
     tally.add(reads, nbytes)
 
 
-def readers(uri, image, clients, seconds, seed):
+def readers(uri, image, clients, count, seed):
     img, tally = open_image(image), Tally()
-    started = threading.Semaphore(0)
-    threads = [threading.Thread(target=reader, args=(i, uri, img, seconds, seed, tally, started))
+    started, go = threading.Semaphore(0), threading.Event()
+    threads = [threading.Thread(target=reader,
+                                args=(i, uri, img, count, seed, tally, started, go))
                for i in range(clients)]
     for t in threads:
         t.start()
@@ -113,6 +115,8 @@ def readers(uri, image, clients, seconds, seed):
         started.acquire()
     print("connected %d" % clients)
     sys.stdout.flush()
+    sys.stdin.readline()
+    go.set()
     for t in threads:
         t.join()
     tally.finish()
@@ -163,7 +167,7 @@ def hog(uri, inflight):
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "readers":
-        readers(args[0], args[1], int(args[2]), float(args[3]), int(args[4]))
+        readers(args[0], args[1], int(args[2]), int(args[3]), int(args[4]))
     elif cmd == "verify":
         verify(args[0], args[1])
     elif cmd == "hog":

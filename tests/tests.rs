@@ -1,0 +1,56 @@
+//! The integration tests: one binary (as ripgrep's tests/tests.rs), so the shared helpers in
+//! `common` and the library are compiled and linked once. Each `tests/NAME.rs` is a module of it
+//! and keeps its own doc comment saying what it checks; Cargo.toml sets `autotests = false` so
+//! that Cargo does not build those files as binaries of their own, and the test below fails when
+//! a file is not declared here (it would not run at all).
+//!
+//! Run one module with `cargo test --test tests NAME::`. libtest starts the tests in the order of
+//! their names, `--test-threads` at a time (scripts/test.sh says how many): the qemu boots, the
+//! longest tests, are in `boot` so that they start first and run beside the rest.
+//!
+//! These tests run as root (CI does) and never skip: without root they panic with a clear message.
+
+mod common;
+
+mod boot;
+mod changing;
+mod cli_docs;
+mod errors;
+mod fs_options;
+mod fuzz_regressions;
+mod harness;
+mod htree;
+mod limits;
+mod million;
+mod nbd_boot;
+mod nbd_clients;
+mod nbd_lazy;
+mod nbd_protocol;
+mod nbd_robust;
+mod nbd_run;
+mod reproducible;
+mod roundtrip;
+mod sizing;
+mod tar;
+
+/// Every `tests/*.rs` file is declared above: with `autotests = false`, one that is not would
+/// never be compiled or run.
+#[test]
+fn every_test_file_is_a_module_of_this_binary() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let this = std::fs::read_to_string(dir.join("tests.rs")).expect("read tests/tests.rs");
+    let mut missing = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("list tests/") {
+        let name = entry.expect("list tests/").file_name();
+        let name = name.to_string_lossy();
+        if let Some(module) = name.strip_suffix(".rs").filter(|m| *m != "tests") {
+            if !this.lines().any(|l| l == format!("mod {module};")) {
+                missing.push(name.into_owned());
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "not declared in tests/tests.rs (so never run): {missing:?}"
+    );
+}
