@@ -6,6 +6,9 @@
 //! holes, and the NBD server answers reads (and block-status queries) from the same regions, so
 //! the two can never disagree. The GPT bytes themselves are built in [`gpt`].
 
+pub mod boot_entry;
+pub mod boot_files;
+pub mod esp;
 pub mod fat;
 pub mod gpt;
 pub mod part_types;
