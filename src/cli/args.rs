@@ -251,7 +251,7 @@ pub struct ServeArgs {
 /// The options of `--efi`, under their own help heading. Every one but `--efi` needs it
 /// (checked in `cli/mod.rs`, as for the serving options).
 #[derive(Debug, Args)]
-#[command(next_help_heading = "Booting on its own (UEFI)")]
+#[command(next_help_heading = "Booting on its own under UEFI")]
 pub struct EfiArgs {
     /// Make the disk boot on its own under UEFI: partition 1 an EFI system partition with
     /// systemd-boot, a boot entry and the tree's kernel and initrd; partition 2 the filesystem
