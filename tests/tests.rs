@@ -16,6 +16,7 @@ mod boot;
 mod changing;
 mod cli_docs;
 mod efi;
+mod efi_boot;
 mod errors;
 mod fs_options;
 mod fuzz_regressions;
