@@ -14,6 +14,8 @@ LINUXDISK_MK_PACKAGES=(
 	qemu-system-x86 busybox-static cpio gzip kmod apt dpkg
 	# the Debian trees of the full-distribution tests (tests/debian/tree.sh)
 	debootstrap
+	# --efi: UEFI firmware for qemu, FAT checkers, systemd-dissect
+	ovmf dosfstools mtools systemd-container
 	# checking the generated shell completions
 	zsh fish
 	# tar sources: the compressors the tests use, and python for crafting hostile archives

@@ -6,8 +6,10 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 
 use crate::cli::{Cli, PartitionMode};
-use crate::disk::gpt::{Guids, PARTITION_START};
-use crate::disk::Disk;
+use crate::disk::boot_files::{self, EfiOptions, Loader};
+use crate::disk::esp::{self, EspIds};
+use crate::disk::gpt::{self, Guids, PARTITION_START};
+use crate::disk::{Disk, Part, Source};
 use crate::identity::{self, Ids};
 use crate::mkfs::{self, size::Human, Options, Target};
 use crate::nbd::{self, cow::CowExport, Export, ServeOptions};
@@ -53,6 +55,7 @@ pub fn run(cli: &Cli) -> Result<i32> {
     ));
 
     let opts = options(cli)?;
+    let efi = efi_options(cli)?;
     let epoch = identity::source_date_epoch()?;
     let ids = match epoch {
         Some(t) => {
@@ -62,7 +65,7 @@ pub fn run(cli: &Cli) -> Result<i32> {
             };
             let mut h = blake3::Hasher::new();
             h.update(&source::digest::digest(&tree, cli.source(), norm)?);
-            h.update(canonical_options(cli, &opts).as_bytes());
+            h.update(canonical_options(cli, &opts, efi.as_ref()).as_bytes());
             Ids::derived(h.finalize().as_bytes())
         }
         None => Ids::random(),
@@ -80,9 +83,47 @@ pub fn run(cli: &Cli) -> Result<i32> {
         part_type: cli.part_type(),
         part_name: cli.part_label.clone(),
     };
-    let make_disk = |fs: Arc<std::fs::File>, offset: u64, size: u64| match cli.partition {
-        PartitionMode::Gpt => Disk::partitioned_at(fs, offset, size, &guids),
-        PartitionMode::None => Disk::bare(fs, size),
+    // --efi: the EFI system partition is planned first; its size fixes where the filesystem goes.
+    let esp = match &efi {
+        Some(efi) => {
+            let esp_ids = EspIds {
+                root_partuuid: guids.partition,
+                volume_id: ids.esp_volume_id,
+                now: opts.time as i64,
+                clamp: epoch,
+            };
+            let esp = esp::plan(&tree, cli.source(), efi, esp_ids)?;
+            say(&esp.describe(cli.source()));
+            Some(esp)
+        }
+        None => None,
+    };
+    let esp_entry = gpt::Entry {
+        part_type: gpt::ESP_TYPE,
+        guid: ids.esp_partition,
+        name: gpt::ESP_NAME.to_string(),
+    };
+    // The disk around a filesystem of `size` bytes at `offset` in `fs`, and with --efi the ESP
+    // read from `esp_source`.
+    let make_disk = |fs: Arc<std::fs::File>, offset: u64, size: u64, esp_source: Source| match (
+        cli.partition,
+        &esp,
+    ) {
+        (PartitionMode::None, _) => Disk::bare(fs, size),
+        (PartitionMode::Gpt, None) => Disk::partitioned_at(fs, offset, size, &guids),
+        (PartitionMode::Gpt, Some(esp)) => {
+            let esp = Part {
+                entry: esp_entry.clone(),
+                len: esp.size(),
+                source: esp_source,
+            };
+            let root = Part {
+                entry: guids.entry(),
+                len: size,
+                source: Source::File { file: fs, offset },
+            };
+            Disk::gpt(guids.disk, vec![esp, root], 1)
+        }
     };
     let Some(output) = &cli.output else {
         // Serving: build in an unlinked temp file in TMPDIR.
@@ -102,21 +143,41 @@ pub fn run(cli: &Cli) -> Result<i32> {
         };
         let built = mkfs::build(cli.source(), &tree, &opts, &target, &progress, &say)?;
         say(&built.report.to_string());
-        let disk = make_disk(file.clone(), 0, built.size);
+        // The ESP: after the filesystem in the same temp file, or (--lazy) read from SOURCE.
+        let esp_at = built.size.div_ceil(1 << 20) << 20;
+        let mut esp_parts = Vec::new();
+        let esp_source = match &esp {
+            Some(e) if cli.serving.lazy => {
+                esp_parts = e.lazy_parts(&tree, cli.source(), PARTITION_START)?;
+                Source::Zero
+            }
+            Some(e) => {
+                e.write(&tree, cli.source(), &file, esp_at, &tmp)?;
+                Source::File {
+                    file: file.clone(),
+                    offset: esp_at,
+                }
+            }
+            None => Source::Zero,
+        };
+        let disk = make_disk(file.clone(), 0, built.size, esp_source);
         let at = disk.partition_offset();
         let lazy = built
             .lazy
             .into_iter()
             .map(|p| (at + p.at, p.len, p.data.into()));
-        return serve(cli, disk.overlay(lazy.collect()));
+        esp_parts.extend(lazy);
+        return serve(cli, disk.overlay(esp_parts));
     };
     // Writing: build the filesystem in place in OUTPUT's temp file, at the partition offset, so
-    // file data is copied once; only the partition table is left to write.
+    // file data is copied once; then the ESP (with --efi) before it; only the partition table is
+    // left to write.
     let out = image::Output::create(output, cli.force)?;
     let file = out.file().clone();
-    let offset = match cli.partition {
-        PartitionMode::Gpt => PARTITION_START,
-        PartitionMode::None => 0,
+    let offset = match (cli.partition, &esp) {
+        (PartitionMode::Gpt, None) => PARTITION_START,
+        (PartitionMode::Gpt, Some(esp)) => gpt::place(&[esp.size(), 1])[1].offset,
+        (PartitionMode::None, _) => 0,
     };
     let target = Target {
         file: &file,
@@ -125,17 +186,29 @@ pub fn run(cli: &Cli) -> Result<i32> {
     };
     let built = mkfs::build(cli.source(), &tree, &opts, &target, &progress, &say)?;
     say(&built.report.to_string());
-    let disk = make_disk(file, offset, built.size);
+    if let Some(esp) = &esp {
+        esp.write(&tree, cli.source(), &file, PARTITION_START, out.temp_path())?;
+    }
+    let esp_source = Source::File {
+        file: file.clone(),
+        offset: PARTITION_START,
+    };
+    let disk = make_disk(file, offset, built.size, esp_source);
     progress.start_bytes("writing", disk.size());
     let written = out.finish(&disk, &mut |n| progress.inc_position(n));
     progress.finish();
     written?;
     if !cli.quiet {
-        let part = match cli.partition {
-            PartitionMode::Gpt => {
+        let part = match (cli.partition, &esp) {
+            (PartitionMode::Gpt, None) => {
                 format!(", in GPT partition 1 at offset {}", disk.partition_offset())
             }
-            PartitionMode::None => String::new(),
+            (PartitionMode::Gpt, Some(esp)) => format!(
+                ", in GPT partition 2 at offset {}; EFI system partition 1 of {}",
+                disk.partition_offset(),
+                Human(esp.size())
+            ),
+            (PartitionMode::None, _) => String::new(),
         };
         eprintln!(
             "linuxdisk-mk: wrote {}: {} disk, {} filesystem of {}{part}",
@@ -198,9 +271,37 @@ fn options(cli: &Cli) -> Result<Options> {
     })
 }
 
+/// `--efi`'s options from the command line, `--efi-loader`'s file read.
+fn efi_options(cli: &Cli) -> Result<Option<EfiOptions>> {
+    if !cli.efi.efi {
+        return Ok(None);
+    }
+    Ok(Some(EfiOptions {
+        loader: cli
+            .efi
+            .efi_loader
+            .as_deref()
+            .map(boot_files::read_host_loader)
+            .transpose()?,
+        kernel: cli.efi.kernel.clone(),
+        initrd: cli.efi.initrd.clone(),
+        cmdline: cli.efi.cmdline.clone(),
+    }))
+}
+
 /// Everything about the options that shapes the image, for reproducible identifiers.
-fn canonical_options(cli: &Cli, o: &Options) -> String {
-    format!(
+fn canonical_options(cli: &Cli, o: &Options, efi: Option<&EfiOptions>) -> String {
+    let efi = efi.map_or(String::new(), |e| {
+        let loader = match &e.loader {
+            Some(Loader::Host { bytes, .. }) => blake3::hash(bytes).to_hex().to_string(),
+            _ => "tree".to_string(),
+        };
+        format!(
+            " efi loader={loader} kernel={:?} initrd={:?} cmdline={:?}",
+            e.kernel, e.initrd, e.cmdline
+        )
+    });
+    let opts = format!(
         "type={} features={:?} bs={} isize={} N={:?} size={:?} label={:?} m={} owner={:?} partition={:?} ptype={} pname={:?}",
         o.fstype.name(),
         o.features,
@@ -214,7 +315,8 @@ fn canonical_options(cli: &Cli, o: &Options) -> String {
         cli.partition,
         cli.part_type(),
         cli.part_label
-    )
+    );
+    opts + &efi
 }
 
 /// The NBD server's options from the command line.

@@ -16,6 +16,8 @@ mod common;
 mod boot;
 mod changing;
 mod cli_docs;
+mod efi;
+mod efi_boot;
 mod errors;
 mod fs_options;
 mod fuzz_regressions;

@@ -135,7 +135,8 @@ pub struct Cli {
     /// root-arm64, root-arm, root-riscv64, usr-x86-64, usr-x86, usr-arm64, usr-arm, usr-riscv64,
     /// home, srv, var, tmp, esp, xbootldr, swap)
     ///
-    /// linux is 0FC63DAF-8483-4772-8E79-3D69D8477DE4, "Linux filesystem data".
+    /// linux is 0FC63DAF-8483-4772-8E79-3D69D8477DE4, "Linux filesystem data". With --efi the
+    /// default is root-x86-64.
     #[arg(long, value_name = "NAME|GUID", default_value = "linux")]
     pub part_type: String,
 
@@ -186,6 +187,9 @@ pub struct Cli {
 
     #[command(flatten)]
     pub serving: ServeArgs,
+
+    #[command(flatten)]
+    pub efi: EfiArgs,
 }
 
 /// The options of `--serve`, under their own help heading. Every one but `--serve` needs it
@@ -242,4 +246,50 @@ pub struct ServeArgs {
     /// Write the server's process ID to FILE once it is listening
     #[arg(long, value_name = "FILE")]
     pub pidfile: Option<PathBuf>,
+}
+
+/// The options of `--efi`, under their own help heading. Every one but `--efi` needs it
+/// (checked in `cli/mod.rs`, as for the serving options).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Booting on its own under UEFI")]
+pub struct EfiArgs {
+    /// Make the disk boot on its own under UEFI: partition 1 an EFI system partition with
+    /// systemd-boot, a boot entry and the tree's kernel and initrd; partition 2 the filesystem
+    ///
+    /// Partition 1 (type C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name esp) is a FAT32 volume
+    /// written by linuxdisk-mk itself, sized to its files plus a quarter, at least 33 MiB (FAT32
+    /// needs 65,525 clusters, and UEFI wants FAT32 on a system partition). It holds
+    /// EFI/BOOT/BOOTX64.EFI (the tree's /usr/lib/systemd/boot/efi/systemd-bootx64.efi, or
+    /// --efi-loader), loader/loader.conf (timeout 0), a Boot Loader Specification entry
+    /// loader/entries/ID-VERSION.conf (ID from the tree's os-release, else linux) and the kernel
+    /// and initrd as /ID/VERSION/linux and /ID/VERSION/initrd: by default the newest
+    /// /boot/vmlinuz-VERSION (compared as sort -V) and its /boot/initrd.img-VERSION (or
+    /// initramfs-VERSION.img, initrd-VERSION.img, initrd-VERSION). The kernel command line is
+    /// root=PARTUUID=(partition 2) rw, then --cmdline. Partition 2 is the filesystem, of type
+    /// root-x86-64 unless --part-type says otherwise. x86-64 firmware only.
+    #[arg(long)]
+    pub efi: bool,
+
+    /// The boot loader to install as EFI/BOOT/BOOTX64.EFI: a file on the host (default: the
+    /// tree's systemd-boot)
+    ///
+    /// A host path, not a path in the tree: for trees without systemd-boot (a container image,
+    /// say), give the host's /usr/lib/systemd/boot/efi/systemd-bootx64.efi. It must be an EFI
+    /// (PE) executable; under SOURCE_DATE_EPOCH its bytes count in the derived identifiers.
+    #[arg(long, value_name = "FILE")]
+    pub efi_loader: Option<PathBuf>,
+
+    /// The kernel, a path inside the tree (symlinks followed inside the tree) [default: the
+    /// newest /boot/vmlinuz-VERSION]
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+
+    /// The initrd, a path inside the tree [default: the kernel version's initrd in the kernel's
+    /// directory]
+    #[arg(long, value_name = "PATH")]
+    pub initrd: Option<PathBuf>,
+
+    /// More kernel command line, after root=PARTUUID=… rw (e.g. console=ttyS0)
+    #[arg(long, value_name = "ARGS")]
+    pub cmdline: Option<String>,
 }

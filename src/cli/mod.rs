@@ -7,7 +7,7 @@ mod args;
 pub mod generated;
 mod values;
 
-pub use args::{Cli, FsTypeArg, Generate, PartitionMode, ServeArgs};
+pub use args::{Cli, EfiArgs, FsTypeArg, Generate, PartitionMode, ServeArgs};
 pub use values::{parse_bytes, SizeArg};
 
 use std::path::Path;
@@ -35,7 +35,16 @@ impl Cli {
         let mut cmd = Cli::command();
         let matches = cmd.try_get_matches_from_mut(args)?;
         needs_serve(&cmd, &matches)?;
-        let cli = Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd))?;
+        needs_flag(
+            &cmd,
+            &matches,
+            EfiArgs::augment_args(clap::Command::new("efi")),
+            "efi",
+        )?;
+        let mut cli = Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd))?;
+        if cli.efi.efi && matches.value_source("part_type") == Some(ValueSource::DefaultValue) {
+            cli.part_type = "root-x86-64".to_string();
+        }
         cli.check()?;
         Ok(cli)
     }
@@ -90,6 +99,19 @@ impl Cli {
         if let Err(e) = part_types::parse(&self.part_type) {
             return Err(invalid(format!("--part-type: {e}")));
         }
+        if self.efi.efi && self.partition == PartitionMode::None {
+            return Err(invalid(
+                "--efi needs a partition table: it cannot go with --partition none".to_string(),
+            ));
+        }
+        if let Some(c) = &self.efi.cmdline {
+            if c.chars().any(char::is_control) {
+                return Err(invalid(
+                    "--cmdline: a kernel command line is one line, without control characters"
+                        .to_string(),
+                ));
+            }
+        }
         if self.inode_size as u32 > self.block_size {
             return Err(invalid(format!(
                 "--inode-size {} is larger than the block size {}",
@@ -100,25 +122,36 @@ impl Cli {
     }
 }
 
-/// A usage error when an option of [`ServeArgs`] was typed without `--serve`.
-fn needs_serve(cmd: &clap::Command, matches: &ArgMatches) -> Result<(), clap::Error> {
-    if matches.get_flag("serve") {
+/// A usage error when an option of `group` (the options of [`ServeArgs`] or [`EfiArgs`]) was
+/// typed without `--flag`.
+fn needs_flag(
+    cmd: &clap::Command,
+    matches: &ArgMatches,
+    group: clap::Command,
+    flag: &str,
+) -> Result<(), clap::Error> {
+    if matches.get_flag(flag) {
         return Ok(());
     }
-    let serving = ServeArgs::augment_args(clap::Command::new("serving"));
-    for arg in serving.get_arguments() {
+    for arg in group.get_arguments() {
         let id = arg.get_id().as_str();
-        if id != "serve" && matches.value_source(id) == Some(ValueSource::CommandLine) {
+        if id != flag && matches.value_source(id) == Some(ValueSource::CommandLine) {
             let name = arg
                 .get_long()
                 .map_or_else(|| id.to_string(), |l| format!("--{l}"));
             return Err(cmd.clone().error(
                 clap::error::ErrorKind::MissingRequiredArgument,
-                format!("{name} needs --serve"),
+                format!("{name} needs --{flag}"),
             ));
         }
     }
     Ok(())
+}
+
+/// A usage error when an option of [`ServeArgs`] was typed without `--serve`.
+fn needs_serve(cmd: &clap::Command, matches: &ArgMatches) -> Result<(), clap::Error> {
+    let serving = ServeArgs::augment_args(clap::Command::new("serving"));
+    needs_flag(cmd, matches, serving, "serve")
 }
 
 #[cfg(test)]
@@ -203,6 +236,39 @@ mod tests {
             let e = Cli::parse_from_args(&args).expect_err(&format!("{extra:?} without --serve"));
             assert!(e.to_string().contains("--serve"), "{extra:?}: {e}");
         }
+    }
+
+    #[test]
+    fn efi_options_need_efi_and_make_the_root_type_root_x86_64() {
+        for extra in [
+            &["--efi-loader", "/x"][..],
+            &["--kernel", "/boot/vmlinuz"],
+            &["--initrd", "/boot/initrd.img"],
+            &["--cmdline", "quiet"],
+        ] {
+            let mut args = vec!["linuxdisk-mk"];
+            args.extend_from_slice(extra);
+            args.extend_from_slice(&["dir", "out.img"]);
+            let e = Cli::parse_from_args(&args).expect_err(&format!("{extra:?} without --efi"));
+            assert!(e.to_string().contains("needs --efi"), "{extra:?}: {e}");
+        }
+        let c = Cli::parse_from_args(["linuxdisk-mk", "--efi", "d", "o"]).unwrap();
+        assert_eq!(c.part_type(), part_types::parse("root-x86-64").unwrap());
+        let c = Cli::parse_from_args(["linuxdisk-mk", "--efi", "--part-type", "linux", "d", "o"])
+            .unwrap();
+        assert_eq!(c.part_type(), part_types::parse("linux").unwrap());
+        let c = Cli::parse_from_args(["linuxdisk-mk", "d", "o"]).unwrap();
+        assert_eq!(c.part_type(), part_types::parse("linux").unwrap());
+        assert!(
+            Cli::parse_from_args(["linuxdisk-mk", "--efi", "--partition", "none", "d", "o"])
+                .is_err()
+        );
+        assert!(
+            Cli::parse_from_args(["linuxdisk-mk", "--efi", "--cmdline", "a b", "d", "o"]).is_ok()
+        );
+        assert!(
+            Cli::parse_from_args(["linuxdisk-mk", "--efi", "--cmdline", "a\nb", "d", "o"]).is_err()
+        );
     }
 
     #[test]

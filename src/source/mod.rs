@@ -4,6 +4,7 @@
 
 pub mod bytes;
 pub mod digest;
+pub mod find;
 pub mod live;
 pub mod readahead;
 pub mod tar;

@@ -2,7 +2,9 @@
 //! and tests/nbd_boot.rs (served disks): the kernel and initramfs from tests/boot/prepare.sh
 //! (cached in /var/tmp/linuxdisk-mk-boot-cache, or `$LINUXDISK_MK_BOOT_CACHE`), the appliance
 //! tree from examples/appliance/make-root.sh, and one watcher that runs a command whose output is
-//! the serial console until the appliance's marker appears and the guest powers off.
+//! the serial console until the appliance's marker appears and the guest powers off. For disks
+//! that boot on their own (tests/efi.rs): qemu's arguments for UEFI firmware (OVMF) and a watcher
+//! that waits for the guest's verdict line.
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -181,4 +183,115 @@ pub fn assert_boots(mut cmd: Command, log: &Path, what: &str) {
         );
     }
     eprintln!("{what}: marker after {marker_at:.1?}; {ended:?}");
+}
+
+/// OVMF (Debian package ovmf): the firmware, mapped read-only, and the variable store template.
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE.fd";
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS.fd";
+/// Firmware, boot loader, kernel and systemd under TCG take one to three minutes here; this only
+/// bounds a guest (or server) that is stuck.
+const UEFI_BOOT_TIMEOUT: Duration = Duration::from_secs(1200);
+
+/// qemu-system-x86_64's arguments to boot `drive` (a -drive value) through OVMF under TCG, with
+/// no -kernel: q35, 1 GiB, the serial console on stdout, a private copy of the variable store
+/// in `work`, and exit instead of rebooting.
+pub fn ovmf_qemu_args(work: &Path, drive: &str) -> Vec<String> {
+    let vars = work.join("OVMF_VARS.fd");
+    fs::copy(OVMF_VARS, &vars).unwrap_or_else(|e| panic!("copy {OVMF_VARS} (package ovmf): {e}"));
+    [
+        "-machine",
+        "q35,accel=tcg",
+        "-m",
+        "1024",
+        "-nographic",
+        "-no-reboot",
+        "-drive",
+        &format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"),
+        "-drive",
+        &format!("if=pflash,format=raw,file={}", vars.display()),
+        "-drive",
+        drive,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// What a UEFI boot showed on its console.
+pub struct UefiBoot {
+    /// The first console line starting with the verdict prefix.
+    pub verdict: String,
+    /// When the first login prompt and the verdict appeared (from the command's start).
+    pub login_after: Option<Duration>,
+    pub verdict_after: Duration,
+}
+
+/// Runs `cmd` (qemu, or a server whose --run starts qemu) with its output (the serial console)
+/// in `log` until a line starting with `verdict` appears and `cmd` exits 0 (the guest powers
+/// off), or [`UEFI_BOOT_TIMEOUT`] passes; panics with the console's tail otherwise.
+pub fn boot_until_verdict(mut cmd: Command, log: &Path, what: &str, verdict: &str) -> UefiBoot {
+    let console = File::create(log).expect("create console log");
+    let shown = format!("{cmd:?}");
+    let start = Instant::now();
+    let mut g = Group(
+        cmd.stdin(Stdio::null())
+            .stdout(console.try_clone().expect("clone console log"))
+            .stderr(console)
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {shown}: {e}")),
+    );
+    let read_log = || String::from_utf8_lossy(&fs::read(log).unwrap_or_default()).into_owned();
+    let find = |text: &str| {
+        text.lines()
+            .map(|l| l.trim_end_matches('\r'))
+            .find_map(|l| l.find(verdict).map(|i| l[i..].to_string()))
+    };
+    let (mut login_after, mut verdict_at) = (None, None);
+    let ended = loop {
+        std::thread::sleep(Duration::from_millis(250));
+        let text = read_log();
+        if login_after.is_none() && text.contains(" login: ") {
+            login_after = Some(start.elapsed());
+        }
+        if verdict_at.is_none() && find(&text).is_some() {
+            verdict_at = Some(start.elapsed());
+        }
+        if let Some(st) = g.0.try_wait().expect("wait for the boot") {
+            break Ok(st);
+        }
+        let limit = verdict_at.map_or(UEFI_BOOT_TIMEOUT, |t| t + POWEROFF_GRACE);
+        if start.elapsed() > limit {
+            drop(g);
+            break Err(format!(
+                "killed after {:.1?} (still running)",
+                start.elapsed()
+            ));
+        }
+    };
+    let text = read_log();
+    let problem = match (&ended, find(&text)) {
+        (_, None) => Some(format!("no line starting with {verdict:?} appeared")),
+        (Ok(st), Some(_)) if !st.success() => Some(format!("it exited with {st}")),
+        (Err(e), Some(_)) => Some(e.clone()),
+        _ => None,
+    };
+    if let Some(problem) = problem {
+        let kept = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{what}.console.log"));
+        let _ = fs::copy(log, &kept);
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n");
+        panic!(
+            "booting {what} failed: {problem}\ncommand: {shown}\nfull console log: {}\n--- last \
+             {TAIL_LINES} console lines ---\n{tail}",
+            kept.display()
+        );
+    }
+    let verdict_after = verdict_at.unwrap_or_else(|| start.elapsed());
+    eprintln!("{what}: login prompt after {login_after:.1?}, verdict after {verdict_after:.1?}");
+    UefiBoot {
+        verdict: find(&text).expect("found above"),
+        login_after,
+        verdict_after,
+    }
 }
