@@ -21,4 +21,4 @@ pub mod server;
 pub mod session;
 
 pub use export::{Export, Extent};
-pub use server::{check_options, serve, ServeOptions};
+pub use server::{check_options, serve, serve_announcing, ServeOptions};
