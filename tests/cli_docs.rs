@@ -1,7 +1,9 @@
 //! The command line and its documentation: `--help` lists every option of the issue, `--version`
 //! prints the package version, and man/linuxdisk-mk.1 stays in step with `--help` (every option in
 //! `--help` is in the man page's OPTIONS section, and every option the section documents is in
-//! `--help`). A missing man page fails.
+//! `--help`). A missing man page fails. The page renders with groff without warnings, every option
+//! an entry of its own; `--help`, the man page and README list the same size suffixes, the man
+//! page and README the exit statuses of signals, and none calls nbdkit's manual "the seed".
 
 use std::collections::BTreeSet;
 
@@ -49,7 +51,9 @@ fn help_options() -> BTreeSet<String> {
     option_tokens(&lines.join("\n"))
 }
 
-/// The man page's OPTIONS section, with roff escapes for dashes and fonts removed.
+/// The man page's option sections (OPTIONS and the generated sections after it, such as
+/// SERVING OVER NBD: each starts with an option's `.TP`), with roff escapes for dashes and fonts
+/// removed.
 fn man_options_section() -> String {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/man/linuxdisk-mk.1");
     let man = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
@@ -64,11 +68,20 @@ fn man_options_section() -> String {
         .lines()
         .position(|l| l.trim() == ".SH OPTIONS" || l.trim() == ".SH \"OPTIONS\"")
         .unwrap_or_else(|| panic!("{path} has no .SH OPTIONS section"));
-    let lines: Vec<&str> = text
-        .lines()
-        .skip(start + 1)
-        .take_while(|l| !l.starts_with(".SH"))
-        .collect();
+    let all: Vec<&str> = text.lines().collect();
+    let mut lines = Vec::new();
+    let mut i = start + 1;
+    while i < all.len() {
+        if all[i].starts_with(".SH") {
+            // Another generated option section goes on; prose ends them.
+            if all.get(i + 1) != Some(&".TP") {
+                break;
+            }
+        } else {
+            lines.push(all[i]);
+        }
+        i += 1;
+    }
     lines.join("\n")
 }
 
@@ -202,4 +215,78 @@ fn option_token_parser_reads_help_and_roff_forms() {
         .map(|s| s.to_string())
         .collect();
     assert_eq!(m, want);
+}
+
+/// The user-facing texts: `--help`, the man page (as groff renders it) and README.md.
+fn user_texts() -> Vec<(&'static str, String)> {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let help = run_bin(["--help"]);
+    help.assert_ok();
+    let man = tool_ok(
+        "groff",
+        [
+            "-man",
+            "-Tutf8",
+            "-P-cbou",
+            "-rLL=100n",
+            &format!("{root}/man/linuxdisk-mk.1"),
+        ],
+    );
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).expect("README.md");
+    vec![
+        ("--help", help.stdout),
+        ("the man page", man),
+        ("README.md", readme),
+    ]
+}
+
+#[test]
+fn man_page_renders_without_warnings_and_every_option_is_an_entry() {
+    let page = concat!(env!("CARGO_MANIFEST_DIR"), "/man/linuxdisk-mk.1");
+    let check = tool("groff", ["-man", "-Tutf8", "-ww", "-z", page]);
+    assert_eq!(
+        (check.code, check.out.as_str()),
+        (Some(0), ""),
+        "groff warns"
+    );
+    let text = tool_ok("groff", ["-man", "-Tutf8", "-P-cbou", "-rLL=100n", page]);
+    // Each option of --help is on an entry's heading line: one that starts with an option
+    // (markup such as "written..TP" once swallowed the -q entry into the text before it).
+    let headings: Vec<&str> = text
+        .lines()
+        .map(str::trim_start)
+        .filter(|l| l.starts_with('-'))
+        .collect();
+    let listed = option_tokens(&headings.join("\n"));
+    for o in help_options() {
+        assert!(
+            listed.contains(&o),
+            "{o} is not an entry of the rendered man page"
+        );
+    }
+}
+
+#[test]
+fn user_facing_texts_agree_on_suffixes_and_exit_statuses_and_never_say_seed() {
+    for (what, text) in user_texts() {
+        let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            flat.contains("K, M, G, T, P") || flat.contains("K, M, G, T and P"),
+            "{what} does not list the size suffixes K, M, G, T, P"
+        );
+        for word in ["seed's", "the seed", "as the seed"] {
+            assert!(
+                !flat.to_lowercase().contains(word),
+                "{what} says {word:?} (an internal name for nbdkit's linuxdisk manual)"
+            );
+        }
+        if what != "--help" {
+            for status in ["130", "143"] {
+                assert!(
+                    flat.contains(status),
+                    "{what} does not document exit status {status}"
+                );
+            }
+        }
+    }
 }

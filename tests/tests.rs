@@ -17,6 +17,7 @@ mod changing;
 mod cli_docs;
 mod cli_ux;
 mod errors;
+mod examples;
 mod fs_options;
 mod fuzz_regressions;
 mod harness;
