@@ -5,19 +5,26 @@
 //! The bar is drawn only when stderr is a terminal and -q was not given; with -v on a
 //! non-terminal, a plain status line is printed every few seconds instead, and with -v each
 //! phase ends with a line saying what it did. Writing to stderr never fails a job: errors (a
-//! closed pipe, a vanished terminal) are ignored.
+//! closed pipe, a vanished terminal) are ignored, and no lock is held while writing, so that a
+//! blocked stderr (a pipe nobody reads, a terminal stopped with Ctrl-S) cannot keep a signal from
+//! ending the process.
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io::{IsTerminal, Write};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
-/// The bar being drawn, if any: [`line`] suspends it, [`clear`] removes it.
+/// The bar being drawn, if any: [`line`] suspends it, [`clear`] removes it. Held only to read
+/// or replace it, never while drawing or writing.
 static ACTIVE: Mutex<Option<ProgressBar>> = Mutex::new(None);
+/// Set by [`clear`]: the process is exiting, no new bar starts.
+static EXITING: AtomicBool = AtomicBool::new(false);
+/// How long [`clear`] waits for the bar to be removed (a blocked terminal never lets it).
+const CLEAR_WAIT: Duration = Duration::from_millis(200);
 
 /// A phase running this long shows an estimate of the time left.
 const ETA_AFTER: Duration = Duration::from_secs(3);
@@ -43,7 +50,8 @@ pub fn text(text: &str) {
         let _ = writeln!(err, "{text}");
         let _ = err.flush();
     };
-    match active().as_ref() {
+    let bar = active().clone();
+    match bar {
         Some(bar) => bar.suspend(write),
         None => write(),
     }
@@ -55,13 +63,23 @@ pub fn warn(msg: &str) {
 }
 
 /// Removes the bar from the terminal and keeps any other from starting: called on the way out
-/// after a signal. Holds the lock until the process exits.
+/// after a signal. Waits at most [`CLEAR_WAIT`]: the bar's own lock may be held by a write that
+/// a stopped terminal blocks, and the process must exit all the same.
 pub fn clear() {
-    let mut guard = active();
-    if let Some(bar) = guard.take() {
-        bar.finish_and_clear();
+    EXITING.store(true, Ordering::SeqCst);
+    let Some(bar) = active().take() else {
+        return;
+    };
+    let (done, cleared) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("progress-clear".into())
+        .spawn(move || {
+            bar.finish_and_clear();
+            let _ = done.send(());
+        });
+    if spawned.is_ok() {
+        let _ = cleared.recv_timeout(CLEAR_WAIT);
     }
-    std::mem::forget(guard);
 }
 
 /// A byte count as the summary and the progress display print it: binary units with one
@@ -179,7 +197,8 @@ impl Progress {
     fn start(&self, label: &'static str, measure: Measure) {
         self.finish();
         let entries = Arc::new(AtomicU64::new(0));
-        let bar = (self.mode == Mode::Bar).then(|| bar(label, measure, &entries));
+        let draw = self.mode == Mode::Bar && !EXITING.load(Ordering::SeqCst);
+        let bar = draw.then(|| bar(label, measure, &entries));
         if let Some(b) = &bar {
             *active() = Some(b.clone());
         }
@@ -241,9 +260,8 @@ impl Progress {
             return;
         };
         if let Some(b) = &p.bar {
-            let mut active = active();
+            *active() = None;
             b.finish_and_clear();
-            *active = None;
         }
         if self.verbose {
             line(&format!(
@@ -261,9 +279,8 @@ impl Drop for Progress {
     fn drop(&mut self) {
         if let Some(p) = self.phase.get_mut().take() {
             if let Some(b) = p.bar {
-                let mut active = active();
+                *active() = None;
                 b.finish_and_clear();
-                *active = None;
             }
         }
     }
@@ -292,6 +309,20 @@ fn status(p: &Phase) -> String {
         }
         Measure::Wait => "done".to_string(),
     }
+}
+
+/// The time left as the bar shows it, `elapsed` into the phase: only on long phases (the first
+/// seconds' rate says little).
+fn eta_text(elapsed: Duration, eta: Duration) -> Option<String> {
+    if elapsed < ETA_AFTER {
+        return None;
+    }
+    let s = eta.as_secs();
+    Some(match s {
+        0..60 => format!(", ETA {s}s"),
+        60..3600 => format!(", ETA {}m{:02}s", s / 60, s % 60),
+        _ => format!(", ETA {}h{:02}m", s / 3600, s % 3600 / 60),
+    })
 }
 
 /// A bar for the phase, drawn on stderr.
@@ -330,9 +361,8 @@ fn bar(label: &'static str, measure: Measure, entries: &Arc<AtomicU64>) -> Progr
             },
         )
         .with_key("eta_long", |s: &ProgressState, w: &mut dyn fmt::Write| {
-            // The first seconds' rate says little: an ETA only on long phases.
-            if s.elapsed() >= ETA_AFTER {
-                let _ = write!(w, ", ETA {:#}", indicatif::HumanDuration(s.eta()));
+            if let Some(eta) = eta_text(s.elapsed(), s.eta()) {
+                let _ = w.write_str(&eta);
             }
         })
         .with_key("done", |s: &ProgressState, w: &mut dyn fmt::Write| {
@@ -365,6 +395,18 @@ mod tests {
         assert_eq!(ByteSize(193 << 20).to_string(), "193.0 MiB");
         assert_eq!(ByteSize((3 << 30) + (1 << 29)).to_string(), "3.5 GiB");
         assert_eq!(ByteSize(1 << 50).to_string(), "1.0 PiB");
+    }
+
+    #[test]
+    fn the_time_left_shows_on_long_phases_only() {
+        assert_eq!(
+            eta_text(Duration::from_secs(1), Duration::from_secs(90)),
+            None
+        );
+        assert_eq!(
+            eta_text(Duration::from_secs(3), Duration::from_secs(90)).as_deref(),
+            Some(", ETA 1m30s")
+        );
     }
 
     #[test]
