@@ -187,7 +187,7 @@ fn errors_name_the_users_paths_and_limits_not_temp_files() {
     assert_eq!(dir_names(tmp.path()).len(), 1, "only src is left");
     // ext2 cannot address it: the limit is named.
     let run = run_bin(args(&["--size", "100T"], &src, &out));
-    run.assert_one_line_error(&["100.0 TiB", "16.0 TiB at most"]);
+    run.assert_one_line_error(&["100T", "16.0 TiB at most"]);
     // A pidfile that cannot be written names the pidfile, not its temp file.
     let pidfile = tmp.path().join("no-dir/server.pid");
     let run = run_bin([

@@ -97,23 +97,37 @@ fn entries_of(src: &Path, tmp: &Path) -> u64 {
     v["entries"].as_u64().expect("entries")
 }
 
-#[test]
-fn a_terminal_shows_one_labelled_bar_per_phase_counting_bytes_then_clears_it() {
-    let tmp = tempdir();
-    let src = tmp.path().join("src");
+/// `src` in `tmp`, a tree of `nfiles` files holding `total` bytes.
+fn sized_src(tmp: &Path, nfiles: usize, total: u64) -> std::path::PathBuf {
+    let src = tmp.join("src");
     std::fs::create_dir(&src).unwrap();
-    build_sized_tree(&src, 60, 40 * MIB);
-    let entries = entries_of(&src, tmp.path());
-    let out = tmp.path().join("out.img");
-    let run = on_terminal([&src, &out], tmp.path(), None);
+    build_sized_tree(&src, nfiles, total);
+    src
+}
+
+/// A build on a terminal that succeeds, having shown every phase, in order, labelled, and left
+/// no bar behind; what the terminal showed.
+fn built_on_terminal(args: &[OsString], dir: &Path) -> Screen {
+    let run = on_terminal(args, dir, None);
     assert!(run.status.success(), "{:#?}", run.screen);
-    let screen = &run.screen;
+    let screen = run.screen;
     assert_eq!(
-        phases(screen),
+        phases(&screen),
         LABELS,
         "phases shown\n{:#?}",
         screen.shown()
     );
+    assert_cleared(&screen);
+    screen
+}
+
+#[test]
+fn a_terminal_shows_one_labelled_bar_per_phase_counting_bytes_then_clears_it() {
+    let tmp = tempdir();
+    let src = sized_src(tmp.path(), 60, 40 * MIB);
+    let entries = entries_of(&src, tmp.path());
+    let out = tmp.path().join("out.img");
+    let screen = &built_on_terminal(&[src.into(), out.into()], tmp.path());
     let mut last = (0.0, 0);
     for f in screen
         .shown()
@@ -132,7 +146,6 @@ fn a_terminal_shows_one_labelled_bar_per_phase_counting_bytes_then_clears_it() {
         );
         last = (done, n);
     }
-    assert_cleared(screen);
     assert!(
         screen
             .lines
@@ -146,24 +159,9 @@ fn a_terminal_shows_one_labelled_bar_per_phase_counting_bytes_then_clears_it() {
 #[test]
 fn verbose_lines_on_a_terminal_are_whole_lines_above_the_bar() {
     let tmp = tempdir();
-    let src = tmp.path().join("src");
-    std::fs::create_dir(&src).unwrap();
-    build_sized_tree(&src, 60, 20 * MIB);
+    let src = sized_src(tmp.path(), 60, 20 * MIB);
     let out = tmp.path().join("out.img");
-    let run = on_terminal(
-        [OsString::from("-v"), src.into(), out.into()],
-        tmp.path(),
-        None,
-    );
-    assert!(run.status.success(), "{:#?}", run.screen);
-    let screen = &run.screen;
-    assert_eq!(
-        phases(screen),
-        LABELS,
-        "phases shown\n{:#?}",
-        screen.shown()
-    );
-    assert_cleared(screen);
+    let screen = &built_on_terminal(&["-v".into(), src.into(), out.into()], tmp.path());
     let lines: Vec<&String> = screen.lines.iter().filter(|l| !l.is_empty()).collect();
     for l in &lines {
         assert!(
@@ -183,9 +181,7 @@ fn verbose_lines_on_a_terminal_are_whole_lines_above_the_bar() {
 #[test]
 fn ctrl_c_on_a_terminal_clears_the_bar_and_leaves_nothing() {
     let tmp = tempdir();
-    let src = tmp.path().join("src");
-    std::fs::create_dir(&src).unwrap();
-    build_sized_tree(&src, 10, 8 * MIB);
+    let src = sized_src(tmp.path(), 10, 8 * MIB);
     let last = src.join("d09/file0009");
     let out = tmp.path().join("out");
     std::fs::create_dir(&out).unwrap();
@@ -279,9 +275,7 @@ fn on_a_pipe_only_the_summary_and_with_v_plain_lines() {
 #[test]
 fn a_closed_stderr_does_not_stop_the_build() {
     let tmp = tempdir();
-    let src = tmp.path().join("src");
-    std::fs::create_dir(&src).unwrap();
-    build_sized_tree(&src, 60, 10 * MIB);
+    let src = sized_src(tmp.path(), 60, 10 * MIB);
     let out = tmp.path().join("out.img");
     // The issue's command: `head -1` exits after the first line, closing the pipe.
     let script = r#""$0" -v "$1" "$2" 2>&1 | head -1; exit "${PIPESTATUS[0]}""#;

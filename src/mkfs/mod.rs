@@ -284,7 +284,7 @@ impl Maker<'_> {
         if geo.blocks > max {
             bail!(
                 "a filesystem of {} is larger than {} with {}-byte blocks can address ({} at most)",
-                ByteSize(geo.blocks * bs),
+                Human(geo.blocks * bs),
                 self.opts.fstype.name(),
                 bs,
                 ByteSize(max * bs)
