@@ -8,6 +8,9 @@ LINUXDISK_MK_PACKAGES=(
 	libext2fs-dev comerr-dev pkg-config libclang-dev gcc make
 	# checking images with real tools
 	e2fsprogs gdisk util-linux mount time
+	# the command line as users meet it: a pseudo-terminal (script), the man page rendered
+	# (groff), the JSON of the examples (jq)
+	bsdutils groff-base jq
 	# building test trees: xattrs, ACLs, capabilities
 	attr acl libcap2-bin
 	# boot tests and the example appliance: qemu (TCG), a static busybox, initramfs tools

@@ -19,6 +19,29 @@ use crate::disk::{Disk, Source};
 use crate::source::live::LiveFile;
 use crate::sparse::next_data;
 
+/// Fails early when SOURCE and OUTPUT look typed the other way round: OUTPUT is an existing
+/// directory while SOURCE is not one, or SOURCE does not exist while OUTPUT does. (Told "OUTPUT
+/// already exists, use --force", a user who swapped them would overwrite their source.)
+pub fn check_order(source: &Path, output: &Path) -> anyhow::Result<()> {
+    if source.as_os_str() == "-" {
+        return Ok(());
+    }
+    let (src, out) = (std::fs::metadata(source), std::fs::metadata(output));
+    let (s, o) = (source.display(), output.display());
+    let hint = format!(
+        "are the arguments swapped? The order is SOURCE OUTPUT: linuxdisk-mk [OPTIONS] {o} {s}"
+    );
+    match (src, out) {
+        (Ok(src), Ok(out)) if out.is_dir() && !src.is_dir() => {
+            bail!("OUTPUT {o} is a directory and SOURCE {s} is not: {hint}")
+        }
+        (Err(e), Ok(_)) if e.kind() == io::ErrorKind::NotFound => {
+            bail!("SOURCE {s} does not exist, but OUTPUT {o} does: {hint}")
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Fails early (before any expensive work) if OUTPUT exists and `!force`, or its directory is
 /// missing/not writable: one clear error naming the path.
 pub fn check_output(output: &Path, force: bool) -> anyhow::Result<()> {
@@ -61,12 +84,15 @@ pub fn write_image(
     force: bool,
     on_bytes: &mut dyn FnMut(u64),
 ) -> anyhow::Result<()> {
-    Output::create(output, force)?.finish(disk, on_bytes)
+    let mut out = Output::create(output, force)?;
+    out.write(disk, on_bytes)?;
+    out.commit()
 }
 
 /// OUTPUT being made: a sparse temp file beside it (`.NAME.XXXXXX.tmp`), registered with
 /// [`cleanup`] for removal on a signal and removed when dropped unfinished. The filesystem can be
-/// built straight into it (at the partition offset), so file data is written once.
+/// built straight into it (at the partition offset), so file data is written once. Messages
+/// name OUTPUT, never the temp file.
 pub struct Output {
     output: PathBuf,
     force: bool,
@@ -89,12 +115,21 @@ impl Output {
             .rand_bytes(6)
             .permissions(Permissions::from_mode(0o666))
             .tempfile_in(&dir)
-            .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+            .map_err(cleanup::without_temp_path)
+            .with_context(|| {
+                format!(
+                    "cannot write {}: creating a file in {}",
+                    output.display(),
+                    dir.display()
+                )
+            })?;
         let (file, path) = tmp.into_parts();
+        let file = Arc::new(file);
         // Field order matters: on error the file is deleted first, then unregistered.
         let tmp = TempOutput {
             guard: cleanup::register(path.to_path_buf()),
             path,
+            _open: cleanup::hand_over_on_signal(&file),
         };
         if let Ok(old) = std::fs::metadata(output) {
             let mode = Permissions::from_mode(old.permissions().mode() & 0o7777);
@@ -104,7 +139,7 @@ impl Output {
         Ok(Output {
             output: output.to_path_buf(),
             force,
-            file: Arc::new(file),
+            file,
             tmp,
         })
     }
@@ -114,35 +149,46 @@ impl Output {
         &self.file
     }
 
-    /// The temp file's path (for messages).
-    pub fn temp_path(&self) -> &Path {
-        &self.tmp.path
-    }
-
     /// Writes `disk` into the temp file, sparse: Bytes regions with pwrite, File regions copied
     /// only where the source has data, except regions that are this very file at the same
-    /// offset (already in place); Zero regions stay holes. Then syncs and renames it into place:
-    /// without `force` with RENAME_NOREPLACE (an error if OUTPUT appeared meanwhile), with
-    /// `force` replacing OUTPUT. `on_bytes(n)` reports progress; the calls add up to
-    /// `disk.size()`. On any error the temp file is removed.
-    pub fn finish(self, disk: &Disk, on_bytes: &mut dyn FnMut(u64)) -> anyhow::Result<()> {
+    /// offset (already in place); Zero regions stay holes. `on_bytes(n)` reports progress; the
+    /// calls add up to `disk.size()`. On an error, dropping `self` removes the temp file.
+    pub fn write(&mut self, disk: &Disk, on_bytes: &mut dyn FnMut(u64)) -> anyhow::Result<()> {
+        let writing = || format!("writing {}", self.output.display());
+        self.file.set_len(disk.size()).with_context(writing)?;
+        let mut copier = Copier::new(&self.file);
+        copier.write_disk(disk, on_bytes).with_context(writing)?;
+        Ok(())
+    }
+
+    /// Syncs the written temp file and renames it into place: without `force` with
+    /// RENAME_NOREPLACE (an error if OUTPUT appeared meanwhile), with `force` replacing OUTPUT.
+    /// On any error the temp file is removed.
+    pub fn commit(self) -> anyhow::Result<()> {
         let Output {
             output,
             force,
             file,
             tmp,
         } = self;
-        let writing = || format!("writing {}", output.display());
-        file.set_len(disk.size()).with_context(writing)?;
-        let mut copier = Copier::new(&file);
-        copier.write_disk(disk, on_bytes).with_context(writing)?;
-        file.sync_all().with_context(writing)?;
+        file.sync_all()
+            .with_context(|| format!("writing {}", output.display()))?;
         drop(file);
 
-        let TempOutput { path, guard } = tmp;
+        let TempOutput { path, guard, .. } = tmp;
         guard
             .commit(|| rename_into_place(&path, &output, force))
-            .with_context(|| format!("renaming {} to {}", path.display(), output.display()))?;
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::AlreadyExists => anyhow::anyhow!(
+                    "cannot write {}: it appeared while the image was being made (use --force \
+                     to replace it)",
+                    output.display()
+                ),
+                _ => anyhow::anyhow!(
+                    "cannot write {}: moving the finished image into place: {e}",
+                    output.display()
+                ),
+            })?;
         // Renamed: nothing left to delete.
         let _ = path.keep();
         if let Ok(d) = File::open(parent_dir(&output)) {
@@ -157,6 +203,8 @@ impl Output {
 struct TempOutput {
     path: tempfile::TempPath,
     guard: cleanup::TempPathGuard,
+    /// Handed to a helper on a signal, so that exiting does not wait for its release.
+    _open: cleanup::OpenFileGuard,
 }
 
 /// The directory OUTPUT goes in.

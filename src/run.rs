@@ -1,7 +1,9 @@
-//! The main job, start to end, from parsed options: check OUTPUT, scan SOURCE, make the
-//! filesystem, lay out the disk, write the image. Errors come back with their context.
+//! The main job, start to end, from parsed options: check SOURCE and OUTPUT, scan SOURCE, make
+//! the filesystem, lay out the disk, write the image (or serve it, or with --dry-run only say
+//! what it would be), then report what was made. Errors come back with their context.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 
@@ -11,9 +13,10 @@ use crate::disk::esp::{self, EspIds};
 use crate::disk::gpt::{self, Guids, PARTITION_START};
 use crate::disk::{Disk, Part, Source};
 use crate::identity::{self, Ids};
-use crate::mkfs::{self, size::Human, Options, Target};
+use crate::mkfs::{self, Options, Target};
 use crate::nbd::{self, cow::CowExport, Export, ServeOptions};
-use crate::progress::Progress;
+use crate::progress::{self, ByteSize, Mode, Progress};
+use crate::report::{self, Destination, Facts};
 use crate::source::digest::Normalise;
 use crate::source::ArchiveInput;
 use crate::{cleanup, image, source};
@@ -29,29 +32,32 @@ pub fn run(cli: &Cli) -> Result<i32> {
             .context("writing to standard output")?;
         return Ok(0);
     }
+    let started = Instant::now();
     let say = |msg: &str| {
         if cli.verbose {
-            eprintln!("linuxdisk-mk: {msg}");
+            progress::line(msg);
         }
     };
     cleanup::install_signal_handlers()?;
     match &cli.output {
-        Some(output) => image::check_output(output, cli.force)?,
+        Some(output) => {
+            image::check_order(cli.source(), output)?;
+            image::check_output(output, cli.force)?;
+        }
         None => nbd::check_options(&serve_options(cli))?,
     }
     raise_fd_limit();
     let exclude = cli.output.as_deref().and_then(source::identity);
 
-    let progress = Progress::new(!cli.quiet);
-    progress.start_entries("scanning", None);
-    let scanned = read_source(cli, exclude, &mut || progress.inc_entries(1));
+    let progress = Progress::new(Mode::for_stderr(cli.quiet, cli.verbose), cli.verbose);
+    progress.start_scan("scanning");
+    let tree = read_source(cli, exclude, &mut || progress.inc_entries(1))?;
     progress.finish();
-    let tree = scanned?;
     say(&format!(
         "{}: {} entries, {} of file data",
         cli.source().display(),
         tree.entries,
-        Human(tree.data_bytes)
+        ByteSize(tree.data_bytes)
     ));
 
     let opts = options(cli)?;
@@ -125,99 +131,120 @@ pub fn run(cli: &Cli) -> Result<i32> {
             Disk::gpt(guids.disk, vec![esp, root], 1)
         }
     };
-    let Some(output) = &cli.output else {
-        // Serving: build in an unlinked temp file in TMPDIR.
-        let tmp = cleanup::temp_dir();
-        let file = Arc::new(
-            tempfile::tempfile_in(&tmp)
-                .with_context(|| format!("{}: creating a temporary file", tmp.display()))?,
-        );
-        let target = Target {
-            file: &file,
-            offset: 0,
-            name: &tmp,
-        };
-        let opts = Options {
-            lazy: cli.serving.lazy,
-            ..opts
-        };
-        let built = mkfs::build(cli.source(), &tree, &opts, &target, &progress, &say)?;
-        say(&built.report.to_string());
-        // The ESP: after the filesystem in the same temp file, or (--lazy) read from SOURCE.
-        let esp_at = built.size.div_ceil(1 << 20) << 20;
-        let mut esp_parts = Vec::new();
-        let esp_source = match &esp {
-            Some(e) if cli.serving.lazy => {
-                esp_parts = e.lazy_parts(&tree, cli.source(), PARTITION_START)?;
-                Source::Zero
-            }
-            Some(e) => {
-                e.write(&tree, cli.source(), &file, esp_at, &tmp)?;
-                Source::File {
-                    file: file.clone(),
-                    offset: esp_at,
+    // In a dry run, identifiers that a real run would draw at random are unknown.
+    let known = |given: bool| epoch.is_some() || given || !cli.dry_run;
+    let facts = |disk: &Disk, built: &mkfs::Built, destination: Destination| Facts {
+        destination,
+        disk_size: disk.size(),
+        partition_offset: disk.partition_offset(),
+        partition_size: disk.partition_size(),
+        gpt: (cli.partition == PartitionMode::Gpt).then(|| report::Gpt {
+            disk_guid: known(cli.disk_guid.is_some()).then_some(guids.disk),
+            partition_guid: known(cli.part_guid.is_some()).then_some(guids.partition),
+            partition_type: guids.part_type,
+            partition_name: guids.part_name.clone(),
+        }),
+        esp: esp.as_ref().map(|e| (PARTITION_START, e.size())),
+        fs_type: cli.fs_type().name(),
+        fs: built.report.clone(),
+        uuid: known(cli.uuid.is_some()).then(|| uuid::Uuid::from_bytes(built.report.uuid)),
+        entries: tree.entries,
+        file_bytes: tree.data_bytes,
+        elapsed_seconds: started.elapsed().as_secs_f64(),
+    };
+    let output = match (&cli.output, cli.dry_run) {
+        (Some(output), false) => output,
+        (output, dry_run) => {
+            // Serving or a dry run: build in an unlinked temp file in TMPDIR (a dry run copies
+            // no file data: --lazy's metadata is the same).
+            let tmp = cleanup::temp_dir();
+            let file = Arc::new(
+                tempfile::tempfile_in(&tmp)
+                    .with_context(|| format!("{}: creating a temporary file", tmp.display()))?,
+            );
+            let _open = cleanup::hand_over_on_signal(&file);
+            let name = format!("a temporary file in {}", tmp.display());
+            let target = Target {
+                file: &file,
+                offset: 0,
+                name: &name,
+            };
+            let lazy = cli.serving.lazy || dry_run;
+            let opts = Options { lazy, ..opts };
+            let built = mkfs::build(cli.source(), &tree, &opts, &target, &progress, &say)?;
+            say(&built.report.to_string());
+            // The ESP: after the filesystem in the same temp file, or (lazily) read from SOURCE.
+            let esp_at = built.size.div_ceil(1 << 20) << 20;
+            let mut parts = Vec::new();
+            let esp_source = match &esp {
+                Some(e) if lazy => {
+                    parts = e.lazy_parts(&tree, cli.source(), PARTITION_START)?;
+                    Source::Zero
                 }
+                Some(e) => {
+                    e.write(&tree, cli.source(), &file, esp_at, &name)?;
+                    Source::File {
+                        file: file.clone(),
+                        offset: esp_at,
+                    }
+                }
+                None => Source::Zero,
+            };
+            let disk = make_disk(file.clone(), 0, built.size, esp_source);
+            if let (Some(output), true) = (output, dry_run) {
+                let f = facts(&disk, &built, Destination::DryRun(output.clone()));
+                f.print(cli.json, cli.quiet)?;
+                return Ok(0);
             }
-            None => Source::Zero,
-        };
-        let disk = make_disk(file.clone(), 0, built.size, esp_source);
-        let at = disk.partition_offset();
-        let lazy = built
-            .lazy
-            .into_iter()
-            .map(|p| (at + p.at, p.len, p.data.into()));
-        esp_parts.extend(lazy);
-        return serve(cli, disk.overlay(esp_parts));
+            let mut served = facts(&disk, &built, Destination::Served(String::new()));
+            let announce = |uri: &str| {
+                served.destination = Destination::Served(uri.to_string());
+                served.elapsed_seconds = started.elapsed().as_secs_f64();
+                // The URI is on stderr already (unless --run or -q): the rest only with -v.
+                served.print(cli.json, cli.quiet || !cli.verbose)
+            };
+            let at = disk.partition_offset();
+            parts.extend(
+                built
+                    .lazy
+                    .into_iter()
+                    .map(|p| (at + p.at, p.len, p.data.into())),
+            );
+            return serve(cli, disk.overlay(parts), announce);
+        }
     };
     // Writing: build the filesystem in place in OUTPUT's temp file, at the partition offset, so
     // file data is copied once; then the ESP (with --efi) before it; only the partition table is
     // left to write.
-    let out = image::Output::create(output, cli.force)?;
+    let mut out = image::Output::create(output, cli.force)?;
     let file = out.file().clone();
     let offset = match (cli.partition, &esp) {
         (PartitionMode::Gpt, None) => PARTITION_START,
         (PartitionMode::Gpt, Some(esp)) => gpt::place(&[esp.size(), 1])[1].offset,
         (PartitionMode::None, _) => 0,
     };
+    let name = output.display().to_string();
     let target = Target {
         file: &file,
         offset,
-        name: out.temp_path(),
+        name: &name,
     };
     let built = mkfs::build(cli.source(), &tree, &opts, &target, &progress, &say)?;
     say(&built.report.to_string());
     if let Some(esp) = &esp {
-        esp.write(&tree, cli.source(), &file, PARTITION_START, out.temp_path())?;
+        esp.write(&tree, cli.source(), &file, PARTITION_START, &name)?;
     }
     let esp_source = Source::File {
         file: file.clone(),
         offset: PARTITION_START,
     };
     let disk = make_disk(file, offset, built.size, esp_source);
-    progress.start_bytes("writing", disk.size());
-    let written = out.finish(&disk, &mut |n| progress.inc_position(n));
+    progress.start_copy("writing", disk.size(), 0);
+    out.write(&disk, &mut |n| progress.inc_bytes(n))?;
+    progress.start_wait("syncing");
+    out.commit()?;
     progress.finish();
-    written?;
-    if !cli.quiet {
-        let part = match (cli.partition, &esp) {
-            (PartitionMode::Gpt, None) => {
-                format!(", in GPT partition 1 at offset {}", disk.partition_offset())
-            }
-            (PartitionMode::Gpt, Some(esp)) => format!(
-                ", in GPT partition 2 at offset {}; EFI system partition 1 of {}",
-                disk.partition_offset(),
-                Human(esp.size())
-            ),
-            (PartitionMode::None, _) => String::new(),
-        };
-        eprintln!(
-            "linuxdisk-mk: wrote {}: {} disk, {} filesystem of {}{part}",
-            output.display(),
-            Human(disk.size()),
-            cli.fs_type().name(),
-            Human(built.size)
-        );
-    }
+    facts(&disk, &built, Destination::File(output.clone())).print(cli.json, cli.quiet)?;
     Ok(0)
 }
 
@@ -336,8 +363,9 @@ fn serve_options(cli: &Cli) -> ServeOptions {
     }
 }
 
-/// `--serve`: the same disk over NBD, read-only or under a copy-on-write overlay.
-fn serve(cli: &Cli, disk: Disk) -> Result<i32> {
+/// `--serve`: the same disk over NBD, read-only or under a copy-on-write overlay; `announce(uri)`
+/// once listening.
+fn serve(cli: &Cli, disk: Disk, mut announce: impl FnMut(&str) -> Result<()>) -> Result<i32> {
     let opts = serve_options(cli);
     let disk: Arc<dyn Export> = Arc::new(disk);
     let export: Arc<dyn Export> = if cli.serving.cow {
@@ -348,7 +376,7 @@ fn serve(cli: &Cli, disk: Disk) -> Result<i32> {
     } else {
         disk
     };
-    nbd::serve(export, &opts)
+    nbd::serve_announcing(export, &opts, &mut announce)
 }
 
 /// Deep trees hold one directory descriptor per level: allow as many as the hard limit.

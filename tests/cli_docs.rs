@@ -3,8 +3,9 @@
 //! generated from the command line's definition: `man/linuxdisk-mk.1` is exactly what
 //! `--generate man` prints (build.rs fills the prose template `man/linuxdisk-mk.1.in`), it
 //! renders without a groff warning, and the bash, zsh and fish completions load in those shells
-//! and complete our options.
+//! and complete our options. The user-facing texts agree on size suffixes and exit statuses.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
@@ -157,22 +158,6 @@ fn man_page_has_its_prose_and_every_option() {
 }
 
 #[test]
-fn man_page_renders_without_warnings() {
-    let dir = tempdir();
-    let page = file_with(dir.path(), "linuxdisk-mk.1", &generate("man"));
-    let out = Command::new("groff")
-        .args(["-man", "-ww", "-z"])
-        .arg(&page)
-        .output()
-        .expect("running groff (groff-base)");
-    assert!(
-        out.status.success() && out.stderr.is_empty(),
-        "groff warns: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-#[test]
 fn bash_completion_completes_our_options() {
     let dir = tempdir();
     let script = file_with(dir.path(), "linuxdisk-mk.bash", &generate("complete-bash"));
@@ -213,5 +198,121 @@ fn zsh_and_fish_completions_parse() {
             listed.contains(want),
             "fish completes --part- to {listed:?}"
         );
+    }
+}
+
+/// Option tokens (`-t`, `--type`) in `text`: a dash (or two) at a word start followed by a letter.
+fn option_tokens(text: &str) -> BTreeSet<String> {
+    let b = text.as_bytes();
+    let mut out = BTreeSet::new();
+    let mut i = 0;
+    while i < b.len() {
+        let at_word_start = i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'-');
+        if b[i] == b'-' && at_word_start {
+            let dashes = if b.get(i + 1) == Some(&b'-') { 2 } else { 1 };
+            let s = i + dashes;
+            let mut e = s;
+            while e < b.len() && (b[e].is_ascii_alphanumeric() || b[e] == b'-') {
+                e += 1;
+            }
+            if e > s && b[s].is_ascii_alphabetic() && (dashes == 2 || e == s + 1) {
+                out.insert(text[i..e].trim_end_matches('-').to_owned());
+            }
+            i = e.max(i + 1);
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Options `--help` documents: tokens on its option lines (those starting with a dash).
+fn help_options() -> BTreeSet<String> {
+    let run = run_bin(["--help"]);
+    run.assert_ok();
+    assert!(
+        run.stdout.contains("Usage"),
+        "--help prints no usage on stdout\n{}",
+        run.describe()
+    );
+    let lines: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with('-'))
+        .collect();
+    option_tokens(&lines.join("\n"))
+}
+
+/// The user-facing texts: `--help`, the man page (as groff renders it) and README.md.
+fn user_texts() -> Vec<(&'static str, String)> {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let help = run_bin(["--help"]);
+    help.assert_ok();
+    let man = tool_ok(
+        "groff",
+        [
+            "-man",
+            "-Tutf8",
+            "-P-cbou",
+            "-rLL=100n",
+            &format!("{root}/man/linuxdisk-mk.1"),
+        ],
+    );
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).expect("README.md");
+    vec![
+        ("--help", help.stdout),
+        ("the man page", man),
+        ("README.md", readme),
+    ]
+}
+
+#[test]
+fn man_page_renders_without_warnings_and_every_option_is_an_entry() {
+    let page = concat!(env!("CARGO_MANIFEST_DIR"), "/man/linuxdisk-mk.1");
+    let check = tool("groff", ["-man", "-Tutf8", "-ww", "-z", page]);
+    assert_eq!(
+        (check.code, check.out.as_str()),
+        (Some(0), ""),
+        "groff warns"
+    );
+    let text = tool_ok("groff", ["-man", "-Tutf8", "-P-cbou", "-rLL=100n", page]);
+    // Each option of --help is on an entry's heading line: one that starts with an option
+    // (markup such as "written..TP" once swallowed the -q entry into the text before it).
+    let headings: Vec<&str> = text
+        .lines()
+        .map(str::trim_start)
+        .filter(|l| l.starts_with('-'))
+        .collect();
+    let listed = option_tokens(&headings.join("\n"));
+    for o in help_options() {
+        assert!(
+            listed.contains(&o),
+            "{o} is not an entry of the rendered man page"
+        );
+    }
+}
+
+#[test]
+fn user_facing_texts_agree_on_suffixes_and_exit_statuses_and_never_say_seed() {
+    for (what, text) in user_texts() {
+        let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            flat.contains("K, M, G, T, P") || flat.contains("K, M, G, T and P"),
+            "{what} does not list the size suffixes K, M, G, T, P"
+        );
+        for word in ["seed's", "the seed", "as the seed"] {
+            assert!(
+                !flat.to_lowercase().contains(word),
+                "{what} says {word:?} (an internal name for nbdkit's linuxdisk manual)"
+            );
+        }
+        if what != "--help" {
+            for status in ["130", "143"] {
+                assert!(
+                    flat.contains(status),
+                    "{what} does not document exit status {status}"
+                );
+            }
+        }
     }
 }

@@ -83,11 +83,11 @@ pub struct Cli {
     #[arg(long, value_enum, default_value_t = PartitionMode::Gpt)]
     pub partition: PartitionMode,
 
-    /// Filesystem block size in bytes: 1024, 2048 or 4096
+    /// Filesystem block size in bytes: 1024, 2048 or 4096 (-b as mke2fs)
     ///
     /// A symlink target must be shorter than a block, and one inode's extended attributes must
     /// fit in its spare space plus one block.
-    #[arg(long, value_name = "BYTES", default_value_t = 4096, value_parser = parse_block_size)]
+    #[arg(short = 'b', long, value_name = "BYTES", default_value_t = 4096, value_parser = parse_block_size)]
     pub block_size: u32,
 
     /// Give every entry this owner (numeric), e.g. 0:0 to build a root-owned tree as a user
@@ -119,8 +119,9 @@ pub struct Cli {
     #[arg(short = 'I', long = "inode-size", value_name = "BYTES", default_value_t = 256, value_parser = parse_inode_size)]
     pub inode_size: u16,
 
-    /// Filesystem UUID [default: random, or derived from the tree under SOURCE_DATE_EPOCH]
-    #[arg(long, value_name = "UUID")]
+    /// Filesystem UUID (-U as mke2fs) [default: random, or derived from the tree under
+    /// SOURCE_DATE_EPOCH]
+    #[arg(short = 'U', long, value_name = "UUID")]
     pub uuid: Option<uuid::Uuid>,
 
     /// GPT disk GUID [default: random, or derived under SOURCE_DATE_EPOCH]
@@ -164,9 +165,32 @@ pub struct Cli {
     #[arg(long)]
     pub skip_unreadable: bool,
 
-    /// Say what was chosen (sizes, inode counts, free space)
+    /// Say what was chosen (sizes, inode counts, free space) and what each phase did
+    ///
+    /// When standard error is not a terminal, also print a progress line every 5 seconds.
     #[arg(short, long)]
     pub verbose: bool,
+
+    /// Print what was made as one JSON object on standard output (sizes in bytes)
+    ///
+    /// The keys: output (OUTPUT; with --serve, uri instead), disk_size, partition_table,
+    /// partition_offset, partition_size, partition_guid, partition_type, partition_name,
+    /// disk_guid, fs_type, fs_size, block_size, blocks, inodes, free_inodes, entries,
+    /// file_bytes, free_bytes, available_bytes (free to ordinary users: free_bytes less the root
+    /// reserve), uuid, label, elapsed_seconds. GUIDs and UUIDs are lower-case; with --partition
+    /// none the GPT keys are null, and partition_offset is 0 and partition_size the
+    /// filesystem's size. With --serve, the object is printed once the server listens, before
+    /// any --run command starts.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Scan SOURCE and plan the disk, print what would be made, and write nothing
+    ///
+    /// The filesystem's metadata is built in an unlinked temporary file in TMPDIR (no file data
+    /// is copied), so every figure is the one the same command without --dry-run makes. With
+    /// --json, the same object without output; identifiers that would be random are null.
+    #[arg(short = 'n', long, conflicts_with = "serve")]
+    pub dry_run: bool,
 
     /// Print the man page or a shell's completions, generated from these definitions, and exit
     #[arg(long, value_name = "KIND", value_enum, exclusive = true)]
@@ -289,7 +313,7 @@ pub struct EfiArgs {
     #[arg(long, value_name = "PATH")]
     pub initrd: Option<PathBuf>,
 
-    /// More kernel command line, after root=PARTUUID=… rw (e.g. console=ttyS0)
+    /// More kernel command line, after root=PARTUUID=UUID rw (e.g. console=ttyS0)
     #[arg(long, value_name = "ARGS")]
     pub cmdline: Option<String>,
 }

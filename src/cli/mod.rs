@@ -1,10 +1,13 @@
 //! The command line: its definition (`args`, with the value parsers of `values`), the checks
 //! across options that clap cannot express, and the conversions from what was typed to the
 //! typed values the stages take. `--generate` prints the man page and completions that
-//! `build.rs` made from the same definition (`generated`).
+//! `build.rs` made from the same definition (`generated`). Habits from mke2fs and cp that mean
+//! something else here get a hint naming our option (`habits`); `--version` names the libext2fs
+//! in use.
 
 mod args;
 pub mod generated;
+mod habits;
 mod values;
 
 pub use args::{Cli, EfiArgs, FsTypeArg, Generate, PartitionMode, ServeArgs};
@@ -32,8 +35,10 @@ impl Cli {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        let mut cmd = Cli::command();
-        let matches = cmd.try_get_matches_from_mut(args)?;
+        let mut cmd = Cli::command().version(version());
+        let matches = cmd
+            .try_get_matches_from_mut(args)
+            .map_err(habits::with_hint)?;
         needs_serve(&cmd, &matches)?;
         needs_flag(
             &cmd,
@@ -122,6 +127,19 @@ impl Cli {
     }
 }
 
+/// What `--version` prints after the name: the package version and the libext2fs loaded.
+fn version() -> &'static str {
+    let lib = ext2fs::library_version();
+    let text = format!(
+        "{} (libext2fs {}, {})",
+        env!("CARGO_PKG_VERSION"),
+        lib.version,
+        lib.date
+    );
+    // Once per process, for clap's &'static str.
+    Box::leak(text.into_boxed_str())
+}
+
 /// A usage error when an option of `group` (the options of [`ServeArgs`] or [`EfiArgs`]) was
 /// typed without `--flag`.
 fn needs_flag(
@@ -164,7 +182,7 @@ mod tests {
     }
 
     #[test]
-    fn defaults_follow_the_seed() {
+    fn defaults_follow_nbdkit_linuxdisk() {
         let c = Cli::parse_from_args(["linuxdisk-mk", "dir", "out.img"]).unwrap();
         assert_eq!(c.fs_type(), FsType::Ext2);
         assert_eq!(c.block_size, 4096);
@@ -269,6 +287,31 @@ mod tests {
         assert!(
             Cli::parse_from_args(["linuxdisk-mk", "--efi", "--cmdline", "a\nb", "d", "o"]).is_err()
         );
+    }
+
+    #[test]
+    fn mke2fs_letters_for_block_size_and_uuid_work() {
+        let c = Cli::parse_from_args([
+            "linuxdisk-mk",
+            "-b",
+            "1024",
+            "-U",
+            "0b0d5b7a-6c4f-4a54-9c33-3f5f0f5e1c01",
+            "d",
+            "o",
+        ])
+        .unwrap();
+        assert_eq!(c.block_size, 1024);
+        assert_eq!(
+            c.uuid.unwrap().to_string(),
+            "0b0d5b7a-6c4f-4a54-9c33-3f5f0f5e1c01"
+        );
+    }
+
+    #[test]
+    fn dry_run_is_not_for_serving() {
+        assert!(Cli::parse_from_args(["linuxdisk-mk", "-n", "d", "o"]).is_ok_and(|c| c.dry_run));
+        assert!(Cli::parse_from_args(["linuxdisk-mk", "--dry-run", "--serve", "d"]).is_err());
     }
 
     #[test]

@@ -151,9 +151,9 @@ impl Esp {
         source: &Path,
         file: &File,
         at: u64,
-        name: &Path,
+        name: &str,
     ) -> Result<()> {
-        let writing = || format!("writing the EFI system partition into {}", name.display());
+        let writing = || format!("writing the EFI system partition into {name}");
         let mut copier = RangeCopier::new();
         for p in &self.volume.pieces {
             match &p.what {

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use ext2fs::{CompatFeatures, DirHash};
+use rustix::io::Errno;
 
 use self::format::{format, journal_blocks, Formatted, Geometry};
 use self::fstype::{Features, FsType, INODE_SIZE};
@@ -26,7 +27,7 @@ use self::populate::{Lazy, Populator};
 pub use self::populate::{LazyData, LazyPart};
 use self::size::{Human, SizeSpec};
 use crate::copy::RangeCopier;
-use crate::progress::Progress;
+use crate::progress::{ByteSize, Progress};
 use crate::source::live::LiveTree;
 use crate::source::readahead::{self, FinishOnDrop, Position, WINDOW};
 use crate::source::Tree;
@@ -91,8 +92,9 @@ impl Options {
 pub struct Target<'a> {
     pub file: &'a File,
     pub offset: u64,
-    /// The file's name, for messages.
-    pub name: &'a Path,
+    /// What the user knows the file as, for messages: OUTPUT (never the temp file's own name),
+    /// or "a temporary file in TMPDIR".
+    pub name: &'a str,
 }
 
 /// The finished filesystem: its size in bytes and facts for -v.
@@ -103,7 +105,8 @@ pub struct Built {
     pub lazy: Vec<LazyPart>,
 }
 
-/// Facts about the filesystem made, for -v.
+/// Facts about the filesystem made, read back from its superblock: for -v, the summary and
+/// `--json`.
 #[derive(Debug, Clone)]
 pub struct Report {
     pub blocks: u64,
@@ -111,9 +114,20 @@ pub struct Report {
     pub inodes: u64,
     pub free_blocks: u64,
     pub free_inodes: u64,
+    /// Blocks reserved for root (`-m`): free, but not available to ordinary users.
+    pub reserved_blocks: u64,
     pub journal_blocks: u32,
     pub need_blocks: u64,
     pub need_inodes: u64,
+    pub uuid: [u8; 16],
+    pub label: [u8; 16],
+}
+
+impl Report {
+    /// Free bytes that ordinary users can fill: the free blocks beyond the root reserve.
+    pub fn available_bytes(&self) -> u64 {
+        self.free_blocks.saturating_sub(self.reserved_blocks) * self.block_size as u64
+    }
 }
 
 impl std::fmt::Display for Report {
@@ -159,6 +173,7 @@ pub fn build(
         bail!("-N {n} is too few inodes: the tree needs {}", needs.inodes);
     }
     let maker = Maker {
+        source,
         target,
         opts,
         needs: &needs,
@@ -167,21 +182,22 @@ pub fn build(
     let mut grow = 0u64;
     loop {
         let mut made = maker.format_for(grow)?;
-        progress.start_entries("building", Some(tree.entries));
+        let copied = if opts.lazy { 0 } else { tree.data_bytes };
+        progress.start_copy("building", copied, tree.entries);
         let res = maker.populate(source, tree, &mut made, progress);
         progress.finish();
         let lazy = match res {
             Ok(lazy) => lazy,
             Err(e) if is_no_space(&e) => match opts.size {
-                SizeSpec::Total(n) => {
-                    let min = maker.minimum_size()?;
-                    bail!(
-                        "--size {} is too small for {}: it needs at least {}",
-                        Human(n),
-                        source.display(),
-                        Human(min)
-                    );
-                }
+                // Formatting checked that the planned blocks were free, so the plan (an upper
+                // bound) was short: there is no size to name that is sure to build.
+                SizeSpec::Total(n) => bail!(
+                    "--size {} is too small for {}: it ran out of space while populating, \
+                     beyond what the tree was planned to need; give a larger --size or leave \
+                     it out",
+                    Human(n),
+                    source.display(),
+                ),
                 // The plan is an upper bound, so this is rare: grow and start again.
                 _ if attempt < 3 => {
                     attempt += 1;
@@ -202,17 +218,17 @@ pub fn build(
             inodes: sb.inodes_count() as u64,
             free_blocks: sb.free_blocks(),
             free_inodes: sb.free_inodes() as u64,
+            reserved_blocks: sb.reserved_blocks(),
             journal_blocks: made.journal_blocks,
             need_blocks: needs.blocks,
             need_inodes: needs.inodes,
+            uuid: sb.uuid(),
+            label: sb.label(),
         };
         let size = report.blocks * report.block_size as u64;
-        made.fs.close().with_context(|| {
-            format!(
-                "writing the filesystem's metadata to {}",
-                target.name.display()
-            )
-        })?;
+        made.fs
+            .close()
+            .with_context(|| format!("writing the filesystem's metadata to {}", target.name))?;
         let mut lazy = lazy.map(|l| l.parts).unwrap_or_default();
         lazy.sort_unstable_by_key(|p| p.at);
         return Ok(Built { size, report, lazy });
@@ -227,9 +243,27 @@ fn is_no_space(e: &anyhow::Error) -> bool {
 }
 
 struct Maker<'a> {
+    source: &'a Path,
     target: &'a Target<'a>,
     opts: &'a Options,
     needs: &'a Needs,
+}
+
+/// The largest size the filesystem holding `file` allows a file (below `failed`, a size it
+/// refused), found by resizing `file` (sparse, so nothing is written); None if it cannot tell.
+/// The file is left empty.
+fn largest_file(file: &File, failed: u64) -> Option<u64> {
+    let (mut ok, mut bad) = (0u64, failed);
+    while bad - ok > 1 {
+        let mid = ok + (bad - ok) / 2;
+        match file.set_len(mid) {
+            Ok(()) => ok = mid,
+            Err(e) if Errno::from_io_error(&e) == Some(Errno::FBIG) => bad = mid,
+            Err(_) => return None,
+        }
+    }
+    file.set_len(0).ok()?;
+    Some(ok)
 }
 
 impl Maker<'_> {
@@ -246,25 +280,27 @@ impl Maker<'_> {
     /// Formats the temp file (emptied first, so unwritten blocks are zeros) at `geo`.
     fn format_at(&self, geo: Geometry) -> Result<Formatted> {
         let bs = self.opts.block_size as u64;
-        if geo.blocks > self.opts.features.max_blocks() {
+        let max = self.opts.features.max_blocks();
+        if geo.blocks > max {
             bail!(
-                "a filesystem of {} is larger than {} with {}-byte blocks can address",
+                "a filesystem of {} is larger than {} with {}-byte blocks can address ({} at most)",
                 Human(geo.blocks * bs),
                 self.opts.fstype.name(),
-                bs
+                bs,
+                ByteSize(max * bs)
             );
         }
         let t = self.target;
-        t.file
-            .set_len(0)
-            .and_then(|_| t.file.set_len(t.offset + geo.blocks * bs))
-            .with_context(|| {
-                format!(
-                    "{}: sizing it to {}",
-                    t.name.display(),
-                    Human(t.offset + geo.blocks * bs)
-                )
-            })?;
+        let len = t.offset + geo.blocks * bs;
+        if let Err(e) = t.file.set_len(0).and_then(|_| t.file.set_len(len)) {
+            let limit = match Errno::from_io_error(&e) {
+                Some(Errno::FBIG) => largest_file(t.file, len).map_or(String::new(), |max| {
+                    format!(" (its filesystem holds files of at most {})", ByteSize(max))
+                }),
+                _ => String::new(),
+            };
+            bail!("cannot grow {} to {}: {e}{limit}", t.name, ByteSize(len));
+        }
         format(&self.device(), self.target.offset, geo, self.opts).with_context(|| {
             format!(
                 "formatting {} of {} blocks, {} inodes",
@@ -279,24 +315,18 @@ impl Maker<'_> {
     fn format_for(&self, grow: u64) -> Result<Formatted> {
         let bs = self.opts.block_size as u64;
         match self.opts.size {
-            SizeSpec::Total(n) => {
-                let blocks = n / bs;
-                let inodes =
-                    self.inode_count((n / INODE_RATIO).max(inodes_with_margin(self.needs.inodes)));
-                let made = self.try_format(Geometry { blocks, inodes })?;
-                if made
-                    .as_ref()
-                    .is_none_or(|m| m.fs.superblock().free_blocks() < self.needs.blocks)
-                {
-                    let min = self.minimum_size()?;
+            SizeSpec::Total(n) => match self.total_fits(n)? {
+                Some(made) => Ok(made),
+                None => {
+                    let min = self.minimum_size(n)?;
                     bail!(
-                        "--size {} is too small: the tree needs a filesystem of at least {}",
+                        "--size {} is too small for {}: it needs at least --size {}",
                         Human(n),
+                        self.source.display(),
                         Human(min)
                     );
                 }
-                Ok(made.expect("checked above"))
-            }
+            },
             SizeSpec::Free(extra) => {
                 let extra_blocks = extra.div_ceil(bs) + grow;
                 let inodes =
@@ -325,14 +355,65 @@ impl Maker<'_> {
         }
     }
 
-    /// The smallest size (in bytes, whole MiB) that holds the tree with no margin.
-    fn minimum_size(&self) -> Result<u64> {
-        let m = self.fit(
+    /// What `--size n` makes: `n` in whole blocks, one inode per 16 KiB or as many as the tree
+    /// needs (or `-N`).
+    fn total_geometry(&self, n: u64) -> Geometry {
+        let inodes = (n / INODE_RATIO).max(inodes_with_margin(self.needs.inodes));
+        Geometry {
+            blocks: n / self.opts.block_size as u64,
+            inodes: self.inode_count(inodes),
+        }
+    }
+
+    /// `--size n` formatted, if it leaves the tree's planned blocks free (None if not, or if it
+    /// is too small for libext2fs to lay out).
+    fn total_fits(&self, n: u64) -> Result<Option<Formatted>> {
+        let made = self.try_format(self.total_geometry(n))?;
+        Ok(made.filter(|m| m.fs.superblock().free_blocks() >= self.needs.blocks))
+    }
+
+    /// The smallest `--size` in whole MiB that holds the tree, found by formatting exactly as
+    /// `--size` does (its inode count grows with the size, so a search by [`Maker::fit`] with
+    /// the tree's inode count alone names a size that then fails); `failed` is a size known to
+    /// fail. The size named in the "too small" message: it builds.
+    fn minimum_size(&self, failed: u64) -> Result<u64> {
+        const MIB: u64 = 1 << 20;
+        let bs = self.opts.block_size as u64;
+        // Below this no --size can fit: it has no more free blocks than the tree's inodes alone
+        // leave (rounded down, then one less so that it is a size that fails).
+        let floor = self.fit(
             self.inode_count(inodes_with_margin(self.needs.inodes)),
             &|_| 0,
         )?;
-        let bytes = m.fs.superblock().blocks_count() * self.opts.block_size as u64;
-        Ok(bytes.next_multiple_of(1 << 20))
+        let floor = floor.fs.superblock().blocks_count() * bs / MIB;
+        let mut lo = floor.saturating_sub(1).max(failed / MIB);
+        // Grow by the shortfall (and the inode tables that come with it) until a size fits.
+        let mut hi = lo + 1;
+        for _ in 0..64 {
+            let free = match self.try_format(self.total_geometry(hi * MIB))? {
+                Some(m) => m.fs.superblock().free_blocks(),
+                None => 0,
+            };
+            if free >= self.needs.blocks {
+                // Then the smallest that fits, by bisection: `hi` fits, `lo` does not.
+                while hi - lo > 1 {
+                    let mid = lo + (hi - lo) / 2;
+                    match self.total_fits(mid * MIB)? {
+                        Some(_) => hi = mid,
+                        None => lo = mid,
+                    }
+                }
+                return Ok(hi * MIB);
+            }
+            lo = hi;
+            let short = (self.needs.blocks - free) * bs;
+            hi += (short + short / 32).div_ceil(MIB).max(1);
+        }
+        bail!(
+            "could not find a size that holds the {} blocks {} needs",
+            self.needs.blocks,
+            self.source.display()
+        )
     }
 
     /// The smallest geometry (searched by formatting: overhead depends on the group count) whose

@@ -31,8 +31,8 @@ pub struct Populator<'a> {
     /// directly.
     pub image: &'a File,
     pub image_offset: u64,
-    /// Its name, for messages.
-    pub image_name: &'a std::path::Path,
+    /// What the user knows it as, for messages (OUTPUT, never a temp file's name).
+    pub image_name: &'a str,
     pub lost_found: Ino,
     pub link_counts: &'a HashMap<(u64, u64), u32>,
     pub progress: &'a Progress,
@@ -453,13 +453,7 @@ impl Populator<'_> {
                     len,
                     &mut |n| progress.inc_bytes(n),
                 )
-                .with_context(|| {
-                    format!(
-                        "{}: copying into {}",
-                        display(path),
-                        self.image_name.display()
-                    )
-                })?;
+                .with_context(|| format!("{}: copying into {}", display(path), self.image_name))?;
             if n != len {
                 bail!(
                     "{}: changed during the build (it shrank); nothing was written",

@@ -23,4 +23,4 @@ pub mod session;
 pub(crate) mod testing;
 
 pub use export::{Export, Extent};
-pub use server::{check_options, serve, ServeOptions};
+pub use server::{check_options, serve, serve_announcing, ServeOptions};

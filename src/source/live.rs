@@ -109,7 +109,7 @@ impl LiveFile {
         let res = self.checked_read(buf, offset);
         if let Err(e) = &res {
             if !self.warned.swap(true, Ordering::Relaxed) {
-                eprintln!("linuxdisk-mk: warning: {e}");
+                crate::progress::warn(&e.to_string());
             }
         }
         res

@@ -188,11 +188,11 @@ impl Scanner<'_> {
         }
         if self.skip_unreadable {
             if let Err(e) = readable(parent, &name, &st) {
-                eprintln!(
-                    "linuxdisk-mk: warning: {}: skipped, {}",
+                crate::progress::warn(&format!(
+                    "{}: skipped, {}",
                     display(path),
                     std::io::Error::from(e)
-                );
+                ));
                 return Ok(None);
             }
         }

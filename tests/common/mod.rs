@@ -10,6 +10,7 @@ pub mod entries;
 pub mod mount;
 pub mod nbd;
 pub mod opens;
+pub mod terminal;
 pub mod tree;
 
 pub use compare::compare_trees;
