@@ -14,6 +14,8 @@ LINUXDISK_MK_PACKAGES=(
 	qemu-system-x86 busybox-static cpio gzip kmod apt dpkg
 	# the Debian trees of the full-distribution tests (tests/debian/tree.sh)
 	debootstrap
+	# container images: umoci unpacks the reference, skopeo writes docker-save archives
+	umoci skopeo
 	# checking the generated shell completions
 	zsh fish
 	# tar sources: the compressors the tests use, and python for crafting hostile archives

@@ -6,13 +6,15 @@
 //!
 //! Run one module with `cargo test --test tests NAME::`. libtest starts the tests in the order of
 //! their names, `--test-threads` at a time (scripts/test.sh says how many): the qemu boots, the
-//! longest tests, are in `boot` so that they start first and run beside the rest.
+//! longest tests, are in `boot` and `boot_debian` so that they start first and run beside the
+//! rest.
 //!
 //! These tests run as root (CI does) and never skip: without root they panic with a clear message.
 
 mod common;
 
 mod boot;
+mod boot_debian;
 mod changing;
 mod cli_docs;
 mod compose;
@@ -34,6 +36,7 @@ mod reproducible;
 mod roundtrip;
 mod sizing;
 mod tar;
+mod zero_blocks;
 
 /// Every `tests/*.rs` file is declared above: with `autotests = false`, one that is not would
 /// never be compiled or run.

@@ -111,6 +111,35 @@ impl Layout {
         }
     }
 
+    /// Stores the tar file `tar` as a gzip-compressed layer, streamed (for big trees).
+    pub fn layer_file(&self, tar: &Path) -> Layer {
+        let tmp = self.dir.join("blobs/incoming");
+        let out = HashingWriter::new(std::fs::File::create(&tmp).unwrap());
+        let mut gz = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
+        let mut uncompressed = HashingWriter::new(std::io::sink());
+        let mut f = std::fs::File::open(tar).unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = std::io::Read::read(&mut f, &mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            gz.write_all(&buf[..n]).unwrap();
+            uncompressed.write_all(&buf[..n]).unwrap();
+        }
+        let out = gz.finish().unwrap();
+        let blob = Blob {
+            digest: format!("sha256:{}", out.hex()),
+            size: out.n,
+            media_type: "application/vnd.oci.image.layer.v1.tar+gzip".to_string(),
+        };
+        std::fs::rename(&tmp, self.dir.join(blob.path())).unwrap();
+        Layer {
+            blob,
+            diff_id: format!("sha256:{}", uncompressed.hex()),
+        }
+    }
+
     /// Stores a config and a manifest for `layers` (bottom first) on `platform` (OS/ARCH or
     /// OS/ARCH/VARIANT); returns the manifest's descriptor, with the platform.
     pub fn image(&self, layers: &[Layer], platform: &str) -> Value {
@@ -210,6 +239,64 @@ pub fn gzip_file(path: &Path) -> PathBuf {
     std::io::copy(&mut std::fs::File::open(path).unwrap(), &mut e).unwrap();
     e.finish().unwrap();
     out
+}
+
+/// A writer that hashes (SHA-256) and counts what passes through it.
+struct HashingWriter<W> {
+    inner: W,
+    h: Sha256,
+    n: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            h: Sha256::new(),
+            n: 0,
+        }
+    }
+
+    fn hex(&self) -> String {
+        self.h
+            .clone()
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.h.update(&buf[..n]);
+        self.n += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// [`tar_of_dir`] into the file `out`.
+pub fn tar_file_of_dir(dir: &Path, out: &Path) {
+    tool_ok(
+        "tar",
+        [
+            OsStr::new("--xattrs"),
+            OsStr::new("--xattrs-include=*"),
+            OsStr::new("--acls"),
+            OsStr::new("--format=posix"),
+            OsStr::new("--numeric-owner"),
+            OsStr::new("-C"),
+            dir.as_os_str(),
+            OsStr::new("-cf"),
+            out.as_os_str(),
+            OsStr::new("."),
+        ],
+    );
 }
 
 /// GNU tar's archive of the tree at `dir` as a layer is made (PAX, numeric owners, every xattr
