@@ -232,3 +232,32 @@ fn debian_as_an_oci_image_boots_and_writes() {
     }
     boot_and_check(&img, tmp.path(), "debian-oci");
 }
+
+/// With `--part-type NAME`, the partition is named NAME (as systemd-repart names partitions),
+/// unless `--part-label` says otherwise.
+#[test]
+fn a_partition_type_names_the_partition() {
+    let tmp = tempdir();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    build_small_tree(&src);
+    let name = |extra: &[&str]| {
+        let img = tmp.path().join("p.img");
+        let mut a: Vec<OsString> = vec!["-q".into(), "-f".into()];
+        a.extend(extra.iter().map(OsString::from));
+        a.extend([src.clone().into(), img.clone().into()]);
+        run_bin(&a).assert_ok();
+        check_gpt(&img);
+        let out = tool_ok("sgdisk", [OsString::from("-i"), "1".into(), img.into()]);
+        out.lines()
+            .find_map(|l| l.strip_prefix("Partition name: "))
+            .map(|n| n.trim().trim_matches('\'').to_string())
+            .unwrap_or_else(|| panic!("no name in {out}"))
+    };
+    assert_eq!(name(&[]), "linux");
+    assert_eq!(name(&["--part-type", "root-x86-64"]), "root-x86-64");
+    assert_eq!(
+        name(&["--part-type", "home", "--part-label", "mine"]),
+        "mine"
+    );
+}

@@ -4,9 +4,10 @@
 //! with the OCI whiteouts, opaque directories, hard links to lower layers and entries replaced
 //! by another type, exactly as `umoci unpack` (an unpacker we did not write) extracts them,
 //! compared entry by entry through a kernel mount; `--platform` picks from a multi-platform
-//! index; a missing or corrupt blob is one clear error; an ordinary user can build one.
+//! index; a missing or corrupt blob, or a hostile image, is one clear error; an ordinary user
+//! can build one.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 
 use crate::common::oci::{gzip_file, tar_of_dir, Compression, Layout, TarWriter, META};
@@ -368,4 +369,79 @@ fn an_image_is_added_at_a_path() {
         "added image"
     );
     assert!(mnt.path().join("sub/data.bin").is_file());
+}
+
+/// An image's JSON and layers are input like any archive: paths out of the image, a FIFO as a
+/// blob, an index that names itself, a layer member leaving the root are each one error naming
+/// the problem, and never a hang.
+#[test]
+fn hostile_images_are_refused_naming_the_problem() {
+    let tmp = tempdir();
+    let img = tmp.path().join("d.img");
+    let refused = |src: &Path, mentions: &[&str]| {
+        let args = [OsString::from("-q"), src.into(), img.clone().into()];
+        run_bin_timeout(args, std::time::Duration::from_secs(120)).assert_one_line_error(mentions);
+        assert!(!img.exists());
+    };
+    // A docker-save archive whose layer path leaves the archive.
+    let d = tmp.path().join("docker");
+    std::fs::create_dir(&d).unwrap();
+    let diff = format!("sha256:{}", "0".repeat(64));
+    std::fs::write(
+        d.join("manifest.json"),
+        r#"[{"Config":"c.json","Layers":["../../etc/passwd"]}]"#,
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("c.json"),
+        format!(r#"{{"os":"linux","architecture":"amd64","rootfs":{{"diff_ids":["{diff}"]}}}}"#),
+    )
+    .unwrap();
+    let tar = tmp.path().join("docker.tar");
+    tool_ok(
+        "tar",
+        [
+            OsStr::new("-C"),
+            d.as_os_str(),
+            OsStr::new("-cf"),
+            tar.as_os_str(),
+            OsStr::new("."),
+        ],
+    );
+    refused(&tar, &["docker.tar", "layer 1 of 1", "../../etc/passwd"]);
+    // A layout whose layer blob is a FIFO.
+    let layout = Layout::new(&tmp.path().join("fifo"));
+    let mut t = TarWriter::default();
+    t.file("f", META, b"x");
+    let l = layout.layer(&t.finish(), Compression::None);
+    let m = layout.image(std::slice::from_ref(&l), "linux/amd64");
+    layout.index(&[m]);
+    let blob = layout.dir.join(l.blob.path());
+    std::fs::remove_file(&blob).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &blob,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        0,
+    )
+    .unwrap();
+    refused(&layout.dir, &["layer 1 of 1", "not a regular file"]);
+    // An index that lists itself (through a blob naming the blob's own digest cannot be made;
+    // an index.json listing a nested index more deeply than allowed can).
+    let deep = Layout::new(&tmp.path().join("deep"));
+    let mut d = tiny_image(&deep, "x", "linux/amd64");
+    for _ in 0..6 {
+        d = deep.nested_index(&[d]);
+    }
+    deep.index(&[d]);
+    refused(&deep.dir, &["nested more than"]);
+    // A layer member that leaves the root.
+    let evil = Layout::new(&tmp.path().join("evil"));
+    let mut t = TarWriter::default();
+    t.file("../evil", META, b"x");
+    let l = evil.layer(&t.finish(), Compression::Gzip);
+    let m = evil.image(&[l], "linux/amd64");
+    evil.index(&[m]);
+    refused(&evil.dir, &["layer 1 of 1", "'../evil'", ".."]);
 }

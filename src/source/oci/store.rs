@@ -6,7 +6,7 @@
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -41,7 +41,14 @@ impl Store<'_> {
                         .iter()
                         .map(|c| String::from_utf8_lossy(c).into_owned()),
                 );
-                let f = File::open(&p).with_context(|| p.display().to_string())?;
+                // O_NONBLOCK: a FIFO in the layout must not block the open (it is refused below).
+                let f = std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(
+                        (rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY).bits() as i32,
+                    )
+                    .open(&p)
+                    .with_context(|| p.display().to_string())?;
                 let m = f.metadata().with_context(|| p.display().to_string())?;
                 if !m.is_file() {
                     bail!("{}: not a regular file", p.display());
