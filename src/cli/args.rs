@@ -272,8 +272,9 @@ pub struct ServeArgs {
     /// while served (a changed file's reads fail with EIO)
     ///
     /// The filesystem's metadata is built as usual and reads of file data are answered from
-    /// SOURCE (or a tar archive's spool) when a client asks, so the server is ready in the time
-    /// it takes to scan the tree. The disk is byte for byte the one served without --lazy.
+    /// SOURCE and the --add sources (or an archive's spool) when a client asks, so the server is
+    /// ready in the time it takes to scan the tree. The disk is byte for byte the one served
+    /// without --lazy.
     #[arg(long)]
     pub lazy: bool,
 
