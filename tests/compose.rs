@@ -6,7 +6,7 @@
 //! read from their own sources) the disk is the written one; `--owner` covers added entries and
 //! made parents; the reproducible digest covers every source; the `:` rule; errors.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -69,19 +69,7 @@ fn sources(dir: &Path) -> Sources {
     write(&t, b"zeros", &[0u8; 300_000]);
     set_times(&t);
     let tar = dir.join("tree.tar");
-    tool_ok(
-        "tar",
-        [
-            OsStr::new("--format=posix"),
-            OsStr::new("--numeric-owner"),
-            OsStr::new("--xattrs"),
-            OsStr::new("-C"),
-            t.as_os_str(),
-            OsStr::new("-cf"),
-            tar.as_os_str(),
-            OsStr::new("."),
-        ],
-    );
+    crate::common::oci::tar_file_of_dir(&t, &tar);
     let tar = crate::common::oci::gzip_file(&tar);
 
     let motd = dir.join("motd");

@@ -275,3 +275,13 @@ pub fn display(path: &[u8]) -> String {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every file carries its source in [`super::Data`] without growing it: a million entries
+    /// must stay small (the source index fits beside the enum's tag).
+    #[test]
+    fn data_stays_16_bytes() {
+        assert_eq!(std::mem::size_of::<super::Data>(), 16);
+    }
+}

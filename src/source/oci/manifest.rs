@@ -345,6 +345,18 @@ pub fn docker(store: &Store, want: &Platform) -> Result<Image> {
     }
 }
 
+/// Whether the store's `manifest.json` is a `docker save` image list (a non-empty list of
+/// objects with a `Config`), not any file that happens to have that name.
+pub fn is_docker_list(store: &Store) -> bool {
+    let Ok(bytes) = store.read_small("manifest.json", None) else {
+        return false;
+    };
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Array(a)) => !a.is_empty() && a.iter().all(|m| m["Config"].is_string()),
+        _ => false,
+    }
+}
+
 /// The digest a file's name gives: `blobs/ALG/HEX`, or `HEX.json` (a config in the old format).
 fn digest_in_name(path: &str) -> Option<Digest> {
     if let Some(rest) = path.strip_prefix("blobs/") {

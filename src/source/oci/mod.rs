@@ -70,14 +70,8 @@ pub fn from_archive(
             manifest::oci(&store, &opts.platform)?
         } else {
             // A tree that merely has a manifest.json at its top is no image: only a list is.
-            match store.read_small("manifest.json", None) {
-                Ok(b)
-                    if serde_json::from_slice::<serde_json::Value>(&b).is_ok_and(|v| {
-                        v.as_array().is_some_and(|a| {
-                            a.iter().all(|m| m["Config"].is_string()) && !a.is_empty()
-                        })
-                    }) => {}
-                _ => return Ok(None),
+            if !manifest::is_docker_list(&store) {
+                return Ok(None);
             }
             manifest::docker(&store, &opts.platform)?
         };
