@@ -354,5 +354,14 @@ mod tests {
         let mut h = Hashing::new(Box::new(&b"hullo"[..]), d, "layer".into());
         let e = h.read_to_end(&mut v).unwrap_err().to_string();
         assert!(e.contains("layer is corrupt"), "{e}");
+        // sha512 too.
+        let d = Digest::parse(
+            "sha512:9b71d224bd62f3785d96d46ad3ea3d73319bfbc2890caadae2dff72519673ca7\
+             2323c3d99ba5c11d7c7acc6e14b8c5da0c4663475c2e5c3adef46f73bcdec043",
+        )
+        .unwrap();
+        assert_eq!(d.blob_path().len(), "blobs/sha512/".len() + 128);
+        d.check(&mut &b"hello"[..], 5, "x").unwrap();
+        assert!(d.check(&mut &b"hellO"[..], 5, "x").is_err());
     }
 }
