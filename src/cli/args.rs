@@ -11,7 +11,7 @@ use clap::{Args, Parser, ValueEnum};
 
 use super::values::{
     parse_block_size, parse_inode_size, parse_label, parse_owner, parse_part_label, parse_percent,
-    parse_platform, parse_size, SizeArg,
+    parse_size, SizeArg,
 };
 
 /// Filesystem type (`-t`).
@@ -197,7 +197,7 @@ pub struct Cli {
     ///
     /// OS/ARCH or OS/ARCH/VARIANT as in an OCI image index (linux/arm64/v8, linux/arm/v7). An
     /// image without a platform in its index is matched by its config's os and architecture.
-    #[arg(long, value_name = "OS/ARCH[/VARIANT]", value_parser = parse_platform)]
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
     pub platform: Option<String>,
 
     /// Store all-zero blocks of directory sources' files as holes, as cp --sparse=always

@@ -101,23 +101,6 @@ pub fn split_add(s: &std::ffi::OsStr) -> (std::ffi::OsString, Option<Vec<u8>>) {
     }
 }
 
-/// `--platform`: `OS/ARCH` or `OS/ARCH/VARIANT`, each part letters, digits, `_`, `.` or `-`.
-pub fn parse_platform(s: &str) -> Result<String, String> {
-    let parts: Vec<&str> = s.split('/').collect();
-    let ok = |p: &&str| {
-        !p.is_empty()
-            && p.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
-    };
-    if (2..=3).contains(&parts.len()) && parts.iter().all(ok) {
-        Ok(s.to_string())
-    } else {
-        Err(format!(
-            "'{s}' is not OS/ARCH or OS/ARCH/VARIANT (e.g. linux/amd64, linux/arm64/v8)"
-        ))
-    }
-}
-
 /// `-L`: at most 16 bytes, what an ext2/3/4 superblock holds.
 pub fn parse_label(s: &str) -> Result<String, String> {
     if s.len() > 16 {

@@ -252,13 +252,6 @@ impl Tree {
             _ => None,
         }
     }
-
-    /// Whether every file's bytes come from spools (no directory is read while building).
-    pub fn all_spooled(&self) -> bool {
-        self.origins
-            .iter()
-            .all(|o| matches!(o, Origin::Spool { .. }))
-    }
 }
 
 /// Renders a byte path for messages: invalid UTF-8 as U+FFFD, control characters escaped so

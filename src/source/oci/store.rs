@@ -78,11 +78,6 @@ impl Store<'_> {
         }
     }
 
-    /// Whether there is a regular file at `path`.
-    pub fn has(&self, path: &str) -> bool {
-        self.open(path).is_ok()
-    }
-
     /// The whole file at `path`, at most [`MAX_JSON`] bytes, checked against `digest` if given.
     pub fn read_small(&self, path: &str, digest: Option<&Digest>) -> Result<Vec<u8>> {
         let (r, size) = self.open(path)?;
