@@ -19,6 +19,8 @@ LINUXDISK_MK_PACKAGES=(
 	debootstrap
 	# --efi: UEFI firmware for qemu, FAT checkers, systemd-dissect
 	ovmf dosfstools mtools systemd-container
+	# container images: umoci unpacks the reference, skopeo writes docker-save archives
+	umoci skopeo
 	# checking the generated shell completions
 	zsh fish
 	# tar sources: the compressors the tests use, and python for crafting hostile archives

@@ -223,6 +223,7 @@ mod tests {
                 block_size: 4096,
                 inodes: 7552,
                 free_blocks: 3000,
+                unavailable_blocks: 2956,
                 free_inodes: 800,
                 reserved_blocks: 2956,
                 journal_blocks: 4096,

@@ -18,7 +18,8 @@ use crate::nbd::{self, cow::CowExport, Export, ServeOptions};
 use crate::progress::{self, ByteSize, Mode, Progress};
 use crate::report::{self, Destination, Facts};
 use crate::source::digest::Normalise;
-use crate::source::ArchiveInput;
+use crate::source::input::{self, ReadOptions};
+use crate::source::oci::ImageOptions;
 use crate::{cleanup, image, source};
 
 /// Runs the job; returns the process's exit status (a `--run` command's, when serving).
@@ -70,7 +71,7 @@ pub fn run(cli: &Cli) -> Result<i32> {
                 clamp_time: t,
             };
             let mut h = blake3::Hasher::new();
-            h.update(&source::digest::digest(&tree, cli.source(), norm)?);
+            h.update(&source::digest::digest(&tree, norm)?);
             h.update(canonical_options(cli, &opts, efi.as_ref()).as_bytes());
             Ids::derived(h.finalize().as_bytes())
         }
@@ -87,7 +88,7 @@ pub fn run(cli: &Cli) -> Result<i32> {
         disk: cli.disk_guid.unwrap_or(ids.disk),
         partition: cli.part_guid.unwrap_or(ids.partition),
         part_type: cli.part_type(),
-        part_name: cli.part_label.clone(),
+        part_name: cli.part_label(),
     };
     // --efi: the EFI system partition is planned first; its size fixes where the filesystem goes.
     let esp = match &efi {
@@ -178,7 +179,7 @@ pub fn run(cli: &Cli) -> Result<i32> {
             let mut parts = Vec::new();
             let esp_source = match &esp {
                 Some(e) if lazy => {
-                    parts = e.lazy_parts(&tree, cli.source(), PARTITION_START)?;
+                    parts = e.lazy_parts(&tree, PARTITION_START)?;
                     Source::Zero
                 }
                 Some(e) => {
@@ -248,35 +249,44 @@ pub fn run(cli: &Cli) -> Result<i32> {
     Ok(0)
 }
 
-/// Reads SOURCE: a directory (walked), `-` (a tar stream on stdin) or any other file (a tar
-/// archive, compression detected from its bytes).
+/// Reads SOURCE (a directory, `-` for a tar stream on stdin, a tar archive or a container
+/// image, told by its contents), then merges each `--add` source into it, in order.
 fn read_source(
     cli: &Cli,
     exclude: Option<(u64, u64)>,
     on_entry: &mut dyn FnMut(),
 ) -> Result<source::Tree> {
     use std::io::IsTerminal;
-    if cli.source().as_os_str() == "-" {
-        if std::io::stdin().is_terminal() {
-            anyhow::bail!("SOURCE is - (a tar stream on stdin), but stdin is a terminal");
-        }
-        return source::read_archive(ArchiveInput::Stdin, &cleanup::temp_dir(), on_entry);
+    let adds = cli.adds();
+    let stdin = std::iter::once(cli.source()).chain(adds.iter().map(|(p, _)| p.as_path()));
+    if stdin.into_iter().any(|p| p.as_os_str() == "-") && std::io::stdin().is_terminal() {
+        anyhow::bail!("- (a tar stream on stdin) was given, but stdin is a terminal");
     }
-    match std::fs::metadata(cli.source()) {
-        Ok(m) if !m.is_dir() => source::read_archive(
-            ArchiveInput::Path(cli.source().to_path_buf()),
-            &cleanup::temp_dir(),
-            on_entry,
-        ),
-        _ => source::scan(
-            cli.source(),
-            source::ScanOptions {
-                exclude,
-                skip_unreadable: cli.skip_unreadable,
+    let opts = ReadOptions {
+        scan: source::ScanOptions {
+            exclude,
+            skip_unreadable: cli.skip_unreadable,
+            sparse: cli.sparse.then_some(cli.block_size),
+        },
+        image: ImageOptions {
+            tmpdir: cleanup::temp_dir(),
+            tar: source::tar::Options {
+                block: cli.block_size,
             },
-            on_entry,
-        ),
+            platform: cli.platform(),
+        },
+    };
+    let mut tree = input::read_source(cli.source(), &opts, on_entry)?;
+    if adds.is_empty() {
+        return Ok(tree);
     }
+    for (src, place) in adds {
+        let more = input::read_add(&src, &opts, on_entry)?;
+        source::compose::add(&mut tree, more, &place)
+            .with_context(|| format!("--add {}", src.display()))?;
+    }
+    source::compose::recount(&mut tree);
+    Ok(tree)
 }
 
 /// The filesystem options from the command line (identifiers still random).
@@ -329,7 +339,7 @@ fn canonical_options(cli: &Cli, o: &Options, efi: Option<&EfiOptions>) -> String
         )
     });
     let opts = format!(
-        "type={} features={:?} bs={} isize={} N={:?} size={:?} label={:?} m={} owner={:?} partition={:?} ptype={} pname={:?}",
+        "type={} features={:?} bs={} isize={} N={:?} size={:?} label={:?} m={} owner={:?} partition={:?} ptype={} pname={:?} sparse={}",
         o.fstype.name(),
         o.features,
         o.block_size,
@@ -341,7 +351,8 @@ fn canonical_options(cli: &Cli, o: &Options, efi: Option<&EfiOptions>) -> String
         o.owner,
         cli.partition,
         cli.part_type(),
-        cli.part_label
+        cli.part_label(),
+        cli.sparse
     );
     opts + &efi
 }

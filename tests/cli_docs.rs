@@ -142,13 +142,10 @@ fn man_page_has_its_prose_and_every_option() {
         !man.contains('@'),
         "a template marker was left in the man page"
     );
-    // Every long option of --help has an entry (roff escapes its dashes).
-    let help = run_bin(["--help"]).stdout;
-    let longs: Vec<&str> = help
-        .split_whitespace()
-        .filter_map(|w| w.strip_prefix("--"))
-        .map(|w| w.trim_end_matches(|c: char| !c.is_ascii_alphanumeric()))
-        .filter(|w| w.chars().next().is_some_and(|c| c.is_ascii_lowercase()))
+    // Every long option on --help's option lines has an entry (roff escapes its dashes).
+    let longs: Vec<String> = help_options()
+        .into_iter()
+        .filter_map(|o| o.strip_prefix("--").map(str::to_string))
         .collect();
     assert!(longs.len() > 20, "found only {longs:?} in --help");
     for long in longs {

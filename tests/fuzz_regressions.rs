@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use linuxdisk_mk::cli::Cli;
 use linuxdisk_mk::disk::part_types::parse as parse_part_type;
+use linuxdisk_mk::source::tar::Options;
 use linuxdisk_mk::source::{read_archive, ArchiveInput};
 
 fn input(name: &str) -> PathBuf {
@@ -53,7 +54,12 @@ fn tar_archives_refused_without_panic_or_hang() {
         let dir = spool.path().to_path_buf();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
-            let res = read_archive(ArchiveInput::Path(path), &dir, &mut || {});
+            let res = read_archive(
+                ArchiveInput::Path(path),
+                &dir,
+                Options { block: 4096 },
+                &mut || {},
+            );
             let _ = tx.send(res.map(|_| ()).map_err(|e| format!("{e:#}")));
         });
         match rx.recv_timeout(Duration::from_secs(60)) {

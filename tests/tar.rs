@@ -55,10 +55,11 @@ fn uncompressed_archive_file_is_read_in_place() {
     let tree = linuxdisk_mk::source::read_archive(
         linuxdisk_mk::source::ArchiveInput::Path(tar.clone()),
         tmp.path(),
+        linuxdisk_mk::source::tar::Options { block: 4096 },
         &mut || {},
     )
     .unwrap();
-    let spool = tree.spool.as_ref().unwrap().metadata().unwrap();
+    let spool = tree.spool(0).unwrap().metadata().unwrap();
     assert_eq!(spool.ino(), std::fs::metadata(&tar).unwrap().ino());
     drop(tree);
     assert_image_equals_tree(tmp.path(), &src, &tar, Via::File);

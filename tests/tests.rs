@@ -14,9 +14,11 @@
 mod common;
 
 mod boot;
+mod boot_debian;
 mod changing;
 mod cli_docs;
 mod cli_ux;
+mod compose;
 mod efi;
 mod efi_boot;
 mod errors;
@@ -34,12 +36,14 @@ mod nbd_lazy;
 mod nbd_protocol;
 mod nbd_robust;
 mod nbd_run;
+mod oci;
 mod progress;
 mod report_json;
 mod reproducible;
 mod roundtrip;
 mod sizing;
 mod tar;
+mod zero_blocks;
 
 /// Every `tests/*.rs` file is declared above: with `autotests = false`, one that is not would
 /// never be compiled or run.

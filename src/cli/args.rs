@@ -4,6 +4,7 @@
 //! Standalone on purpose (clap, uuid and `values.rs` only): `build.rs` compiles this file to
 //! generate the man page and completions; typed conversions live in `cli/mod.rs`.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, ValueEnum};
@@ -46,9 +47,9 @@ pub enum Generate {
     CompleteFish,
 }
 
-/// Turn a directory or a tar archive into a disk image: a GPT disk whose partition holds an
-/// ext2, ext3 or ext4 filesystem made with libext2fs, with every file, owner, mode, time, link,
-/// device and extended attribute of the tree.
+/// Turn a directory, a tar archive or a container image into a disk image: a GPT disk whose
+/// partition holds an ext2, ext3 or ext4 filesystem made with libext2fs, with every file, owner,
+/// mode, time, link, device and extended attribute of the tree.
 #[derive(Debug, Parser)]
 #[command(
     name = "linuxdisk-mk",
@@ -70,11 +71,13 @@ pub struct Cli {
     /// Filesystem size: SIZE is the total size, +SIZE the minimum free space once the files are
     /// in. Suffixes K, M, G, T, P are powers of 1024; a bare number is bytes
     ///
-    /// Without --size, the filesystem is the smallest that holds the tree with about 3% of its
-    /// blocks free (always between 1% and 10%) and about 10% more inodes than entries (at least
-    /// 512 spare). The 5% root reserve counts as free, as in dumpe2fs. A size too small for the
-    /// tree fails before anything is written and says how much is needed. With an explicit SIZE
-    /// there is one inode per 16 KiB (as mke2fs), or more if the tree needs them.
+    /// Without --size, the filesystem is the smallest that holds the tree and leaves about 5% of
+    /// it (always 1% to 10%, and never less than 16 MiB) available to ordinary users, as df
+    /// shows it: beyond the root reserve (-m) and, on ext4, the kernel's own reserve. Inodes:
+    /// about 10% more than entries (at least 512 spare). Enough for a system to boot and log;
+    /// a VM that writes wants more: --size +1G. A size too small for the tree fails before
+    /// anything is written and says how much is needed. With an explicit SIZE there is one
+    /// inode per 16 KiB (as mke2fs), or more if the tree needs them.
     #[arg(long, value_name = "[+]SIZE", value_parser = parse_size)]
     pub size: Option<SizeArg>,
 
@@ -141,9 +144,10 @@ pub struct Cli {
     #[arg(long, value_name = "NAME|GUID", default_value = "linux")]
     pub part_type: String,
 
-    /// Partition name (at most 36 UTF-16 code units)
-    #[arg(long, value_name = "NAME", default_value = "linux", value_parser = parse_part_label)]
-    pub part_label: String,
+    /// Partition name (at most 36 UTF-16 code units) [default: the --part-type name, as
+    /// systemd-repart names partitions, e.g. linux or root-x86-64]
+    #[arg(long, value_name = "NAME", value_parser = parse_part_label)]
+    pub part_label: Option<String>,
 
     /// Replace OUTPUT if it exists
     ///
@@ -192,12 +196,50 @@ pub struct Cli {
     #[arg(short = 'n', long, conflicts_with = "serve")]
     pub dry_run: bool,
 
+    /// Add a directory, tar archive, container image or file at DEST in the image (default
+    /// /); repeatable, applied in order over SOURCE
+    ///
+    /// SRC is read as SOURCE is (a directory, an OCI image layout, a tar archive plain or
+    /// compressed, an OCI or docker-save archive, - for stdin), or, when it is a regular file
+    /// that is not an archive (or a device node), as that one file. Nothing is copied to the
+    /// host: the sources are merged in memory and each file is read from its own source. A
+    /// later entry replaces an earlier one at the same path; a directory over a directory
+    /// merges (the later one's mode, owner, times and attributes, the entries of both). A
+    /// directory or archive is merged into DEST, which keeps its own metadata if it exists; a
+    /// file becomes DEST, or goes into DEST when DEST ends in / or is a directory. Missing
+    /// parents of DEST are made (0755, owner 0:0 or --owner's). DEST is resolved in the image
+    /// as in a chroot: symlinks on the way are followed (/lib to usr/lib); one at DEST itself
+    /// only when it leads to a directory. Hard links never join files of two sources. SRC is
+    /// everything before the last ":/": a SRC containing ":/" needs an explicit DEST (a:/b:/),
+    /// and a DEST cannot contain ":/". Works with --serve and --lazy (files are read from
+    /// their sources when asked), --owner and SOURCE_DATE_EPOCH (the digest covers every
+    /// source).
+    #[arg(long = "add", value_name = "SRC[:DEST]")]
+    pub add: Vec<OsString>,
+
+    /// Which image of a multi-platform container image to use [default: this machine's, e.g.
+    /// linux/amd64]
+    ///
+    /// OS/ARCH or OS/ARCH/VARIANT as in an OCI image index (linux/arm64/v8, linux/arm/v7). An
+    /// image without a platform in its index is matched by its config's os and architecture.
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
+
+    /// Store all-zero blocks of directory sources' files as holes, as cp --sparse=always
+    ///
+    /// Files are read once more while the tree is scanned. Holes a file already has are always
+    /// kept; files from tar archives and container images always have their all-zero blocks
+    /// stored as holes (their bytes pass through anyway).
+    #[arg(long)]
+    pub sparse: bool,
+
     /// Print the man page or a shell's completions, generated from these definitions, and exit
     #[arg(long, value_name = "KIND", value_enum, exclusive = true)]
     pub generate: Option<Generate>,
 
     /// Directory whose contents become the filesystem's root, or a tar archive (plain, gzip, xz,
-    /// bzip2 or zstd), or - for a tar stream on stdin
+    /// bzip2 or zstd), or - for a tar stream on stdin, or a container image: an OCI image
+    /// layout directory, an OCI archive or a docker-save archive
     #[arg(value_name = "SOURCE", required_unless_present = "generate")]
     pub source: Option<PathBuf>,
 
@@ -258,8 +300,9 @@ pub struct ServeArgs {
     /// while served (a changed file's reads fail with EIO)
     ///
     /// The filesystem's metadata is built as usual and reads of file data are answered from
-    /// SOURCE (or a tar archive's spool) when a client asks, so the server is ready in the time
-    /// it takes to scan the tree. The disk is byte for byte the one served without --lazy.
+    /// SOURCE and the --add sources (or an archive's spool) when a client asks, so the server is
+    /// ready in the time it takes to scan the tree. The disk is byte for byte the one served
+    /// without --lazy.
     #[arg(long)]
     pub lazy: bool,
 

@@ -13,7 +13,7 @@ mod values;
 pub use args::{Cli, EfiArgs, FsTypeArg, Generate, PartitionMode, ServeArgs};
 pub use values::{parse_bytes, SizeArg};
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches};
@@ -21,6 +21,8 @@ use clap::{ArgMatches, Args, CommandFactory, FromArgMatches};
 use crate::disk::part_types;
 use crate::mkfs::fstype::{Features, FsType};
 use crate::mkfs::size::SizeSpec;
+use crate::source::compose::Placement;
+use crate::source::oci::Platform;
 
 impl Cli {
     /// Parses the command line; usage errors (exit 2) include values only checkable together.
@@ -82,6 +84,41 @@ impl Cli {
         part_types::parse(&self.part_type).expect("--part-type was checked")
     }
 
+    /// Partition 1's name: `--part-label`, else the partition type's name (its GUID when it has
+    /// none), as systemd-repart names partitions.
+    pub fn part_label(&self) -> String {
+        if let Some(l) = &self.part_label {
+            return l.clone();
+        }
+        let t = self.part_type();
+        part_types::PART_TYPES
+            .iter()
+            .find(|(_, g)| *g == t)
+            .map_or_else(|| t.to_string(), |(n, _)| n.to_string())
+    }
+
+    /// The `--add` sources in order: SRC and where it goes (checked by [`Cli::check`]).
+    pub fn adds(&self) -> Vec<(PathBuf, Placement)> {
+        self.add
+            .iter()
+            .map(|a| {
+                let (src, dest) = values::split_add(a);
+                let place = dest.map_or_else(Placement::root, |d| {
+                    Placement::parse(&d).expect("--add was checked")
+                });
+                (PathBuf::from(src), place)
+            })
+            .collect()
+    }
+
+    /// `--platform`, else this machine's.
+    pub fn platform(&self) -> Platform {
+        match &self.platform {
+            Some(p) => Platform::parse(p).expect("--platform was checked"),
+            None => Platform::host(),
+        }
+    }
+
     /// The filesystem features: the type's defaults with the -O edits applied.
     pub fn features(&self) -> Result<Features, String> {
         let mut f = self.fs_type().features();
@@ -115,6 +152,27 @@ impl Cli {
                     "--cmdline: a kernel command line is one line, without control characters"
                         .to_string(),
                 ));
+            }
+        }
+        let mut stdin = usize::from(self.source().as_os_str() == "-");
+        for a in &self.add {
+            let (src, dest) = values::split_add(a);
+            if src.is_empty() {
+                return Err(invalid(format!("--add {}: no SRC", a.to_string_lossy())));
+            }
+            if let Some(Err(e)) = dest.map(|d| Placement::parse(&d)) {
+                return Err(invalid(format!("--add {}: {e}", a.to_string_lossy())));
+            }
+            stdin += usize::from(src == "-");
+        }
+        if stdin > 1 {
+            return Err(invalid(
+                "standard input (-) can be read only once: as SOURCE or one --add".to_string(),
+            ));
+        }
+        if let Some(p) = &self.platform {
+            if let Err(e) = Platform::parse(p) {
+                return Err(invalid(format!("--platform: {e}")));
             }
         }
         if self.inode_size as u32 > self.block_size {
@@ -189,6 +247,76 @@ mod tests {
         assert_eq!(c.partition, PartitionMode::Gpt);
         assert_eq!(c.size_spec(), SizeSpec::Auto);
         assert!(!c.serving.serve);
+        assert_eq!(c.part_label(), "linux");
+        assert!(c.adds().is_empty() && !c.sparse);
+    }
+
+    #[test]
+    fn add_splits_at_the_last_colon_slash() {
+        let c = Cli::parse_from_args([
+            "linuxdisk-mk",
+            "--add",
+            "overlay",
+            "--add",
+            "my:dir:/opt/a:b",
+            "--add",
+            "a:/b:/",
+            "--add",
+            "motd:/etc/",
+            "d",
+            "o",
+        ])
+        .unwrap();
+        let got: Vec<(String, Vec<Vec<u8>>, bool)> = c
+            .adds()
+            .into_iter()
+            .map(|(p, pl)| (p.display().to_string(), pl.comps, pl.into))
+            .collect();
+        let v = |s: &[&str]| s.iter().map(|c| c.as_bytes().to_vec()).collect::<Vec<_>>();
+        assert_eq!(
+            got,
+            [
+                ("overlay".to_string(), v(&[]), true),
+                ("my:dir".to_string(), v(&["opt", "a:b"]), false),
+                ("a:/b".to_string(), v(&[]), true),
+                ("motd".to_string(), v(&["etc"]), true),
+            ]
+        );
+        for bad in [
+            &["--add", ":/x"][..],
+            &["--add", "a:/../b"],
+            &["--add", "-", "-"],
+        ] {
+            let mut args = vec!["linuxdisk-mk"];
+            args.extend_from_slice(bad);
+            if args.len() == 3 {
+                args.push("d");
+            }
+            args.push("o");
+            assert!(Cli::parse_from_args(&args).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn part_label_defaults_to_the_type_name() {
+        let c =
+            Cli::parse_from_args(["linuxdisk-mk", "--part-type", "root-x86-64", "d", "o"]).unwrap();
+        assert_eq!(c.part_label(), "root-x86-64");
+        let c = Cli::parse_from_args([
+            "linuxdisk-mk",
+            "--part-type",
+            "root-x86-64",
+            "--part-label",
+            "mine",
+            "d",
+            "o",
+        ])
+        .unwrap();
+        assert_eq!(c.part_label(), "mine");
+        let g = "0fc63daf-8483-4772-8e79-3d69d8477de5";
+        let c = Cli::parse_from_args(["linuxdisk-mk", "--part-type", g, "d", "o"]).unwrap();
+        assert_eq!(c.part_label(), g);
+        assert!(Cli::parse_from_args(["linuxdisk-mk", "--platform", "linux", "d", "o"]).is_err());
     }
 
     #[test]

@@ -5,15 +5,15 @@
 //! install in the tree.
 
 use std::cmp::Ordering;
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
-use crate::source::bytes::{file_bytes, open_root, FileBytes};
+use crate::source::bytes::{file_bytes, FileBytes};
+use crate::source::dirs::Dirs;
 use crate::source::find::{lookup, Found};
-use crate::source::{display, open_child_dir, Entry, Kind, Tree};
+use crate::source::{display, Entry, Kind, Tree};
 
 /// Where systemd-boot installs its x86-64 binary.
 pub const SYSTEMD_BOOT: &str = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
@@ -84,26 +84,19 @@ impl TreeFile {
 
     /// Opens the file's bytes: by name from the source root, checked to be the file scanned,
     /// or in the tree's spool.
-    pub fn open<'a>(&self, tree: &'a Tree, source: &Path) -> Result<FileBytes<'a>> {
+    pub fn open<'a>(&self, tree: &'a Tree) -> Result<FileBytes<'a>> {
         let Kind::File { size, data, .. } = self.entry.kind else {
             bail!("{}: not a regular file", display(&self.path()));
         };
-        let shown = self.shown(source);
-        let mut dir: Option<OwnedFd> = open_root(tree, source)?;
-        if let Some(mut d) = dir.take() {
-            for name in &self.names[..self.names.len() - 1] {
-                d = open_child_dir(&d, name, &shown)?;
-            }
-            dir = Some(d);
+        // Down the tree's sources' directories to the file's, as populating does.
+        let mut dirs = Dirs::root(&tree.origins)?;
+        let mut rel = Vec::new();
+        for name in &self.names[..self.names.len() - 1] {
+            rel.push(b'/');
+            rel.extend_from_slice(name);
+            dirs = dirs.child(&tree.origins, name, &rel)?;
         }
-        file_bytes(
-            &self.entry,
-            data,
-            size,
-            dir.as_ref(),
-            tree.spool.as_deref(),
-            &shown,
-        )
+        file_bytes(&self.entry, data, size, &dirs, &tree.origins, &self.path())
     }
 
     /// The file's path as the user would name it on the host: SOURCE, then its path in the tree.
@@ -122,7 +115,7 @@ impl TreeFile {
         if size > max {
             bail!("{}: larger than {max} bytes", display(&self.shown(source)));
         }
-        let bytes = self.open(tree, source)?;
+        let bytes = self.open(tree)?;
         let mut buf = vec![0u8; size as usize];
         let mut done = 0;
         while done < buf.len() {

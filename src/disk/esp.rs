@@ -23,7 +23,7 @@ use super::Source;
 use crate::copy::{write_nonzero, RangeCopier};
 use crate::source::bytes::{unchanged, FileBytes};
 use crate::source::live::LiveTree;
-use crate::source::{display, Data, Kind, Tree};
+use crate::source::{display, Data, Kind, Origin, Tree};
 
 /// The FAT volume label.
 const LABEL: [u8; 11] = *b"ESP        ";
@@ -172,16 +172,9 @@ impl Esp {
 
     /// The volume as regions for `--serve --lazy`, at disk offset `at`: metadata and host bytes
     /// from memory, the tree's files read from SOURCE (or the archive's spool) when asked.
-    pub fn lazy_parts(
-        &self,
-        tree: &Tree,
-        source: &Path,
-        at: u64,
-    ) -> Result<Vec<(u64, u64, Source)>> {
-        let live = match tree.spool {
-            Some(_) => None,
-            None => Some(LiveTree::open(source)?),
-        };
+    pub fn lazy_parts(&self, tree: &Tree, at: u64) -> Result<Vec<(u64, u64, Source)>> {
+        // Each directory source opened once, as populating opens them.
+        let mut live: Vec<Option<Arc<LiveTree>>> = vec![None; tree.origins.len()];
         let mut parts = Vec::new();
         for (id, p) in self.volume.pieces.iter().enumerate() {
             let src = match &p.what {
@@ -191,15 +184,33 @@ impl Esp {
                     let Kind::File { size, data, .. } = f.entry.kind else {
                         bail!("{}: not a regular file", display(&f.path()));
                     };
-                    match (data, &live, &tree.spool) {
-                        (Data::InTree, Some(live), _) => Source::Live {
-                            file: Arc::new(live.file(&f.path()[1..], &f.entry.meta, size, id)),
-                            offset: 0,
-                        },
-                        (Data::Spool { offset }, _, Some(spool)) => Source::File {
-                            file: spool.clone(),
+                    let origin = tree
+                        .origins
+                        .get(data.src() as usize)
+                        .with_context(|| format!("{}: no such source", display(&f.path())))?;
+                    match (data, origin) {
+                        (Data::Spool { offset, .. }, Origin::Spool { file, .. }) => Source::File {
+                            file: file.clone(),
                             offset,
                         },
+                        (Data::InTree { src }, _) => {
+                            let dir = origin.host_dir().with_context(|| {
+                                format!("{}: no source to read from", display(&f.path()))
+                            })?;
+                            let tree = match &live[src as usize] {
+                                Some(t) => t.clone(),
+                                None => {
+                                    let t = LiveTree::open(dir)?;
+                                    live[src as usize] = Some(t.clone());
+                                    t
+                                }
+                            };
+                            let rel = origin.host_rel(&f.path());
+                            Source::Live {
+                                file: Arc::new(tree.file(&rel, &f.entry.meta, size, id)),
+                                offset: 0,
+                            }
+                        }
                         _ => bail!("{}: no source to read from", display(&f.path())),
                     }
                 }
@@ -244,7 +255,7 @@ fn copy_tree_file(
         bail!("{}: not a regular file", display(&f.path()));
     };
     let shown = f.shown(source);
-    let bytes = f.open(tree, source)?;
+    let bytes = f.open(tree)?;
     let (fd, base) = (bytes.fd(), bytes.base());
     for (a, b) in layout.data_ranges(*size) {
         let n = copier

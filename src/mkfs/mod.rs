@@ -25,17 +25,15 @@ use self::fstype::{Features, FsType, INODE_SIZE};
 use self::plan::{inodes_with_margin, Needs};
 use self::populate::{Lazy, Populator};
 pub use self::populate::{LazyData, LazyPart};
-use self::size::{Human, SizeSpec};
+use self::size::{auto_margin, kernel_reserve, Human, SizeSpec};
 use crate::copy::RangeCopier;
 use crate::progress::{ByteSize, Progress};
-use crate::source::live::LiveTree;
+use crate::source::dirs::Dirs;
 use crate::source::readahead::{self, FinishOnDrop, Position, WINDOW};
 use crate::source::Tree;
 
 /// Bytes per inode for `--size` filesystems (mke2fs's default inode_ratio).
 const INODE_RATIO: u64 = 16384;
-/// Auto-sized filesystems aim for this fraction (in percent) of blocks free once populated.
-const AUTO_FREE_PERCENT: u64 = 3;
 
 /// What to make.
 #[derive(Debug, Clone)]
@@ -113,6 +111,8 @@ pub struct Report {
     pub block_size: u32,
     pub inodes: u64,
     pub free_blocks: u64,
+    /// Of the free blocks, those ordinary users may not take (root's and the kernel's reserves).
+    pub unavailable_blocks: u64,
     pub free_inodes: u64,
     /// Blocks reserved for root (`-m`): free, but not available to ordinary users.
     pub reserved_blocks: u64,
@@ -126,12 +126,13 @@ pub struct Report {
 impl Report {
     /// Free bytes that ordinary users can fill: the free blocks beyond the root reserve.
     pub fn available_bytes(&self) -> u64 {
-        self.free_blocks.saturating_sub(self.reserved_blocks) * self.block_size as u64
+        self.free_blocks.saturating_sub(self.unavailable_blocks) * self.block_size as u64
     }
 }
 
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let avail = self.free_blocks.saturating_sub(self.unavailable_blocks);
         let pct = |a: u64, b: u64| {
             if b == 0 {
                 0.0
@@ -141,7 +142,7 @@ impl std::fmt::Display for Report {
         };
         write!(
             f,
-            "filesystem: {} ({} blocks of {} bytes), {} inodes; journal {} blocks; free: {} blocks ({:.1}%), {} inodes ({:.1}%)",
+            "filesystem: {} ({} blocks of {} bytes), {} inodes; journal {} blocks; free: {} blocks ({:.1}%), {} inodes ({:.1}%); available to ordinary users: {} ({:.1}%)",
             Human(self.blocks * self.block_size as u64),
             self.blocks,
             self.block_size,
@@ -151,6 +152,8 @@ impl std::fmt::Display for Report {
             pct(self.free_blocks, self.blocks),
             self.free_inodes,
             pct(self.free_inodes, self.inodes),
+            Human(avail * self.block_size as u64),
+            pct(avail, self.blocks),
         )
     }
 }
@@ -217,6 +220,8 @@ pub fn build(
             block_size: made.fs.block_size(),
             inodes: sb.inodes_count() as u64,
             free_blocks: sb.free_blocks(),
+            unavailable_blocks: sb.reserved_blocks()
+                + kernel_reserve(sb.blocks_count(), opts.features.has_extents()),
             free_inodes: sb.free_inodes() as u64,
             reserved_blocks: sb.reserved_blocks(),
             journal_blocks: made.journal_blocks,
@@ -335,7 +340,9 @@ impl Maker<'_> {
             }
             SizeSpec::Auto => {
                 let inodes = self.inode_count(inodes_with_margin(self.needs.inodes));
-                self.fit(inodes, &|b| (b * AUTO_FREE_PERCENT / 100).max(16) + grow)
+                let (bs, m) = (self.opts.block_size, self.opts.reserved_percent);
+                let extents = self.opts.features.has_extents();
+                self.fit(inodes, &|b| auto_margin(b, bs, m, extents) + grow)
             }
         }
     }
@@ -463,17 +470,10 @@ impl Maker<'_> {
         made: &mut Formatted,
         progress: &Progress,
     ) -> Result<Option<Lazy>> {
-        let fd = crate::source::bytes::open_root(tree, source)?;
+        let dirs = Dirs::root(&tree.origins)?;
         let lazy = match self.opts.lazy {
             false => None,
-            true => Some(Lazy::new(
-                match tree.spool {
-                    Some(_) => None,
-                    None => Some(LiveTree::open(source)?),
-                },
-                source.as_os_str().len(),
-                tree.spool.clone(),
-            )),
+            true => Some(Lazy::open(&tree.origins)?),
         };
         let dir_index = made
             .fs
@@ -496,7 +496,8 @@ impl Maker<'_> {
             progress,
             linked: HashMap::new(),
             copier: RangeCopier::new(),
-            spool: tree.spool.as_deref(),
+            origins: &tree.origins,
+            root_len: source.as_os_str().len(),
             owner: self.opts.owner,
             clamp_time: self.opts.clamp_time,
             hash,
@@ -504,17 +505,17 @@ impl Maker<'_> {
             position: None,
         };
         let mut path = source.as_os_str().as_encoded_bytes().to_vec();
-        match (&fd, p.lazy.is_none()) {
+        match (dirs.get(0), p.lazy.is_none()) {
             // Copying from a directory: read ahead of the copy in a second thread.
             (Some(root), true) => {
                 p.position = Some(&position);
                 std::thread::scope(|s| {
                     let _stop = FinishOnDrop(&position);
                     s.spawn(|| readahead::run(root.as_fd(), &tree.root, &position, WINDOW));
-                    p.run(&tree.root, fd.as_ref(), &mut path)
+                    p.run(&tree.root, &dirs, &mut path)
                 })?;
             }
-            _ => p.run(&tree.root, fd.as_ref(), &mut path)?,
+            _ => p.run(&tree.root, &dirs, &mut path)?,
         }
         Ok(p.lazy)
     }

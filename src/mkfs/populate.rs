@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
@@ -21,9 +20,10 @@ use super::plan::{lost_found_blocks, LINK_MAX};
 use crate::copy::RangeCopier;
 use crate::progress::Progress;
 use crate::source::bytes::{file_bytes, unchanged, FileBytes};
+use crate::source::dirs::Dirs;
 use crate::source::live::{LiveFile, LiveTree};
 use crate::source::readahead::Position;
-use crate::source::{display, open_child_dir, Data, Entry, Kind, Layout, Meta, Timestamp};
+use crate::source::{display, Data, Entry, Kind, Layout, Meta, Origin, Timestamp};
 
 pub struct Populator<'a> {
     pub fs: &'a mut Filesystem,
@@ -39,8 +39,11 @@ pub struct Populator<'a> {
     /// Inodes already made for multiply-linked files, by source identity.
     pub linked: HashMap<(u64, u64), Ino>,
     pub copier: RangeCopier,
-    /// The tree's spool file, for files whose data is [`Data::Spool`].
-    pub spool: Option<&'a File>,
+    /// Where the tree's files are read from (their [`Data::src`]).
+    pub origins: &'a [Origin],
+    /// Length of the SOURCE path at the start of every entry's path: what follows is its path
+    /// in the tree.
+    pub root_len: usize,
     /// `--owner`: every entry's owner.
     pub owner: Option<(u32, u32)>,
     /// Name hashing for htree directories; None without the dir_index feature.
@@ -85,61 +88,84 @@ pub struct LazyPart {
     pub data: LazyData,
 }
 
+/// Where one source's files are read from when served lazily.
+pub enum LazySource {
+    /// A directory (or a single file's parent).
+    Live(Arc<LiveTree>),
+    /// A spool file.
+    Spool(Arc<File>),
+}
+
 /// File data left in the source (`--serve --lazy`): where each data range of each file lies in
 /// the filesystem, and where its bytes are read from.
 pub struct Lazy {
-    /// The source root, for a directory source.
-    pub tree: Option<Arc<LiveTree>>,
-    /// Length of the source root's path at the start of every entry's path.
-    pub root_len: usize,
-    /// The tree's spool, for an archive source.
-    pub spool: Option<Arc<File>>,
+    /// Each source of the tree (indexed by [`Data::src`]), opened.
+    pub sources: Vec<LazySource>,
     /// Where each piece of file data goes and where it is read from, in the order placed.
     pub parts: Vec<LazyPart>,
     files: usize,
 }
 
 impl Lazy {
-    pub fn new(tree: Option<Arc<LiveTree>>, root_len: usize, spool: Option<Arc<File>>) -> Lazy {
-        Lazy {
-            tree,
-            root_len,
-            spool,
+    /// Opens the tree's sources: directories as [`LiveTree`]s, spools as they are.
+    pub fn open(origins: &[Origin]) -> Result<Lazy> {
+        let sources = origins
+            .iter()
+            .map(|o| match (o, o.host_dir()) {
+                (Origin::Spool { file, .. }, _) => Ok(LazySource::Spool(file.clone())),
+                (_, Some(dir)) => Ok(LazySource::Live(LiveTree::open(dir)?)),
+                (_, None) => unreachable!("directory and file sources have a directory"),
+            })
+            .collect::<Result<_>>()?;
+        Ok(Lazy {
+            sources,
             parts: Vec::new(),
             files: 0,
-        }
+        })
     }
 
-    /// Where file `e`'s bytes are read, at its byte 0.
-    fn source(&mut self, e: &Entry, data: Data, size: u64, path: &[u8]) -> Result<LazyData> {
-        Ok(match data {
-            Data::InTree => {
-                let tree = self.tree.as_ref().with_context(|| {
-                    format!("{}: no source directory to read from", display(path))
-                })?;
+    /// Where file `e`'s bytes are read, at its byte 0 (`rel`: its path in the tree).
+    fn source(
+        &mut self,
+        e: &Entry,
+        data: Data,
+        size: u64,
+        origin: &Origin,
+        rel: &[u8],
+    ) -> Result<LazyData> {
+        Ok(match (data, self.sources.get(data.src() as usize)) {
+            (Data::InTree { .. }, Some(LazySource::Live(tree))) => {
                 self.files += 1;
-                let rel = &path[self.root_len.min(path.len())..];
+                let rel = origin.host_rel(rel);
                 LazyData::Live {
-                    file: Arc::new(tree.file(rel, &e.meta, size, self.files)),
+                    file: Arc::new(tree.file(&rel, &e.meta, size, self.files)),
                     offset: 0,
                 }
             }
-            Data::Spool { offset } => LazyData::Spool {
-                file: self
-                    .spool
-                    .clone()
-                    .with_context(|| format!("{}: no spool file", display(path)))?,
+            (Data::Spool { offset, .. }, Some(LazySource::Spool(file))) => LazyData::Spool {
+                file: file.clone(),
                 offset,
             },
+            _ => bail!("{}: no source to read from", display(rel)),
         })
     }
 }
 
 impl Populator<'_> {
-    /// Fills the root directory (inode 2) from `root`, whose directory is open as `fd` (None when
-    /// the tree came from an archive).
-    pub fn run(&mut self, root: &Entry, fd: Option<&OwnedFd>, path: &mut Vec<u8>) -> Result<()> {
-        self.dir(ROOT_INO, ROOT_INO, root, fd, path, true)
+    /// Fills the root directory (inode 2) from `root`, whose source directories are `dirs`;
+    /// `path` is SOURCE's path (of [`Populator::root_len`] bytes).
+    pub fn run(&mut self, root: &Entry, dirs: &Dirs, path: &mut Vec<u8>) -> Result<()> {
+        self.dir(ROOT_INO, ROOT_INO, root, dirs, path, true)
+    }
+
+    /// The path in the tree (`/a/b`) of the entry at `path`.
+    fn rel<'p>(&self, path: &'p [u8]) -> &'p [u8] {
+        &path[self.root_len.min(path.len())..]
+    }
+
+    /// The source directories of directory `name` below `dirs`, at `path`.
+    fn child_dirs(&self, dirs: &Dirs, name: &[u8], path: &[u8]) -> Result<Dirs> {
+        dirs.child(self.origins, name, self.rel(path))
     }
 
     fn block_size(&self) -> u64 {
@@ -152,7 +178,7 @@ impl Populator<'_> {
         ino: Ino,
         parent: Ino,
         d: &Entry,
-        fd: Option<&OwnedFd>,
+        dirs: &Dirs,
         path: &mut Vec<u8>,
         is_root: bool,
     ) -> Result<()> {
@@ -166,11 +192,11 @@ impl Populator<'_> {
             path.extend_from_slice(&c.name);
             let (c_ino, ft) = if is_root && &*c.name == b"lost+found" && c.is_dir() {
                 has_lost_found = true;
-                let child_fd = child_dir(fd, &c.name, path)?;
-                self.dir(self.lost_found, ino, c, child_fd.as_ref(), path, false)?;
+                let sub = self.child_dirs(dirs, &c.name, path)?;
+                self.dir(self.lost_found, ino, c, &sub, path, false)?;
                 (self.lost_found, FileType::Directory)
             } else {
-                self.entry(ino, c, fd, path)?
+                self.entry(ino, c, dirs, path)?
             };
             path.truncate(len);
             if ft == FileType::Directory {
@@ -266,13 +292,13 @@ impl Populator<'_> {
         (packer.finish(), false)
     }
 
-    /// Creates one non-root entry in directory `parent` (open as `fd`); returns its inode and
-    /// directory-entry file type.
+    /// Creates one non-root entry in directory `parent` (whose source directories are `dirs`);
+    /// returns its inode and directory-entry file type.
     fn entry(
         &mut self,
         parent: Ino,
         e: &Entry,
-        fd: Option<&OwnedFd>,
+        dirs: &Dirs,
         path: &mut Vec<u8>,
     ) -> Result<(Ino, FileType)> {
         if let (Kind::File { .. }, Some(p)) = (&e.kind, self.position) {
@@ -289,8 +315,8 @@ impl Populator<'_> {
         let ino = match &e.kind {
             Kind::Dir { .. } => {
                 let ino = self.alloc_ino(parent, FileType::Directory, path)?;
-                let child_fd = child_dir(fd, &e.name, path)?;
-                self.dir(ino, parent, e, child_fd.as_ref(), path, false)?;
+                let sub = self.child_dirs(dirs, &e.name, path)?;
+                self.dir(ino, parent, e, &sub, path, false)?;
                 ino
             }
             Kind::File { size, layout, data } => {
@@ -304,7 +330,7 @@ impl Populator<'_> {
                         .fs
                         .runs(ino, &inode)
                         .with_context(|| format!("{}: inode {ino}", display(path)))?;
-                    self.copy_data(fd, e, *data, *size, layout, &runs, path)?;
+                    self.copy_data(dirs, e, *data, *size, layout, &runs, path)?;
                 }
                 self.finish_inode(ino, &mut inode, e, path)?;
                 ino
@@ -419,7 +445,7 @@ impl Populator<'_> {
     #[allow(clippy::too_many_arguments)]
     fn copy_data(
         &mut self,
-        dir: Option<&OwnedFd>,
+        dirs: &Dirs,
         e: &Entry,
         data: Data,
         size: u64,
@@ -428,8 +454,10 @@ impl Populator<'_> {
         path: &[u8],
     ) -> Result<()> {
         let pieces = placed(runs, layout, size, self.block_size());
+        let rel = self.rel(path);
+        let origin = &self.origins[data.src() as usize];
         if let Some(lazy) = &mut self.lazy {
-            let src = lazy.source(e, data, size, path)?;
+            let src = lazy.source(e, data, size, origin, rel)?;
             for (at, from, len) in pieces {
                 lazy.parts.push(LazyPart {
                     at,
@@ -439,7 +467,7 @@ impl Populator<'_> {
             }
             return Ok(());
         }
-        let bytes = file_bytes(e, data, size, dir, self.spool, path)?;
+        let bytes = file_bytes(e, data, size, dirs, self.origins, rel)?;
         let (src, base) = (bytes.fd(), bytes.base());
         for (at, from, len) in pieces {
             let progress = self.progress;
@@ -453,17 +481,19 @@ impl Populator<'_> {
                     len,
                     &mut |n| progress.inc_bytes(n),
                 )
-                .with_context(|| format!("{}: copying into {}", display(path), self.image_name))?;
+                .with_context(|| {
+                    format!("{}: copying into {}", origin.show(rel), self.image_name)
+                })?;
             if n != len {
                 bail!(
                     "{}: changed during the build (it shrank); nothing was written",
-                    display(path)
+                    origin.show(rel)
                 );
             }
         }
         // A change while it was copied is caught here rather than written.
         if let FileBytes::Opened(fd) = &bytes {
-            unchanged(fd, e, size, path)?;
+            unchanged(fd, e, size, origin.show(rel).as_bytes())?;
         }
         Ok(())
     }
@@ -506,11 +536,6 @@ pub fn clamp(t: Timestamp, limit: i64) -> Timestamp {
     } else {
         t
     }
-}
-
-/// Opens a child directory when walking a directory source; None for archive sources.
-fn child_dir(parent: Option<&OwnedFd>, name: &[u8], path: &[u8]) -> Result<Option<OwnedFd>> {
-    parent.map(|fd| open_child_dir(fd, name, path)).transpose()
 }
 
 fn ft_of(k: &Kind) -> FileType {

@@ -1,31 +1,15 @@
-//! Reading a tree back while it is used: the source root's directory descriptor, and a regular
-//! file's bytes — opened by name in its directory (checked to still be the file scanned) or found
-//! in the tree's spool file. Populating and the reproducible-build digest both read through here.
+//! Reading a tree back while it is used: a regular file's bytes — opened by name in its source's
+//! directory (checked to still be the file scanned) or found in its source's spool file.
+//! Populating and the reproducible-build digest both read through here.
 
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use rustix::fs::{Mode, OFlags};
 
-use super::{display, open_child_file, Data, Entry, Tree};
+use super::dirs::{host_name, Dirs};
+use super::{display, open_child_file, Data, Entry, Origin};
 use crate::source::Timestamp;
-
-/// The source root's directory, or None when the tree came from an archive (its spool holds
-/// every file's bytes).
-pub fn open_root(tree: &Tree, source: &Path) -> Result<Option<OwnedFd>> {
-    if tree.spool.is_some() {
-        return Ok(None);
-    }
-    let fd = rustix::fs::open(
-        source,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .with_context(|| source.display().to_string())?;
-    Ok(Some(fd))
-}
 
 /// Where a regular file's bytes are read: a descriptor, and the offset of the file's byte 0 in
 /// it.
@@ -50,29 +34,36 @@ impl FileBytes<'_> {
     }
 }
 
-/// The bytes of regular file `e` (`data` and `size` from its kind): opened by name in `dir` for
-/// a directory source — refused if it is no longer the file scanned (another inode or size) —
-/// or at its offset in `spool`.
+/// The bytes of regular file `e` at `rel` in the tree (`data` and `size` from its kind): opened
+/// by name in its source's directory among `dirs` — refused if it is no longer the file scanned
+/// (another inode or size) — or at its offset in its source's spool.
 pub fn file_bytes<'a>(
     e: &Entry,
     data: Data,
     size: u64,
-    dir: Option<&OwnedFd>,
-    spool: Option<&'a File>,
-    path: &[u8],
+    dirs: &Dirs,
+    origins: &'a [Origin],
+    rel: &[u8],
 ) -> Result<FileBytes<'a>> {
+    let origin = origins
+        .get(data.src() as usize)
+        .with_context(|| format!("{}: no such source", display(rel)))?;
     match data {
-        Data::InTree => {
-            let dir = dir
-                .with_context(|| format!("{}: no source directory to read from", display(path)))?;
-            let f = open_child_file(dir, &e.name, path)?;
-            unchanged(&f, e, size, path)?;
+        Data::InTree { src } => {
+            let path = origin.show(rel);
+            let dir = dirs.get(src).with_context(|| {
+                format!(
+                    "{path}: changed during the build (its directory is gone); nothing was written"
+                )
+            })?;
+            let f = open_child_file(dir, host_name(origin, &e.name), path.as_bytes())?;
+            unchanged(&f, e, size, path.as_bytes())?;
             Ok(FileBytes::Opened(f))
         }
-        Data::Spool { offset } => {
-            let spool = spool.with_context(|| format!("{}: no spool file", display(path)))?;
-            Ok(FileBytes::Spool(spool, offset))
-        }
+        Data::Spool { offset, .. } => match origin {
+            Origin::Spool { file, .. } => Ok(FileBytes::Spool(file, offset)),
+            _ => bail!("{}: no spool file", origin.show(rel)),
+        },
     }
 }
 

@@ -114,7 +114,7 @@ mod tests {
             kind: Kind::File {
                 size: 0,
                 layout: Layout::Dense,
-                data: Data::InTree,
+                data: Data::InTree { src: 0 },
             },
             meta: Meta::default(),
             xattrs: Vec::new(),
@@ -154,7 +154,7 @@ mod tests {
                     link("etc", "boot/vmlinuz-6.1"),
                 ],
             ),
-            spool: None,
+            origins: Vec::new(),
             entries: 9,
             data_bytes: 0,
         }

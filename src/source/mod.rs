@@ -1,18 +1,29 @@
 //! Where entries come from: the source tree as one in-memory tree of [`Entry`] values (names as
 //! bytes, full metadata, extended attributes, the layout of sparse files), read once by the
-//! scanner in [`walk`] and consumed by planning and populating.
+//! scanner in [`walk`], the tar reader in [`tar`] or the container-image reader in [`oci`],
+//! merged with the `--add` sources by [`compose`] (what each input is: [`input`]), and consumed
+//! by planning and populating. Every file records which source ([`Origin`]) its bytes are in.
 
 pub mod bytes;
+pub mod compose;
 pub mod digest;
+pub mod dirs;
 pub mod find;
+pub mod input;
 pub mod live;
+pub mod oci;
 pub mod readahead;
 pub mod tar;
 mod walk;
 mod xattr;
+pub mod zeros;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub use tar::{read_archive, ArchiveInput};
-pub use walk::{identity, open_child_dir, open_child_file, scan, ScanOptions};
+pub use walk::{identity, open_child_dir, open_child_file, scan, scan_one, ScanOptions};
 
 /// A time as the source gives it: seconds and nanoseconds since the epoch (seconds may be
 /// negative or past 2038). `mkfs` turns it into the filesystem's encoding.
@@ -66,7 +77,8 @@ impl Meta {
 pub enum Layout {
     /// All of `0..size`.
     Dense,
-    /// Sorted, disjoint byte ranges `(start, end)` found with SEEK_DATA/SEEK_HOLE.
+    /// Sorted, disjoint byte ranges `(start, end)`: found with SEEK_DATA/SEEK_HOLE, from an
+    /// archive's sparse map, or what is left once all-zero blocks are taken out ([`zeros`]).
     Sparse(Vec<(u64, u64)>),
 }
 
@@ -78,17 +90,35 @@ impl Layout {
             Layout::Sparse(r) => r.clone(),
         }
     }
+
+    /// How many of a `size`-byte file's bytes are data.
+    pub fn data_bytes(&self, size: u64) -> u64 {
+        match self {
+            Layout::Dense => size,
+            Layout::Sparse(r) => r.iter().map(|(a, b)| b - a).sum(),
+        }
+    }
 }
 
-/// Where a regular file's bytes are read from while populating.
+/// Where a regular file's bytes are read from while populating: `src` is the index of its
+/// source in [`Tree::origins`] (0 for SOURCE, then the `--add` sources in order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Data {
-    /// From the source directory, opened by name relative to its parent directory.
-    InTree,
-    /// From the tree's spool file (an archive or a decompressed copy of one): the file's
-    /// logical bytes `0..size` are at `offset..offset+size` (holes of a sparse file read as
-    /// zeros there too).
-    Spool { offset: u64 },
+    /// From a directory (or single-file) source, opened by name relative to its parent
+    /// directory there.
+    InTree { src: u16 },
+    /// From a spool file (an archive or a decompressed copy of one): the file's logical bytes
+    /// `0..size` are at `offset..offset+size` (holes of a sparse file read as zeros there too).
+    Spool { src: u16, offset: u64 },
+}
+
+impl Data {
+    /// The index of the source the bytes are in.
+    pub fn src(&self) -> u16 {
+        match *self {
+            Data::InTree { src } | Data::Spool { src, .. } => src,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -146,16 +176,83 @@ impl Entry {
     }
 }
 
+/// One source of a tree's file bytes: what a file's [`Data::src`] indexes.
+#[derive(Debug, Clone)]
+pub enum Origin {
+    /// A directory: a file at path REL in the tree (below `dest`) is REL without `dest` below
+    /// `root`.
+    Dir {
+        root: PathBuf,
+        /// Where `root` lies in the tree: `""` for the tree's root, else `/a/b`.
+        dest: Vec<u8>,
+    },
+    /// One file, at `dest` in the tree; `path` has no symlink in it (read by name in its
+    /// parent directory).
+    File { path: PathBuf, dest: Vec<u8> },
+    /// A spool file (an archive, or what was decompressed from one), named for messages.
+    Spool { file: Arc<File>, name: String },
+}
+
+impl Origin {
+    /// The path, relative to the directory this source is read from (its root, or a single
+    /// file's parent), of the entry at `rel` in the tree (`/a/b`, or `""` for the root).
+    pub fn host_rel(&self, rel: &[u8]) -> Vec<u8> {
+        match self {
+            Origin::Dir { dest, .. } => rel.strip_prefix(&dest[..]).unwrap_or(rel).to_vec(),
+            Origin::File { path, .. } => {
+                let mut v = b"/".to_vec();
+                v.extend_from_slice(path.file_name().unwrap_or_default().as_encoded_bytes());
+                v
+            }
+            Origin::Spool { .. } => rel.to_vec(),
+        }
+    }
+
+    /// The directory this source's files are read from: a directory source's root, a single
+    /// file's parent (None for a spool).
+    pub fn host_dir(&self) -> Option<&Path> {
+        match self {
+            Origin::Dir { root, .. } => Some(root),
+            Origin::File { path, .. } => Some(path.parent().unwrap_or(Path::new("/"))),
+            Origin::Spool { .. } => None,
+        }
+    }
+
+    /// The entry at `rel` in the tree as this source names it, for messages: a host path, or
+    /// `ARCHIVE:/path`.
+    pub fn show(&self, rel: &[u8]) -> String {
+        match self {
+            Origin::Spool { name, .. } => format!("{name}:{}", display(rel)),
+            _ => {
+                let dir = self.host_dir().unwrap_or(Path::new(""));
+                let mut p = dir.as_os_str().as_encoded_bytes().to_vec();
+                p.extend_from_slice(&self.host_rel(rel));
+                display(&p)
+            }
+        }
+    }
+}
+
 /// The scanned tree with its totals.
 #[derive(Debug)]
 pub struct Tree {
     pub root: Entry,
-    /// Where [`Data::Spool`] file contents live (None for a directory source).
-    pub spool: Option<std::sync::Arc<std::fs::File>>,
+    /// Where each file's bytes are: indexed by [`Data::src`].
+    pub origins: Vec<Origin>,
     /// Entries below the root (every name, hard links counted each time).
     pub entries: u64,
     /// Sum of regular files' data bytes (holes excluded, hard-linked files once).
     pub data_bytes: u64,
+}
+
+impl Tree {
+    /// The spool file of source `src`, if it is one.
+    pub fn spool(&self, src: u16) -> Option<&Arc<File>> {
+        match self.origins.get(src as usize) {
+            Some(Origin::Spool { file, .. }) => Some(file),
+            _ => None,
+        }
+    }
 }
 
 /// Renders a byte path for messages: invalid UTF-8 as U+FFFD, control characters escaped so
@@ -171,4 +268,14 @@ pub fn display(path: &[u8]) -> String {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every file carries its source in [`super::Data`] without growing it: a million entries
+    /// must stay small (the source index fits beside the enum's tag).
+    #[test]
+    fn data_stays_16_bytes() {
+        assert_eq!(std::mem::size_of::<super::Data>(), 16);
+    }
 }

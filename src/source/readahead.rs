@@ -118,8 +118,12 @@ impl Walk<'_> {
                 Kind::File { size, layout, data } => {
                     let index = self.next;
                     self.next += 1;
-                    // Nothing to read ahead, or the copy has got there first.
-                    if *data != Data::InTree || *size == 0 || index < self.pos.lock().files {
+                    // Nothing to read ahead (or from another source than SOURCE, the directory
+                    // walked here), or the copy has got there first.
+                    if *data != (Data::InTree { src: 0 })
+                        || *size == 0
+                        || index < self.pos.lock().files
+                    {
                         continue;
                     }
                     let ranges = layout.data_ranges(*size);

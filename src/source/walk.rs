@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, StatxFlags};
 use rustix::io::Errno;
 
-use super::{display, xattr, Data, Entry, Kind, Layout, Meta, Tree};
+use super::{display, xattr, zeros, Data, Entry, Kind, Layout, Meta, Origin, Tree};
 use crate::source::Timestamp;
 
 /// How to scan.
@@ -21,10 +21,13 @@ pub struct ScanOptions {
     /// `--skip-unreadable`: leave out, with a warning, files and directories this process
     /// cannot read, instead of failing.
     pub skip_unreadable: bool,
+    /// `--sparse`: the filesystem's block size, whose all-zero blocks in files become holes.
+    pub sparse: Option<u32>,
 }
 
 /// Scans the tree at `root`. `on_entry` is called once per entry (for a progress display).
 pub fn scan(root: &Path, opts: ScanOptions, on_entry: &mut dyn FnMut()) -> Result<Tree> {
+    let root_path = root;
     let fd = rfs::open(
         root,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -37,14 +40,7 @@ pub fn scan(root: &Path, opts: ScanOptions, on_entry: &mut dyn FnMut()) -> Resul
     let st = rfs::statx(&fd, "", AtFlags::EMPTY_PATH, wanted())
         .with_context(|| format!("{}: statx", root.display()))?;
     let mut path = root.as_os_str().as_encoded_bytes().to_vec();
-    let mut s = Scanner {
-        exclude: opts.exclude,
-        skip_unreadable: opts.skip_unreadable,
-        on_entry,
-        entries: 0,
-        data_bytes: 0,
-        seen: HashSet::new(),
-    };
+    let mut s = Scanner::new(opts, on_entry);
     let xattrs = xattr::read(&xattr::proc_path(&fd, None), true)
         .with_context(|| format!("{}: reading extended attributes", root.display()))?;
     let children = s.dir(&fd, &mut path)?;
@@ -56,7 +52,45 @@ pub fn scan(root: &Path, opts: ScanOptions, on_entry: &mut dyn FnMut()) -> Resul
     };
     Ok(Tree {
         root,
-        spool: None,
+        origins: vec![Origin::Dir {
+            root: root_path.to_path_buf(),
+            dest: Vec::new(),
+        }],
+        entries: s.entries,
+        data_bytes: s.data_bytes,
+    })
+}
+
+/// Scans the one entry `path` (no symlink in it: see [`Origin::File`]) into a tree whose root is
+/// that entry, named `name`.
+pub fn scan_one(
+    path: &Path,
+    name: &[u8],
+    opts: ScanOptions,
+    on_entry: &mut dyn FnMut(),
+) -> Result<Tree> {
+    let (dir, file) = match (path.parent(), path.file_name()) {
+        (Some(d), Some(f)) => (d, f.as_encoded_bytes().to_vec()),
+        _ => bail!("{}: not a file", path.display()),
+    };
+    let fd = rfs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .with_context(|| dir.display().to_string())?;
+    let mut s = Scanner::new(opts, on_entry);
+    let mut shown = path.as_os_str().as_encoded_bytes().to_vec();
+    let Some(mut root) = s.entry(&fd, file, &mut shown)? else {
+        bail!("{}: vanished or unreadable", path.display());
+    };
+    root.name = name.into();
+    Ok(Tree {
+        root,
+        origins: vec![Origin::File {
+            path: path.to_path_buf(),
+            dest: Vec::new(),
+        }],
         entries: s.entries,
         data_bytes: s.data_bytes,
     })
@@ -71,6 +105,7 @@ pub fn identity(path: &Path) -> Option<(u64, u64)> {
 struct Scanner<'a> {
     exclude: Option<(u64, u64)>,
     skip_unreadable: bool,
+    sparse: Option<u32>,
     on_entry: &'a mut dyn FnMut(),
     entries: u64,
     data_bytes: u64,
@@ -140,7 +175,19 @@ fn os_err(path: &[u8], what: &str, e: Errno) -> anyhow::Error {
     anyhow::anyhow!("{}: {what}{}", display(path), std::io::Error::from(e))
 }
 
-impl Scanner<'_> {
+impl<'a> Scanner<'a> {
+    fn new(opts: ScanOptions, on_entry: &'a mut dyn FnMut()) -> Scanner<'a> {
+        Scanner {
+            exclude: opts.exclude,
+            skip_unreadable: opts.skip_unreadable,
+            sparse: opts.sparse,
+            on_entry,
+            entries: 0,
+            data_bytes: 0,
+            seen: HashSet::new(),
+        }
+    }
+
     /// Reads one directory's entries (recursively), sorted by name. They are examined in inode
     /// number order, which on a cold cache reads the inode tables front to back instead of
     /// jumping about (names are hashed or in creation order, not laid out by name).
@@ -208,13 +255,18 @@ impl Scanner<'_> {
             }
             FileType::RegularFile => {
                 let size = st.stx_size;
-                let layout = if st.stx_blocks * 512 >= size || size == 0 {
+                let mut layout = if st.stx_blocks * 512 >= size || size == 0 {
                     Layout::Dense
                 } else {
                     let f = open_child_file(parent, &name, path)?;
                     data_ranges(&f, size)
                         .with_context(|| format!("{}: finding holes", display(path)))?
                 };
+                if let Some(block) = self.sparse.filter(|_| size > 0) {
+                    let f = open_child_file(parent, &name, path)?;
+                    layout = zeros::scan_file(&f, size, &layout, block)
+                        .with_context(|| format!("{}: finding zero blocks", display(path)))?;
+                }
                 if m.nlink < 2 || self.seen.insert((m.dev, m.ino)) {
                     self.data_bytes += match &layout {
                         Layout::Dense => size,
@@ -224,7 +276,7 @@ impl Scanner<'_> {
                 Kind::File {
                     size,
                     layout,
-                    data: Data::InTree,
+                    data: Data::InTree { src: 0 },
                 }
             }
             FileType::Symlink => {

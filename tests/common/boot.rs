@@ -1,10 +1,11 @@
 //! Booting the seed's busybox appliance under qemu (TCG), shared by tests/boot.rs (image files)
 //! and tests/nbd_boot.rs (served disks): the kernel and initramfs from tests/boot/prepare.sh
 //! (cached in /var/tmp/linuxdisk-mk-boot-cache, or `$LINUXDISK_MK_BOOT_CACHE`), the appliance
-//! tree from examples/appliance/make-root.sh, and one watcher that runs a command whose output is
-//! the serial console until the appliance's marker appears and the guest powers off. For disks
-//! that boot on their own (tests/efi.rs): qemu's arguments for UEFI firmware (OVMF) and a watcher
-//! that waits for the guest's verdict line.
+//! tree from examples/appliance/make-root.sh, and one watcher ([`watch_console`]) that runs a
+//! command whose output is the serial console until a marker appears and the guest powers off
+//! (tests/boot_debian.rs watches its own marker with it). For disks that boot on their own
+//! (tests/efi_boot.rs): qemu's arguments for UEFI firmware (OVMF) and a watcher that waits for
+//! the guest's verdict line.
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -111,18 +112,31 @@ impl Drop for Group {
     }
 }
 
-/// Runs `cmd` with KERNEL and INITRD in its environment and its output (the serial console) in
-/// `log`, until it exits or the timeouts pass; asserts the appliance came up cleanly (marker, no
-/// ext4 errors, busybox installed) and `cmd` exited 0. `what` names the boot in messages.
-pub fn assert_boots(mut cmd: Command, log: &Path, what: &str) {
-    let kit = boot_kit();
+/// How a run watched on its console ended.
+pub struct Console {
+    /// Everything it printed.
+    pub text: String,
+    /// When the marker appeared.
+    pub marker_at: Option<Duration>,
+    /// Its exit status, or why it was killed.
+    pub ended: Result<std::process::ExitStatus, String>,
+}
+
+/// Runs `cmd` in a process group of its own with its output (the serial console) in `log`,
+/// until it exits; killed if `marker` has not appeared after `boot_timeout`, or `grace` after
+/// it did.
+pub fn watch_console(
+    mut cmd: Command,
+    log: &Path,
+    marker: &str,
+    boot_timeout: Duration,
+    grace: Duration,
+) -> Console {
     let console = File::create(log).expect("create console log");
     let shown = format!("{cmd:?}");
     let start = Instant::now();
     let mut g = Group(
-        cmd.env("KERNEL", &kit.kernel)
-            .env("INITRD", &kit.initrd)
-            .stdin(Stdio::null())
+        cmd.stdin(Stdio::null())
             .stdout(console.try_clone().expect("clone console log"))
             .stderr(console)
             .process_group(0)
@@ -133,13 +147,13 @@ pub fn assert_boots(mut cmd: Command, log: &Path, what: &str) {
     let mut marker_at = None;
     let ended = loop {
         std::thread::sleep(Duration::from_millis(250));
-        if marker_at.is_none() && read_log().contains(MARKER) {
+        if marker_at.is_none() && read_log().contains(marker) {
             marker_at = Some(start.elapsed());
         }
         if let Some(st) = g.0.try_wait().expect("wait for the boot") {
             break Ok(st);
         }
-        let limit = marker_at.map_or(BOOT_TIMEOUT, |t| t + POWEROFF_GRACE);
+        let limit = marker_at.map_or(boot_timeout, |t| t + grace);
         if start.elapsed() > limit {
             drop(g);
             break Err(format!(
@@ -148,7 +162,35 @@ pub fn assert_boots(mut cmd: Command, log: &Path, what: &str) {
             ));
         }
     };
-    let text = read_log();
+    Console {
+        text: read_log(),
+        marker_at,
+        ended,
+    }
+}
+
+/// The last [`TAIL_LINES`] lines of a console, for failure messages.
+pub fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(TAIL_LINES)..]
+        .iter()
+        .map(|l| l.trim_end_matches('\r'))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Runs `cmd` with KERNEL and INITRD in its environment and its output (the serial console) in
+/// `log`, until it exits or the timeouts pass; asserts the appliance came up cleanly (marker, no
+/// ext4 errors, busybox installed) and `cmd` exited 0. `what` names the boot in messages.
+pub fn assert_boots(mut cmd: Command, log: &Path, what: &str) {
+    let kit = boot_kit();
+    let shown = format!("{cmd:?}");
+    cmd.env("KERNEL", &kit.kernel).env("INITRD", &kit.initrd);
+    let Console {
+        text,
+        marker_at,
+        ended,
+    } = watch_console(cmd, log, MARKER, BOOT_TIMEOUT, POWEROFF_GRACE);
     let mut problems = Vec::new();
     if !text.contains(MARKER) {
         problems.push("the appliance's marker never appeared".to_owned());
@@ -169,12 +211,7 @@ pub fn assert_boots(mut cmd: Command, log: &Path, what: &str) {
     if !problems.is_empty() {
         let kept = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{what}.console.log"));
         let _ = fs::copy(log, &kept);
-        let lines: Vec<&str> = text.lines().collect();
-        let tail = lines[lines.len().saturating_sub(TAIL_LINES)..]
-            .iter()
-            .map(|l| l.trim_end_matches('\r'))
-            .collect::<Vec<_>>()
-            .join("\n");
+        let tail = tail(&text);
         panic!(
             "booting {what} failed: {}\ncommand: {shown}\nfull console log: {}\n--- last \
              {TAIL_LINES} console lines ---\n{tail}",

@@ -9,6 +9,7 @@ pub mod compare;
 pub mod entries;
 pub mod mount;
 pub mod nbd;
+pub mod oci;
 pub mod opens;
 pub mod terminal;
 pub mod tree;
