@@ -8,6 +8,8 @@ LINUXDISK_MK_PACKAGES=(
 	libext2fs-dev comerr-dev pkg-config libclang-dev gcc make
 	# checking images with real tools
 	e2fsprogs gdisk util-linux mount time
+	# filesystems that share extents, for the clone tests (loop-mounted XFS with reflink, btrfs)
+	xfsprogs btrfs-progs
 	# building test trees: xattrs, ACLs, capabilities
 	attr acl libcap2-bin
 	# boot tests and the example appliance: qemu (TCG), a static busybox, initramfs tools

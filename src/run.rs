@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 
 use crate::cli::{Cli, PartitionMode};
+use crate::copy::CopyStats;
 use crate::disk::gpt::{Guids, PARTITION_START};
 use crate::disk::Disk;
 use crate::identity::{self, Ids};
@@ -102,6 +103,9 @@ pub fn run(cli: &Cli) -> Result<i32> {
         };
         let built = mkfs::build(cli.source(), &tree, &opts, &target, &progress, &say)?;
         say(&built.report.to_string());
+        if !cli.serving.lazy {
+            say(&data_report(&built.data));
+        }
         let disk = make_disk(file.clone(), 0, built.size);
         let at = disk.partition_offset();
         let lazy = built
@@ -125,6 +129,7 @@ pub fn run(cli: &Cli) -> Result<i32> {
     };
     let built = mkfs::build(cli.source(), &tree, &opts, &target, &progress, &say)?;
     say(&built.report.to_string());
+    say(&data_report(&built.data));
     let disk = make_disk(file, offset, built.size);
     progress.start_bytes("writing", disk.size());
     let written = out.finish(&disk, &mut |n| progress.inc_position(n));
@@ -146,6 +151,14 @@ pub fn run(cli: &Cli) -> Result<i32> {
         );
     }
     Ok(0)
+}
+
+/// The -v line saying which way the file data went into the filesystem, with byte counts.
+fn data_report(s: &CopyStats) -> String {
+    format!(
+        "file data: {} bytes cloned, {} copied in kernel, {} copied",
+        s.cloned, s.in_kernel, s.copied
+    )
 }
 
 /// Reads SOURCE: a directory (walked), `-` (a tar stream on stdin) or any other file (a tar

@@ -15,6 +15,7 @@ mod common;
 mod boot;
 mod changing;
 mod cli_docs;
+mod clone;
 mod errors;
 mod fs_options;
 mod fuzz_regressions;

@@ -163,7 +163,11 @@ pub struct Cli {
     #[arg(long)]
     pub skip_unreadable: bool,
 
-    /// Say what was chosen (sizes, inode counts, free space)
+    /// Say what was chosen (sizes, inode counts, free space) and how file data went in
+    ///
+    /// One line says how the file data went into the filesystem, in bytes: cloned (sharing the
+    /// source's extents: SOURCE and OUTPUT, or TMPDIR when serving, on one filesystem such as
+    /// XFS or btrfs), copied in the kernel (copy_file_range), and copied.
     #[arg(short, long)]
     pub verbose: bool,
 

@@ -25,7 +25,7 @@ use self::plan::{inodes_with_margin, Needs};
 use self::populate::{Lazy, Populator};
 pub use self::populate::{LazyData, LazyPart};
 use self::size::{Human, SizeSpec};
-use crate::copy::RangeCopier;
+use crate::copy::{CopyStats, RangeCopier};
 use crate::progress::Progress;
 use crate::source::live::LiveTree;
 use crate::source::readahead::{self, FinishOnDrop, Position, WINDOW};
@@ -101,6 +101,8 @@ pub struct Built {
     pub report: Report,
     /// With [`Options::lazy`]: the file data left out, in filesystem order.
     pub lazy: Vec<LazyPart>,
+    /// How the file data was moved into the filesystem (cloned, copied in the kernel, copied).
+    pub data: CopyStats,
 }
 
 /// Facts about the filesystem made, for -v.
@@ -170,8 +172,8 @@ pub fn build(
         progress.start_entries("building", Some(tree.entries));
         let res = maker.populate(source, tree, &mut made, progress);
         progress.finish();
-        let lazy = match res {
-            Ok(lazy) => lazy,
+        let (lazy, data) = match res {
+            Ok(done) => done,
             Err(e) if is_no_space(&e) => match opts.size {
                 SizeSpec::Total(n) => {
                     let min = maker.minimum_size()?;
@@ -215,7 +217,12 @@ pub fn build(
         })?;
         let mut lazy = lazy.map(|l| l.parts).unwrap_or_default();
         lazy.sort_unstable_by_key(|p| p.at);
-        return Ok(Built { size, report, lazy });
+        return Ok(Built {
+            size,
+            report,
+            lazy,
+            data,
+        });
     }
 }
 
@@ -381,7 +388,7 @@ impl Maker<'_> {
         tree: &Tree,
         made: &mut Formatted,
         progress: &Progress,
-    ) -> Result<Option<Lazy>> {
+    ) -> Result<(Option<Lazy>, CopyStats)> {
         let fd = crate::source::bytes::open_root(tree, source)?;
         let lazy = match self.opts.lazy {
             false => None,
@@ -407,14 +414,13 @@ impl Maker<'_> {
         let position = Position::default();
         let mut p = Populator {
             fs: &mut made.fs,
-            image: self.target.file,
             image_offset: self.target.offset,
             image_name: self.target.name,
             lost_found: made.lost_found,
             link_counts: &self.needs.link_counts,
             progress,
             linked: HashMap::new(),
-            copier: RangeCopier::new(),
+            copier: RangeCopier::new(self.target.file),
             spool: tree.spool.as_deref(),
             owner: self.opts.owner,
             clamp_time: self.opts.clamp_time,
@@ -435,6 +441,6 @@ impl Maker<'_> {
             }
             _ => p.run(&tree.root, fd.as_ref(), &mut path)?,
         }
-        Ok(p.lazy)
+        Ok((p.lazy, p.copier.stats()))
     }
 }

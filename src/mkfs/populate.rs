@@ -27,9 +27,8 @@ use crate::source::{display, open_child_dir, Data, Entry, Kind, Layout, Meta, Ti
 
 pub struct Populator<'a> {
     pub fs: &'a mut Filesystem,
-    /// The file the filesystem lives in, at byte `image_offset`: file data is written to it
-    /// directly.
-    pub image: &'a File,
+    /// Byte offset of the filesystem in the file it lives in (`copier`'s destination): file data
+    /// is written there directly.
     pub image_offset: u64,
     /// Its name, for messages.
     pub image_name: &'a std::path::Path,
@@ -38,7 +37,8 @@ pub struct Populator<'a> {
     pub progress: &'a Progress,
     /// Inodes already made for multiply-linked files, by source identity.
     pub linked: HashMap<(u64, u64), Ino>,
-    pub copier: RangeCopier,
+    /// Moves file data into the filesystem's file (cloned where the filesystems allow).
+    pub copier: RangeCopier<'a>,
     /// The tree's spool file, for files whose data is [`Data::Spool`].
     pub spool: Option<&'a File>,
     /// `--owner`: every entry's owner.
@@ -440,19 +440,14 @@ impl Populator<'_> {
             return Ok(());
         }
         let bytes = file_bytes(e, data, size, dir, self.spool, path)?;
-        let (src, base) = (bytes.fd(), bytes.base());
+        let (src, base) = (bytes.file(), bytes.base());
         for (at, from, len) in pieces {
             let progress = self.progress;
             let n = self
                 .copier
-                .copy(
-                    src,
-                    base + from,
-                    self.image,
-                    self.image_offset + at,
-                    len,
-                    &mut |n| progress.inc_bytes(n),
-                )
+                .copy(src, base + from, self.image_offset + at, len, &mut |n| {
+                    progress.inc_bytes(n)
+                })
                 .with_context(|| {
                     format!(
                         "{}: copying into {}",

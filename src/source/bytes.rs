@@ -30,15 +30,20 @@ pub fn open_root(tree: &Tree, source: &Path) -> Result<Option<OwnedFd>> {
 /// Where a regular file's bytes are read: a descriptor, and the offset of the file's byte 0 in
 /// it.
 pub enum FileBytes<'a> {
-    Opened(OwnedFd),
+    Opened(File),
     Spool(&'a File, u64),
 }
 
 impl FileBytes<'_> {
     pub fn fd(&self) -> BorrowedFd<'_> {
+        self.file().as_fd()
+    }
+
+    /// The file the bytes are in.
+    pub fn file(&self) -> &File {
         match self {
-            FileBytes::Opened(f) => f.as_fd(),
-            FileBytes::Spool(f, _) => f.as_fd(),
+            FileBytes::Opened(f) => f,
+            FileBytes::Spool(f, _) => f,
         }
     }
 
@@ -67,7 +72,7 @@ pub fn file_bytes<'a>(
                 .with_context(|| format!("{}: no source directory to read from", display(path)))?;
             let f = open_child_file(dir, &e.name, path)?;
             unchanged(&f, e, size, path)?;
-            Ok(FileBytes::Opened(f))
+            Ok(FileBytes::Opened(File::from(f)))
         }
         Data::Spool { offset } => {
             let spool = spool.with_context(|| format!("{}: no spool file", display(path)))?;
