@@ -1,9 +1,11 @@
-//! Hash-indexed (htree) directories built in one pass, laid out exactly as `e2fsck -D` rebuilds
-//! them (e2fsprogs' e2fsck/rehash.c): the entries sorted by (hash, minor hash, name), packed into
-//! leaf blocks that close once less than 20% of the block is free, each leaf starting a hash range
-//! (low bit set when a run of equal hashes continues from the previous leaf), then the dx_root in
-//! block 0 and, for more leaves than the root holds, one level of dx_node blocks after the leaves.
-//! With metadata_csum each leaf reserves the 12-byte dirent tail and each dx block an 8-byte
+//! Hash-indexed (htree) directories, laid out exactly as `e2fsck -D` rebuilds them (e2fsprogs'
+//! e2fsck/rehash.c): the entries sorted by (hash, minor hash, name), packed into leaf blocks
+//! that close once less than 20% of the block is free, each leaf starting a hash range (low bit
+//! set when a run of equal hashes continues from the previous leaf), then the dx_root in block 0
+//! and, for more leaves than the root holds, one level of dx_node blocks after the leaves.
+//! Planned first ([`Index::plan`]: the order and the block count, 12 bytes a child), then made
+//! one block at a time ([`Index::write`]): a directory of a million entries never has all its
+//! blocks in memory. With metadata_csum each leaf reserves the 12-byte dirent tail and each dx block an 8-byte
 //! dx_tail; `ext2fs_write_dir_block4` fills in both kinds of checksum.
 
 use ext2fs::{FileType, Ino, NameHash};
@@ -72,98 +74,183 @@ impl IndexParams {
     }
 }
 
-/// The blocks of directory `ino` (whose parent is `parent`) holding `entries`, indexed, in
-/// logical order: block 0 the dx_root, then the leaves, then any dx_nodes. `hash` gives a name's
-/// (major, minor) hash (`DirHash::hash`). None when the entries fit in one linear block (write
-/// it as before, unindexed), or when they need more leaves than one index level addresses
-/// (root_limit × node_limit: about 500,000 short names at 1 KiB blocks; a second level needs
-/// largedir): a linear directory is still valid then, only slower to search.
-pub fn indexed_blocks(
-    ino: Ino,
-    parent: Ino,
-    entries: &[Child],
-    p: &IndexParams,
-    hash: &dyn Fn(&[u8]) -> NameHash,
-) -> Option<Vec<Vec<u8>>> {
-    let rec_bytes: u64 = entries.iter().map(|e| rec_len(e.0.len()) as u64).sum();
-    if p.fits_one_block(rec_bytes) {
-        return None;
+/// A directory's children, by position: what goes in its blocks.
+pub trait Children {
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
     }
-    let mut order: Vec<(NameHash, usize)> = entries
-        .iter()
-        .enumerate()
-        .map(|(i, e)| (hash(e.0), i))
-        .collect();
-    // rehash.c's hash_cmp: hash, minor hash, name (bytes, then length), higher inode first.
-    order.sort_unstable_by(|a, b| {
-        let (x, y) = (&entries[a.1], &entries[b.1]);
-        (a.0, x.0, y.1).cmp(&(b.0, y.0, x.1))
-    });
-    let (mut blocks, starts) = leaves(entries, &order, p);
-    let leaves = blocks.len() - 1;
-    let (rl, nl) = (p.root_limit(), p.node_limit());
-    if leaves <= rl {
-        let refs: Vec<(u32, u32)> = (1..=leaves).map(|b| (starts[b], b as u32)).collect();
-        blocks[0] = root_block(ino, parent, p, 0, &refs);
-    } else if leaves <= rl * nl {
-        let first_node = blocks.len();
-        let mut refs = Vec::new();
-        for (k, chunk) in (1..=leaves).collect::<Vec<_>>().chunks(nl).enumerate() {
-            let node: Vec<(u32, u32)> = chunk.iter().map(|&b| (starts[b], b as u32)).collect();
-            refs.push((starts[chunk[0]], (first_node + k) as u32));
-            blocks.push(dx_block(vec![0; p.bs()], NODE_ENTRIES, p, &node));
-        }
-        blocks[0] = root_block(ino, parent, p, 1, &refs);
-    } else {
-        return None;
-    }
-    Some(blocks)
+    /// Child `i` (`i < len()`): name, inode, file type.
+    fn get(&self, i: usize) -> Child<'_>;
 }
 
-/// Packs the sorted entries into leaf blocks 1.. (block 0 is left empty for the root) as
-/// rehash.c's copy_dir_entries does; returns the blocks and the starting hash of each leaf.
-fn leaves(
-    entries: &[Child],
-    order: &[(NameHash, usize)],
+impl Children for &[Child<'_>] {
+    fn len(&self) -> usize {
+        <[Child]>::len(self)
+    }
+    fn get(&self, i: usize) -> Child<'_> {
+        self[i]
+    }
+}
+
+/// Receives a directory's blocks as they are made: (logical block number, the block's bytes).
+/// Each block comes once, leaves in order, the index blocks last.
+pub type Sink<'s> = dyn FnMut(u64, &mut [u8]) -> anyhow::Result<()> + 's;
+
+/// A directory's hash index, planned before its blocks are allocated: the children in index
+/// order (12 bytes each) and the number of leaves. Nothing else is held: the blocks are made one
+/// at a time by [`Index::write`].
+pub struct Index {
+    /// (hash, minor hash, child position), sorted as the leaves hold them.
+    order: Vec<(NameHash, u32)>,
+    leaves: u64,
+    nodes: u64,
+}
+
+impl Index {
+    /// The index of directory children `entries` (`hash` gives a name's (major, minor) hash,
+    /// `DirHash::hash`). None when the entries fit in one linear block (write it unindexed), or
+    /// when they need more leaves than one index level addresses (root_limit × node_limit:
+    /// about 500,000 short names at 1 KiB blocks; a second level needs largedir): a linear
+    /// directory is still valid then, only slower to search.
+    pub fn plan(
+        entries: &dyn Children,
+        p: &IndexParams,
+        hash: &dyn Fn(&[u8]) -> NameHash,
+    ) -> Option<Index> {
+        let n = entries.len();
+        let rec_bytes: u64 = (0..n).map(|i| rec_len(entries.get(i).0.len()) as u64).sum();
+        if p.fits_one_block(rec_bytes) {
+            return None;
+        }
+        let mut order: Vec<(NameHash, u32)> =
+            (0..n).map(|i| (hash(entries.get(i).0), i as u32)).collect();
+        // rehash.c's hash_cmp: hash, minor hash, name (bytes, then length), higher inode first.
+        order.sort_unstable_by(|a, b| {
+            let (x, y) = (entries.get(a.1 as usize), entries.get(b.1 as usize));
+            (a.0, x.0, y.1).cmp(&(b.0, y.0, x.1))
+        });
+        let mut leaves = 0;
+        pack(entries, &order, p, false, &mut |_, _| {
+            leaves += 1;
+            Ok(())
+        })
+        .expect("counting cannot fail");
+        let (rl, nl) = (p.root_limit() as u64, p.node_limit() as u64);
+        let nodes = match leaves {
+            l if l <= rl => 0,
+            l if l <= rl * nl => l.div_ceil(nl),
+            _ => return None,
+        };
+        Some(Index {
+            order,
+            leaves,
+            nodes,
+        })
+    }
+
+    /// Blocks the directory takes: the dx_root, the leaves, the dx_nodes.
+    pub fn blocks(&self) -> u64 {
+        1 + self.leaves + self.nodes
+    }
+
+    /// Makes the blocks of directory `ino` (whose parent is `parent`) holding `entries` (the
+    /// ones planned), in logical order 0.. as `sink` numbers them: block 0 the dx_root, then the
+    /// leaves, then any dx_nodes.
+    pub fn write(
+        &self,
+        ino: Ino,
+        parent: Ino,
+        entries: &dyn Children,
+        p: &IndexParams,
+        sink: &mut Sink,
+    ) -> anyhow::Result<()> {
+        let mut starts = Vec::with_capacity(self.leaves as usize);
+        pack(entries, &self.order, p, true, &mut |start, leaf| {
+            starts.push(start);
+            sink(starts.len() as u64, leaf)
+        })?;
+        debug_assert_eq!(starts.len() as u64, self.leaves);
+        // (starting hash, block) of each leaf.
+        let refs = starts.iter().zip(1u32..).map(|(&h, b)| (h, b));
+        if self.nodes == 0 {
+            let refs: Vec<(u32, u32)> = refs.collect();
+            return sink(0, &mut root_block(ino, parent, p, 0, &refs));
+        }
+        let first_node = 1 + self.leaves;
+        let refs: Vec<(u32, u32)> = refs.collect();
+        let mut top = Vec::new();
+        for (k, node) in refs.chunks(p.node_limit()).enumerate() {
+            let at = first_node + k as u64;
+            top.push((node[0].0, at as u32));
+            sink(at, &mut dx_block(vec![0; p.bs()], NODE_ENTRIES, p, node))?;
+        }
+        sink(0, &mut root_block(ino, parent, p, 1, &top))
+    }
+}
+
+/// Packs the entries in `order` into leaf blocks as rehash.c's copy_dir_entries does, and hands
+/// each finished leaf to `leaf` with its starting hash (low bit set when a run of equal hashes
+/// continues from the previous leaf). With `write` false only the leaves are counted (`leaf` gets
+/// an empty slice).
+fn pack(
+    entries: &dyn Children,
+    order: &[(NameHash, u32)],
     p: &IndexParams,
-) -> (Vec<Vec<u8>>, Vec<u32>) {
+    write: bool,
+    leaf: &mut dyn FnMut(u32, &mut [u8]) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let (usable, slack) = (p.usable(), p.slack());
-    let mut blocks = vec![Vec::new()];
-    let mut starts = vec![0u32];
-    let mut off = usable; // no open leaf yet
+    let mut b = if write { new_leaf(p) } else { Vec::new() };
+    let mut open = false;
+    let mut start = 0u32;
+    let mut off = 0; // where the next record goes in the open leaf
     let mut last = 0; // offset of the last record in the open leaf
     let mut prev_hash = 1u32; // never a real hash: those are even
     for &((h, _), i) in order {
-        let (name, ino, ft) = entries[i];
+        let (name, ino, ft) = entries.get(i as usize);
         let need = rec_len(name.len());
-        if need > usable - off {
-            if let Some(b) = blocks.last_mut().filter(|_| off < usable) {
-                set_rec_len(b, last, usable - last);
+        if open && need > usable - off {
+            // Full: its last record takes the rest.
+            if write {
+                set_rec_len(&mut b, last, usable - last);
             }
-            blocks.push(new_leaf(p));
-            starts.push(if h == prev_hash { h | 1 } else { h });
-            off = 0;
+            leaf(start, &mut b)?;
+            open = false;
         }
-        let b = blocks.last_mut().expect("a leaf");
-        b[off..off + 4].copy_from_slice(&ino.to_le_bytes());
-        set_rec_len(b, off, need);
-        b[off + 6] = name.len() as u8;
-        b[off + 7] = ft.dirent_byte();
-        b[off + 8..off + 8 + name.len()].copy_from_slice(name);
+        if !open {
+            if write {
+                b = new_leaf(p);
+            }
+            start = if h == prev_hash { h | 1 } else { h };
+            (open, off) = (true, 0);
+        }
+        if write {
+            b[off..off + 4].copy_from_slice(&ino.to_le_bytes());
+            set_rec_len(&mut b, off, need);
+            b[off + 6] = name.len() as u8;
+            b[off + 7] = ft.dirent_byte();
+            b[off + 8..off + 8 + name.len()].copy_from_slice(name);
+        }
         last = off;
         off += need;
         if usable - off < slack {
             // Close the leaf: its last record takes the rest.
-            set_rec_len(b, last, usable - last);
-            off = usable;
+            if write {
+                set_rec_len(&mut b, last, usable - last);
+            }
+            leaf(start, &mut b)?;
+            open = false;
         }
         prev_hash = h;
     }
-    if off < usable {
-        let b = blocks.last_mut().expect("a leaf");
-        set_rec_len(b, last, usable - last);
+    if open {
+        if write {
+            set_rec_len(&mut b, last, usable - last);
+        }
+        leaf(start, &mut b)?;
     }
-    (blocks, starts)
+    Ok(())
 }
 
 /// An empty leaf, with the checksum tail (inode 0, rec_len 12, name_len 0, type 0xDE) in place.
@@ -242,7 +329,7 @@ impl BlockBound {
         self.max_rec = self.max_rec.max(r);
     }
 
-    /// 1 when the entries fit in one linear block; else at least what [`indexed_blocks`] returns
+    /// 1 when the entries fit in one linear block; else at least what [`Index::blocks`] says
     /// (and what a linear directory of these entries needs, for the fallback). Every leaf but
     /// the last holds more than `usable - max(slack, longest record)` bytes of records.
     pub fn blocks(&self, block_size: u32, csum: bool) -> u64 {
@@ -267,6 +354,32 @@ mod tests {
     use super::*;
     use ext2fs::{DirHash, HashVersion};
     use std::collections::BTreeMap;
+
+    /// The blocks of the index of `entries`, in logical order (each made exactly once).
+    fn indexed_blocks(
+        ino: Ino,
+        parent: Ino,
+        entries: &[Child],
+        p: &IndexParams,
+        hash: &dyn Fn(&[u8]) -> NameHash,
+    ) -> Option<Vec<Vec<u8>>> {
+        let index = Index::plan(&entries, p, hash)?;
+        let mut blocks: Vec<Option<Vec<u8>>> = vec![None; index.blocks() as usize];
+        index
+            .write(ino, parent, &entries, p, &mut |lblk, b| {
+                let slot = &mut blocks[lblk as usize];
+                assert!(slot.is_none(), "block {lblk} made twice");
+                *slot = Some(b.to_vec());
+                Ok(())
+            })
+            .unwrap();
+        Some(
+            blocks
+                .into_iter()
+                .map(|b| b.expect("every block made"))
+                .collect(),
+        )
+    }
 
     fn u16_at(b: &[u8], o: usize) -> usize {
         u16::from_le_bytes([b[o], b[o + 1]]) as usize

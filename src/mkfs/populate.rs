@@ -15,7 +15,7 @@ use ext2fs::{
 };
 
 use super::dirent::DirPacker;
-use super::htree::{indexed_blocks, Child, IndexParams};
+use super::htree::{Child, Children, Index, IndexParams};
 use super::layout::block_ranges;
 use super::plan::{lost_found_blocks, LINK_MAX};
 use crate::copy::RangeCopier;
@@ -135,6 +135,47 @@ impl Lazy {
     }
 }
 
+/// A directory's children as its blocks hold them: the tree's entries with the inodes made for
+/// them, and lost+found after them in a root directory that has none.
+struct Kids<'a> {
+    entries: &'a [Entry],
+    inos: &'a [Ino],
+    lost_found: Option<Ino>,
+}
+
+impl Children for Kids<'_> {
+    fn len(&self) -> usize {
+        self.entries.len() + usize::from(self.lost_found.is_some())
+    }
+
+    fn get(&self, i: usize) -> Child<'_> {
+        match self.entries.get(i) {
+            Some(e) => (&e.name, self.inos[i], ft_of(&e.kind)),
+            None => (
+                b"lost+found",
+                self.lost_found.expect("within len()"),
+                FileType::Directory,
+            ),
+        }
+    }
+}
+
+/// How a directory's blocks are laid out.
+enum DirLayout {
+    Indexed(Index),
+    /// Linear, this many blocks.
+    Linear(u64),
+}
+
+impl DirLayout {
+    fn blocks(&self) -> u64 {
+        match self {
+            DirLayout::Indexed(index) => index.blocks(),
+            DirLayout::Linear(n) => *n,
+        }
+    }
+}
+
 impl Populator<'_> {
     /// Fills the root directory (inode 2) from `root`, whose directory is open as `fd` (None when
     /// the tree came from an archive).
@@ -156,8 +197,8 @@ impl Populator<'_> {
         path: &mut Vec<u8>,
         is_root: bool,
     ) -> Result<()> {
-        let bs = self.fs.block_size();
-        let mut kids: Vec<Child> = Vec::with_capacity(d.children().len() + 1);
+        // The inode made for each child, in order (4 bytes a child; names stay in the tree).
+        let mut inos: Vec<Ino> = Vec::with_capacity(d.children().len());
         let mut subdirs = 0u64;
         let mut has_lost_found = false;
         for c in d.children() {
@@ -176,11 +217,15 @@ impl Populator<'_> {
             if ft == FileType::Directory {
                 subdirs += 1;
             }
-            kids.push((&c.name, c_ino, ft));
+            inos.push(c_ino);
             self.progress.inc_entries(1);
         }
-        if is_root && !has_lost_found {
-            kids.push((b"lost+found", self.lost_found, FileType::Directory));
+        let kids = Kids {
+            entries: d.children(),
+            inos: &inos,
+            lost_found: (is_root && !has_lost_found).then_some(self.lost_found),
+        };
+        if kids.lost_found.is_some() {
             subdirs += 1;
         }
         let reused = is_root || ino == self.lost_found;
@@ -212,58 +257,83 @@ impl Populator<'_> {
                 .free_all_blocks(ino, &mut old)
                 .with_context(|| format!("{}: inode {ino}", display(path)))?;
         }
-        let (mut blocks, indexed) = self.dir_blocks(ino, parent, &kids, bs);
-        if indexed {
+        let layout = self.dir_layout(ino, &kids);
+        if let DirLayout::Indexed(..) = layout {
             inode.add_flags(InodeFlags::INDEX);
         }
-        self.place(ino, &mut inode, &[(0, blocks.len() as u64)], path)?;
-        inode.set_size(blocks.len() as u64 * self.block_size());
+        let nblocks = layout.blocks();
+        self.place(ino, &mut inode, &[(0, nblocks)], path)?;
+        inode.set_size(nblocks * self.block_size());
         let runs = self
             .fs
             .runs(ino, &inode)
             .with_context(|| format!("{}: inode {ino}", display(path)))?;
-        let mut i = 0usize;
-        for r in runs {
-            for k in 0..r.len {
-                self.fs
-                    .write_dir_block(r.pblk + k, &mut blocks[i], ino)
-                    .with_context(|| format!("{}: writing directory block", display(path)))?;
-                i += 1;
+        let p = self.index_params();
+        let fs = &mut *self.fs;
+        let mut written = 0u64;
+        let mut sink = |lblk: u64, block: &mut [u8]| -> Result<()> {
+            written += 1;
+            let i = runs.partition_point(|r| r.lblk + r.len <= lblk);
+            let r = runs.get(i).filter(|r| r.lblk <= lblk).with_context(|| {
+                format!("{}: directory block {lblk} is not allocated", display(path))
+            })?;
+            fs.write_dir_block(r.pblk + (lblk - r.lblk), block, ino)
+                .with_context(|| format!("{}: writing directory block", display(path)))
+        };
+        match layout {
+            DirLayout::Indexed(index) => index.write(ino, parent, &kids, &p, &mut sink)?,
+            DirLayout::Linear(n) => {
+                let mut packer = DirPacker::start(p.block_size, p.csum, true, ino, parent);
+                for i in 0..kids.len() {
+                    let (name, c_ino, ft) = kids.get(i);
+                    packer.add(name, c_ino, ft, &mut sink)?;
+                }
+                packer.pad_to(n, &mut sink)?;
+                packer.finish(&mut sink)?;
             }
         }
-        debug_assert_eq!(i, blocks.len());
+        debug_assert_eq!(written, nblocks);
         self.finish_inode(ino, &mut inode, d, path)
     }
 
-    /// The blocks of directory `ino`: an htree index when it needs more than one block (and the
-    /// filesystem has dir_index), else linear blocks; lost+found stays linear, padded to
-    /// mke2fs's size. The flag says whether the directory is indexed.
-    fn dir_blocks(&self, ino: Ino, parent: Ino, kids: &[Child], bs: u32) -> (Vec<Vec<u8>>, bool) {
-        let csum = self
-            .fs
-            .superblock()
-            .ro_compat()
-            .contains(RoCompatFeatures::METADATA_CSUM);
+    /// How directory blocks look on this filesystem (the hash version is the filesystem's).
+    fn index_params(&self) -> IndexParams {
+        IndexParams {
+            block_size: self.fs.block_size(),
+            csum: self
+                .fs
+                .superblock()
+                .ro_compat()
+                .contains(RoCompatFeatures::METADATA_CSUM),
+            hash_version: self.hash.as_ref().map_or(0, |h| h.root_version()),
+        }
+    }
+
+    /// The layout of directory `ino`'s blocks: an htree index when it needs more than one block
+    /// (and the filesystem has dir_index), else linear blocks; lost+found stays linear, padded
+    /// to mke2fs's size.
+    fn dir_layout(&self, ino: Ino, kids: &Kids) -> DirLayout {
+        let p = self.index_params();
         if ino != self.lost_found {
             if let Some(h) = &self.hash {
-                let p = IndexParams {
-                    block_size: bs,
-                    csum,
-                    hash_version: h.root_version(),
-                };
-                if let Some(b) = indexed_blocks(ino, parent, kids, &p, &|n| h.hash(n)) {
-                    return (b, true);
+                if let Some(index) = Index::plan(kids, &p, &|n| h.hash(n)) {
+                    return DirLayout::Indexed(index);
                 }
             }
         }
-        let mut packer = DirPacker::start(bs, csum, true, ino, parent);
-        for &(name, i, ft) in kids {
-            packer.add(name, i, ft);
+        let mut packer = DirPacker::start(p.block_size, p.csum, false, ino, ino);
+        let mut none = |_: u64, _: &mut [u8]| -> Result<()> { unreachable!("only counting") };
+        for i in 0..kids.len() {
+            let (name, c_ino, ft) = kids.get(i);
+            packer
+                .add(name, c_ino, ft, &mut none)
+                .expect("counting cannot fail");
         }
+        let mut n = packer.block_count();
         if ino == self.lost_found {
-            packer.pad_to(lost_found_blocks(bs));
+            n = n.max(lost_found_blocks(p.block_size));
         }
-        (packer.finish(), false)
+        DirLayout::Linear(n)
     }
 
     /// Creates one non-root entry in directory `parent` (open as `fd`); returns its inode and

@@ -105,7 +105,7 @@ fn meta(st: &rfs::Statx) -> Meta {
         btime,
         dev: dev_of(st),
         ino: st.stx_ino,
-        nlink: st.stx_nlink as u64,
+        nlink: st.stx_nlink,
     }
 }
 
@@ -151,7 +151,7 @@ impl Scanner<'_> {
             let ent = ent.map_err(|e| os_err(path, "reading directory: ", e))?;
             let name = ent.file_name().to_bytes();
             if name != b"." && name != b".." {
-                names.push((ent.ino(), name.to_vec()));
+                names.push((ent.ino(), Box::<[u8]>::from(name)));
             }
         }
         drop(dir);
@@ -174,10 +174,10 @@ impl Scanner<'_> {
     fn entry(
         &mut self,
         parent: &OwnedFd,
-        name: Vec<u8>,
+        name: Box<[u8]>,
         path: &mut Vec<u8>,
     ) -> Result<Option<Entry>> {
-        let st = match rfs::statx(parent, name.as_slice(), AtFlags::SYMLINK_NOFOLLOW, wanted()) {
+        let st = match rfs::statx(parent, &*name, AtFlags::SYMLINK_NOFOLLOW, wanted()) {
             Ok(st) => st,
             Err(Errno::NOENT) => return Ok(None), // vanished since readdir
             Err(e) => return Err(os_err(path, "", e)),
@@ -228,7 +228,7 @@ impl Scanner<'_> {
                 }
             }
             FileType::Symlink => {
-                let target = rfs::readlinkat(parent, name.as_slice(), Vec::new())
+                let target = rfs::readlinkat(parent, &*name, Vec::new())
                     .map_err(|e| os_err(path, "reading symlink: ", e))?;
                 Kind::Symlink {
                     target: target.into_bytes(),
@@ -251,7 +251,7 @@ impl Scanner<'_> {
             ),
         };
         Ok(Some(Entry {
-            name: name.into_boxed_slice(),
+            name,
             kind,
             meta: m,
             xattrs,
