@@ -420,6 +420,7 @@ impl Maker<'_> {
             link_counts: &self.needs.link_counts,
             progress,
             linked: HashMap::new(),
+            last_ino: made.lost_found,
             copier: RangeCopier::new(self.target.file),
             spool: tree.spool.as_deref(),
             owner: self.opts.owner,
