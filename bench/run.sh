@@ -12,6 +12,7 @@
 # Needs root, debootstrap (network to the Debian mirror) for the minbase tree, and about 12 GiB
 # free in WORK. bench/clone.sh has the rows for XFS (reflink) and btrfs.
 #   bench/run.sh [--quick] [RUNS]       (--quick: small trees only, for a smoke test)
+#   TREES="big-4x512 minbase" bench/run.sh   (some trees only; TREES=scaling: the series only)
 # Trees are generated once into WORK (default /var/tmp/linuxdisk-mk-bench) and reused.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -33,7 +34,10 @@ if [ ! -e "$work/minbase/.done" ] && [ $quick = 0 ]; then
 	debootstrap --variant=minbase bookworm "$work/minbase" http://deb.debian.org/debian >/dev/null
 	touch "$work/minbase/.done"
 fi
-if [ -n "${TREES:-}" ]; then
+scaling=0
+if [ "${TREES:-}" = scaling ]; then
+	scaling=1                      # TREES=scaling: only the scaling series (trees already made)
+elif [ -n "${TREES:-}" ]; then
 	read -r -a trees <<<"$TREES"   # e.g. TREES="spread-100k" to rerun some (already generated)
 elif [ $quick = 1 ]; then
 	many_files "$work/flat-3k" 3000 1; trees+=(flat-3k)
@@ -46,13 +50,14 @@ else
 	many_files "$work/flat-10k" 10000 1
 	many_files "$work/flat-100k" 100000 1
 	for n in 10k:10000 100k:100000 1m:1000000; do empty_files "$work/empty-${n%%:*}" "${n#*:}"; done
+	scaling=1
 fi
 
 # --- timing ---------------------------------------------------------------------------------
 out=$work/out; mkdir -p "$out"
 
-printf '%-12s %9s %9s %9s %9s %8s %8s %8s %9s %8s %9s\n' tree ours mke2fs nbdkit limit us/mke2 us/nbdk us/limit peakRSS fs-size du-image
-for t in "${trees[@]}"; do
+[ ${#trees[@]} = 0 ] || printf '%-12s %9s %9s %9s %9s %8s %8s %8s %9s %8s %9s\n' tree ours mke2fs nbdkit limit us/mke2 us/nbdk us/limit peakRSS fs-size du-image
+for t in "${trees[@]+"${trees[@]}"}"; do
 	src=$work/$t
 	rm -f "$out/probe.img"
 	"$tool" -q -t ext4 --partition none "$src" "$out/probe.img"
@@ -78,7 +83,7 @@ for t in "${trees[@]}"; do
 		$((du_img / 1024))
 done
 
-if [ $quick = 0 ] && [ -z "${TREES:-}" ]; then
+if [ $scaling = 1 ]; then
 	echo; echo "scaling, files in one directory (ours only, median of $runs):"
 	for t in flat-10k:10000 flat-30k:30000 flat-100k:100000 empty-10k:10000 empty-100k:100000 empty-1m:1000000; do
 		o=() rss=0
