@@ -2,6 +2,7 @@
 //! geometry in a sparse temp file) → populate (the tree's entries). This module picks the size:
 //! the smallest that fits with a small margin, an exact `--size`, or `--size +FREE`.
 
+pub mod dirblocks;
 pub mod dirent;
 pub mod format;
 pub mod fstype;

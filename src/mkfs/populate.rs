@@ -14,10 +14,10 @@ use ext2fs::{
     ROOT_INO,
 };
 
-use super::dirent::DirPacker;
-use super::htree::{Child, Children, Index, IndexParams};
+use super::dirblocks::{DirLayout, Kids};
+use super::htree::IndexParams;
 use super::layout::block_ranges;
-use super::plan::{lost_found_blocks, LINK_MAX};
+use super::plan::LINK_MAX;
 use crate::copy::RangeCopier;
 use crate::progress::Progress;
 use crate::source::bytes::{file_bytes, unchanged, FileBytes};
@@ -140,47 +140,6 @@ impl Lazy {
     }
 }
 
-/// A directory's children as its blocks hold them: the tree's entries with the inodes made for
-/// them, and lost+found after them in a root directory that has none.
-struct Kids<'a> {
-    entries: &'a [Entry],
-    inos: &'a [Ino],
-    lost_found: Option<Ino>,
-}
-
-impl Children for Kids<'_> {
-    fn len(&self) -> usize {
-        self.entries.len() + usize::from(self.lost_found.is_some())
-    }
-
-    fn get(&self, i: usize) -> Child<'_> {
-        match self.entries.get(i) {
-            Some(e) => (&e.name, self.inos[i], ft_of(&e.kind)),
-            None => (
-                b"lost+found",
-                self.lost_found.expect("within len()"),
-                FileType::Directory,
-            ),
-        }
-    }
-}
-
-/// How a directory's blocks are laid out.
-enum DirLayout {
-    Indexed(Index),
-    /// Linear, this many blocks.
-    Linear(u64),
-}
-
-impl DirLayout {
-    fn blocks(&self) -> u64 {
-        match self {
-            DirLayout::Indexed(index) => index.blocks(),
-            DirLayout::Linear(n) => *n,
-        }
-    }
-}
-
 impl Populator<'_> {
     /// Fills the root directory (inode 2) from `root`, whose directory is open as `fd` (None when
     /// the tree came from an archive).
@@ -262,7 +221,8 @@ impl Populator<'_> {
                 .free_all_blocks(ino, &mut old)
                 .with_context(|| format!("{}: inode {ino}", display(path)))?;
         }
-        let layout = self.dir_layout(ino, &kids);
+        let p = self.index_params();
+        let layout = DirLayout::plan(ino, &kids, &p, self.hash.as_ref(), ino == self.lost_found);
         if let DirLayout::Indexed(..) = layout {
             inode.add_flags(InodeFlags::INDEX);
         }
@@ -273,7 +233,6 @@ impl Populator<'_> {
             .fs
             .runs(ino, &inode)
             .with_context(|| format!("{}: inode {ino}", display(path)))?;
-        let p = self.index_params();
         let fs = &mut *self.fs;
         let mut written = 0u64;
         let mut sink = |lblk: u64, block: &mut [u8]| -> Result<()> {
@@ -285,18 +244,7 @@ impl Populator<'_> {
             fs.write_dir_block(r.pblk + (lblk - r.lblk), block, ino)
                 .with_context(|| format!("{}: writing directory block", display(path)))
         };
-        match layout {
-            DirLayout::Indexed(index) => index.write(ino, parent, &kids, &p, &mut sink)?,
-            DirLayout::Linear(n) => {
-                let mut packer = DirPacker::start(p.block_size, p.csum, true, ino, parent);
-                for i in 0..kids.len() {
-                    let (name, c_ino, ft) = kids.get(i);
-                    packer.add(name, c_ino, ft, &mut sink)?;
-                }
-                packer.pad_to(n, &mut sink)?;
-                packer.finish(&mut sink)?;
-            }
-        }
+        layout.write(ino, parent, &kids, &p, &mut sink)?;
         debug_assert_eq!(written, nblocks);
         self.finish_inode(ino, &mut inode, d, path)
     }
@@ -312,33 +260,6 @@ impl Populator<'_> {
                 .contains(RoCompatFeatures::METADATA_CSUM),
             hash_version: self.hash.as_ref().map_or(0, |h| h.root_version()),
         }
-    }
-
-    /// The layout of directory `ino`'s blocks: an htree index when it needs more than one block
-    /// (and the filesystem has dir_index), else linear blocks; lost+found stays linear, padded
-    /// to mke2fs's size.
-    fn dir_layout(&self, ino: Ino, kids: &Kids) -> DirLayout {
-        let p = self.index_params();
-        if ino != self.lost_found {
-            if let Some(h) = &self.hash {
-                if let Some(index) = Index::plan(kids, &p, &|n| h.hash(n)) {
-                    return DirLayout::Indexed(index);
-                }
-            }
-        }
-        let mut packer = DirPacker::start(p.block_size, p.csum, false, ino, ino);
-        let mut none = |_: u64, _: &mut [u8]| -> Result<()> { unreachable!("only counting") };
-        for i in 0..kids.len() {
-            let (name, c_ino, ft) = kids.get(i);
-            packer
-                .add(name, c_ino, ft, &mut none)
-                .expect("counting cannot fail");
-        }
-        let mut n = packer.block_count();
-        if ino == self.lost_found {
-            n = n.max(lost_found_blocks(p.block_size));
-        }
-        DirLayout::Linear(n)
     }
 
     /// Creates one non-root entry in directory `parent` (open as `fd`); returns its inode and
@@ -593,7 +514,8 @@ fn child_dir(parent: Option<&OwnedFd>, name: &[u8], path: &[u8]) -> Result<Optio
     parent.map(|fd| open_child_dir(fd, name, path)).transpose()
 }
 
-fn ft_of(k: &Kind) -> FileType {
+/// The directory-entry file type of an entry of kind `k`.
+pub fn ft_of(k: &Kind) -> FileType {
     match k {
         Kind::File { .. } => FileType::Regular,
         Kind::Dir { .. } => FileType::Directory,
