@@ -11,6 +11,8 @@ LINUXDISK_MK_PACKAGES=(
 	# the command line as users meet it: a pseudo-terminal (script), the man page rendered
 	# (groff), the JSON of the examples (jq)
 	bsdutils groff-base jq
+	# filesystems that share extents, for the clone tests (loop-mounted XFS with reflink, btrfs)
+	xfsprogs btrfs-progs
 	# building test trees: xattrs, ACLs, capabilities
 	attr acl libcap2-bin
 	# boot tests and the example appliance: qemu (TCG), a static busybox, initramfs tools

@@ -1,5 +1,5 @@
 //! Write a [`Disk`] to OUTPUT: a sparse temp file beside it, filled region by region (file data
-//! copied with copy_file_range where the source has data), synced, then renamed into place.
+//! copied by [`crate::copy`] where the source has data), synced, then renamed into place.
 
 use std::fs::File;
 use std::fs::Permissions;
@@ -234,14 +234,14 @@ fn rename_into_place(tmp: &Path, output: &Path, force: bool) -> io::Result<()> {
 /// Copies disk regions into the output file.
 struct Copier<'a> {
     out: &'a File,
-    ranges: RangeCopier,
+    ranges: RangeCopier<'a>,
 }
 
 impl<'a> Copier<'a> {
     fn new(out: &'a File) -> Copier<'a> {
         Copier {
             out,
-            ranges: RangeCopier::new(),
+            ranges: RangeCopier::new(out),
         }
     }
 
@@ -322,9 +322,7 @@ impl<'a> Copier<'a> {
         len: u64,
         on_bytes: &mut dyn FnMut(u64),
     ) -> io::Result<()> {
-        let done = self
-            .ranges
-            .copy(src, src_off, self.out, dst_off, len, on_bytes)?;
+        let done = self.ranges.copy(src, src_off, dst_off, len, on_bytes)?;
         on_bytes(len - done);
         Ok(())
     }
@@ -425,7 +423,7 @@ mod tests {
         let out = File::create(&out_path).unwrap();
         out.set_len(disk.size()).unwrap();
         let mut c = Copier::new(&out);
-        c.ranges = RangeCopier::without_copy_file_range();
+        c.ranges = RangeCopier::new(&out).without_clone().without_kernel_copy();
         let mut total = 0;
         c.write_disk(&disk, &mut |n| total += n).unwrap();
         assert_eq!(total, disk.size());

@@ -8,6 +8,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 
 use crate::cli::{Cli, PartitionMode};
+use crate::copy::CopyStats;
 use crate::disk::boot_files::{self, EfiOptions, Loader};
 use crate::disk::esp::{self, EspIds};
 use crate::disk::gpt::{self, Guids, PARTITION_START};
@@ -174,6 +175,9 @@ pub fn run(cli: &Cli) -> Result<i32> {
             let opts = Options { lazy, ..opts };
             let built = mkfs::build(cli.source(), &tree, &opts, &target, &progress, &say)?;
             say(&built.report.to_string());
+            if !lazy {
+                say(&data_report(&built.data));
+            }
             // The ESP: after the filesystem in the same temp file, or (lazily) read from SOURCE.
             let esp_at = built.size.div_ceil(1 << 20) << 20;
             let mut parts = Vec::new();
@@ -232,6 +236,7 @@ pub fn run(cli: &Cli) -> Result<i32> {
     };
     let built = mkfs::build(cli.source(), &tree, &opts, &target, &progress, &say)?;
     say(&built.report.to_string());
+    say(&data_report(&built.data));
     if let Some(esp) = &esp {
         esp.write(&tree, cli.source(), &file, PARTITION_START, &name)?;
     }
@@ -247,6 +252,14 @@ pub fn run(cli: &Cli) -> Result<i32> {
     progress.finish();
     facts(&disk, &built, Destination::File(output.clone())).print(cli.json, cli.quiet)?;
     Ok(0)
+}
+
+/// The -v line saying which way the file data went into the filesystem, with byte counts.
+fn data_report(s: &CopyStats) -> String {
+    format!(
+        "file data: {} bytes cloned, {} copied in kernel, {} copied",
+        s.cloned, s.in_kernel, s.copied
+    )
 }
 
 /// Reads SOURCE (a directory, `-` for a tar stream on stdin, a tar archive or a container

@@ -18,6 +18,7 @@ mod boot_debian;
 mod changing;
 mod cli_docs;
 mod cli_ux;
+mod clone;
 mod compose;
 mod efi;
 mod efi_boot;

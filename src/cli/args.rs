@@ -169,9 +169,14 @@ pub struct Cli {
     #[arg(long)]
     pub skip_unreadable: bool,
 
-    /// Say what was chosen (sizes, inode counts, free space) and what each phase did
+    /// Say what was chosen (sizes, inode counts, free space), what each phase did and how file
+    /// data went in
     ///
     /// When standard error is not a terminal, also print a progress line every 5 seconds.
+    ///
+    /// One line says how the file data went into the filesystem, in bytes: cloned (sharing the
+    /// source's extents: SOURCE and OUTPUT, or TMPDIR when serving, on one filesystem such as
+    /// XFS or btrfs), copied in the kernel (copy_file_range), and copied.
     #[arg(short, long)]
     pub verbose: bool,
 

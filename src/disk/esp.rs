@@ -154,7 +154,7 @@ impl Esp {
         name: &str,
     ) -> Result<()> {
         let writing = || format!("writing the EFI system partition into {name}");
-        let mut copier = RangeCopier::new();
+        let mut copier = RangeCopier::new(file);
         for p in &self.volume.pieces {
             match &p.what {
                 What::Bytes(b) => write_nonzero(file, b, at + p.offset).with_context(writing)?,
@@ -162,7 +162,7 @@ impl Esp {
                     write_nonzero(file, b, at + p.offset).with_context(writing)?
                 }
                 What::File(EspData::Tree(f)) => {
-                    copy_tree_file(f, tree, source, file, at + p.offset, &mut copier)
+                    copy_tree_file(f, tree, source, at + p.offset, &mut copier)
                         .with_context(writing)?
                 }
             }
@@ -241,25 +241,24 @@ impl Esp {
     }
 }
 
-/// Copies a file of the tree to `dst` at `at`: its data ranges (holes stay holes), then checks
+/// Copies a file of the tree to the copier's destination at `at`: its data ranges (holes stay holes), then checks
 /// it is still the file scanned.
 fn copy_tree_file(
     f: &TreeFile,
     tree: &Tree,
     source: &Path,
-    dst: &File,
     at: u64,
-    copier: &mut RangeCopier,
+    copier: &mut RangeCopier<'_>,
 ) -> Result<()> {
     let Kind::File { size, layout, .. } = &f.entry.kind else {
         bail!("{}: not a regular file", display(&f.path()));
     };
     let shown = f.shown(source);
     let bytes = f.open(tree)?;
-    let (fd, base) = (bytes.fd(), bytes.base());
+    let (src, base) = (bytes.file(), bytes.base());
     for (a, b) in layout.data_ranges(*size) {
         let n = copier
-            .copy(fd, base + a, dst, at + a, b - a, &mut |_| {})
+            .copy(src, base + a, at + a, b - a, &mut |_| {})
             .with_context(|| format!("{}: copying", display(&shown)))?;
         if n != b - a {
             bail!(

@@ -2,6 +2,7 @@
 //! geometry in a sparse temp file) → populate (the tree's entries). This module picks the size:
 //! the smallest that fits with a small margin, an exact `--size`, or `--size +FREE`.
 
+pub mod dirblocks;
 pub mod dirent;
 pub mod format;
 pub mod fstype;
@@ -26,7 +27,7 @@ use self::plan::{inodes_with_margin, Needs};
 use self::populate::{Lazy, Populator};
 pub use self::populate::{LazyData, LazyPart};
 use self::size::{auto_margin, kernel_reserve, Human, SizeSpec};
-use crate::copy::RangeCopier;
+use crate::copy::{CopyStats, RangeCopier};
 use crate::progress::{ByteSize, Progress};
 use crate::source::dirs::Dirs;
 use crate::source::readahead::{self, FinishOnDrop, Position, WINDOW};
@@ -101,6 +102,8 @@ pub struct Built {
     pub report: Report,
     /// With [`Options::lazy`]: the file data left out, in filesystem order.
     pub lazy: Vec<LazyPart>,
+    /// How the file data was moved into the filesystem (cloned, copied in the kernel, copied).
+    pub data: CopyStats,
 }
 
 /// Facts about the filesystem made, read back from its superblock: for -v, the summary and
@@ -189,8 +192,8 @@ pub fn build(
         progress.start_copy("building", copied, tree.entries);
         let res = maker.populate(source, tree, &mut made, progress);
         progress.finish();
-        let lazy = match res {
-            Ok(lazy) => lazy,
+        let (lazy, data) = match res {
+            Ok(done) => done,
             Err(e) if is_no_space(&e) => match opts.size {
                 // Formatting checked that the planned blocks were free, so the plan (an upper
                 // bound) was short: there is no size to name that is sure to build.
@@ -236,7 +239,12 @@ pub fn build(
             .with_context(|| format!("writing the filesystem's metadata to {}", target.name))?;
         let mut lazy = lazy.map(|l| l.parts).unwrap_or_default();
         lazy.sort_unstable_by_key(|p| p.at);
-        return Ok(Built { size, report, lazy });
+        return Ok(Built {
+            size,
+            report,
+            lazy,
+            data,
+        });
     }
 }
 
@@ -469,7 +477,7 @@ impl Maker<'_> {
         tree: &Tree,
         made: &mut Formatted,
         progress: &Progress,
-    ) -> Result<Option<Lazy>> {
+    ) -> Result<(Option<Lazy>, CopyStats)> {
         let dirs = Dirs::root(&tree.origins)?;
         let lazy = match self.opts.lazy {
             false => None,
@@ -488,14 +496,14 @@ impl Maker<'_> {
         let position = Position::default();
         let mut p = Populator {
             fs: &mut made.fs,
-            image: self.target.file,
             image_offset: self.target.offset,
             image_name: self.target.name,
             lost_found: made.lost_found,
             link_counts: &self.needs.link_counts,
             progress,
             linked: HashMap::new(),
-            copier: RangeCopier::new(),
+            last_ino: made.lost_found,
+            copier: RangeCopier::new(self.target.file),
             origins: &tree.origins,
             root_len: source.as_os_str().len(),
             owner: self.opts.owner,
@@ -517,6 +525,6 @@ impl Maker<'_> {
             }
             _ => p.run(&tree.root, &dirs, &mut path)?,
         }
-        Ok(p.lazy)
+        Ok((p.lazy, p.copier.stats()))
     }
 }

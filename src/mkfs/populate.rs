@@ -13,10 +13,10 @@ use ext2fs::{
     ROOT_INO,
 };
 
-use super::dirent::DirPacker;
-use super::htree::{indexed_blocks, Child, IndexParams};
+use super::dirblocks::{DirLayout, Kids};
+use super::htree::IndexParams;
 use super::layout::block_ranges;
-use super::plan::{lost_found_blocks, LINK_MAX};
+use super::plan::LINK_MAX;
 use crate::copy::RangeCopier;
 use crate::progress::Progress;
 use crate::source::bytes::{file_bytes, unchanged, FileBytes};
@@ -27,9 +27,8 @@ use crate::source::{display, Data, Entry, Kind, Layout, Meta, Origin, Timestamp}
 
 pub struct Populator<'a> {
     pub fs: &'a mut Filesystem,
-    /// The file the filesystem lives in, at byte `image_offset`: file data is written to it
-    /// directly.
-    pub image: &'a File,
+    /// Byte offset of the filesystem in the file it lives in (`copier`'s destination): file data
+    /// is written there directly.
     pub image_offset: u64,
     /// What the user knows it as, for messages (OUTPUT, never a temp file's name).
     pub image_name: &'a str,
@@ -38,7 +37,13 @@ pub struct Populator<'a> {
     pub progress: &'a Progress,
     /// Inodes already made for multiply-linked files, by source identity.
     pub linked: HashMap<(u64, u64), Ino>,
-    pub copier: RangeCopier,
+    /// The highest inode number taken so far: new inodes are looked for from its group on.
+    /// Inodes are taken in order with no gaps, so this picks what a search from the parent
+    /// directory's group would, without walking every full group before it (quadratic in a
+    /// directory of a million entries).
+    pub last_ino: Ino,
+    /// Moves file data into the filesystem's file (cloned where the filesystems allow).
+    pub copier: RangeCopier<'a>,
     /// Where the tree's files are read from (their [`Data::src`]).
     pub origins: &'a [Origin],
     /// Length of the SOURCE path at the start of every entry's path: what follows is its path
@@ -182,8 +187,8 @@ impl Populator<'_> {
         path: &mut Vec<u8>,
         is_root: bool,
     ) -> Result<()> {
-        let bs = self.fs.block_size();
-        let mut kids: Vec<Child> = Vec::with_capacity(d.children().len() + 1);
+        // The inode made for each child, in order (4 bytes a child; names stay in the tree).
+        let mut inos: Vec<Ino> = Vec::with_capacity(d.children().len());
         let mut subdirs = 0u64;
         let mut has_lost_found = false;
         for c in d.children() {
@@ -202,11 +207,15 @@ impl Populator<'_> {
             if ft == FileType::Directory {
                 subdirs += 1;
             }
-            kids.push((&c.name, c_ino, ft));
+            inos.push(c_ino);
             self.progress.inc_entries(1);
         }
-        if is_root && !has_lost_found {
-            kids.push((b"lost+found", self.lost_found, FileType::Directory));
+        let kids = Kids {
+            entries: d.children(),
+            inos: &inos,
+            lost_found: (is_root && !has_lost_found).then_some(self.lost_found),
+        };
+        if kids.lost_found.is_some() {
             subdirs += 1;
         }
         let reused = is_root || ino == self.lost_found;
@@ -238,58 +247,45 @@ impl Populator<'_> {
                 .free_all_blocks(ino, &mut old)
                 .with_context(|| format!("{}: inode {ino}", display(path)))?;
         }
-        let (mut blocks, indexed) = self.dir_blocks(ino, parent, &kids, bs);
-        if indexed {
+        let p = self.index_params();
+        let layout = DirLayout::plan(ino, &kids, &p, self.hash.as_ref(), ino == self.lost_found);
+        if let DirLayout::Indexed(..) = layout {
             inode.add_flags(InodeFlags::INDEX);
         }
-        self.place(ino, &mut inode, &[(0, blocks.len() as u64)], path)?;
-        inode.set_size(blocks.len() as u64 * self.block_size());
+        let nblocks = layout.blocks();
+        self.place(ino, &mut inode, &[(0, nblocks)], path)?;
+        inode.set_size(nblocks * self.block_size());
         let runs = self
             .fs
             .runs(ino, &inode)
             .with_context(|| format!("{}: inode {ino}", display(path)))?;
-        let mut i = 0usize;
-        for r in runs {
-            for k in 0..r.len {
-                self.fs
-                    .write_dir_block(r.pblk + k, &mut blocks[i], ino)
-                    .with_context(|| format!("{}: writing directory block", display(path)))?;
-                i += 1;
-            }
-        }
-        debug_assert_eq!(i, blocks.len());
+        let fs = &mut *self.fs;
+        let mut written = 0u64;
+        let mut sink = |lblk: u64, block: &mut [u8]| -> Result<()> {
+            written += 1;
+            let i = runs.partition_point(|r| r.lblk + r.len <= lblk);
+            let r = runs.get(i).filter(|r| r.lblk <= lblk).with_context(|| {
+                format!("{}: directory block {lblk} is not allocated", display(path))
+            })?;
+            fs.write_dir_block(r.pblk + (lblk - r.lblk), block, ino)
+                .with_context(|| format!("{}: writing directory block", display(path)))
+        };
+        layout.write(ino, parent, &kids, &p, &mut sink)?;
+        debug_assert_eq!(written, nblocks);
         self.finish_inode(ino, &mut inode, d, path)
     }
 
-    /// The blocks of directory `ino`: an htree index when it needs more than one block (and the
-    /// filesystem has dir_index), else linear blocks; lost+found stays linear, padded to
-    /// mke2fs's size. The flag says whether the directory is indexed.
-    fn dir_blocks(&self, ino: Ino, parent: Ino, kids: &[Child], bs: u32) -> (Vec<Vec<u8>>, bool) {
-        let csum = self
-            .fs
-            .superblock()
-            .ro_compat()
-            .contains(RoCompatFeatures::METADATA_CSUM);
-        if ino != self.lost_found {
-            if let Some(h) = &self.hash {
-                let p = IndexParams {
-                    block_size: bs,
-                    csum,
-                    hash_version: h.root_version(),
-                };
-                if let Some(b) = indexed_blocks(ino, parent, kids, &p, &|n| h.hash(n)) {
-                    return (b, true);
-                }
-            }
+    /// How directory blocks look on this filesystem (the hash version is the filesystem's).
+    fn index_params(&self) -> IndexParams {
+        IndexParams {
+            block_size: self.fs.block_size(),
+            csum: self
+                .fs
+                .superblock()
+                .ro_compat()
+                .contains(RoCompatFeatures::METADATA_CSUM),
+            hash_version: self.hash.as_ref().map_or(0, |h| h.root_version()),
         }
-        let mut packer = DirPacker::start(bs, csum, true, ino, parent);
-        for &(name, i, ft) in kids {
-            packer.add(name, i, ft);
-        }
-        if ino == self.lost_found {
-            packer.pad_to(lost_found_blocks(bs));
-        }
-        (packer.finish(), false)
     }
 
     /// Creates one non-root entry in directory `parent` (whose source directories are `dirs`);
@@ -314,13 +310,13 @@ impl Populator<'_> {
         let ft = ft_of(&e.kind);
         let ino = match &e.kind {
             Kind::Dir { .. } => {
-                let ino = self.alloc_ino(parent, FileType::Directory, path)?;
+                let ino = self.alloc_ino(FileType::Directory, path)?;
                 let sub = self.child_dirs(dirs, &e.name, path)?;
                 self.dir(ino, parent, e, &sub, path, false)?;
                 ino
             }
             Kind::File { size, layout, data } => {
-                let ino = self.alloc_ino(parent, FileType::Regular, path)?;
+                let ino = self.alloc_ino(FileType::Regular, path)?;
                 let mut inode = self.new_inode(FileType::Regular, &e.meta, links as u16);
                 inode.set_size(*size);
                 let ranges = block_ranges(*size, layout, self.fs.block_size());
@@ -338,8 +334,9 @@ impl Populator<'_> {
             Kind::Symlink { target } => {
                 let ino = self
                     .fs
-                    .symlink(parent, target)
+                    .symlink(self.last_ino, target)
                     .with_context(|| format!("{}: creating symlink", display(path)))?;
+                self.last_ino = self.last_ino.max(ino);
                 let mut inode = self
                     .fs
                     .read_inode(ino)
@@ -353,14 +350,14 @@ impl Populator<'_> {
                 ino
             }
             Kind::CharDev { major, minor } | Kind::BlockDev { major, minor } => {
-                let ino = self.alloc_ino(parent, ft, path)?;
+                let ino = self.alloc_ino(ft, path)?;
                 let mut inode = self.new_inode(ft, &e.meta, links as u16);
                 inode.set_device(*major, *minor);
                 self.finish_inode(ino, &mut inode, e, path)?;
                 ino
             }
             Kind::Fifo | Kind::Socket => {
-                let ino = self.alloc_ino(parent, ft, path)?;
+                let ino = self.alloc_ino(ft, path)?;
                 let mut inode = self.new_inode(ft, &e.meta, links as u16);
                 self.finish_inode(ino, &mut inode, e, path)?;
                 ino
@@ -372,10 +369,13 @@ impl Populator<'_> {
         Ok((ino, ft))
     }
 
-    fn alloc_ino(&mut self, parent: Ino, ft: FileType, path: &[u8]) -> Result<Ino> {
-        self.fs
-            .new_inode(parent, ft)
-            .with_context(|| format!("{}: allocating an inode", display(path)))
+    fn alloc_ino(&mut self, ft: FileType, path: &[u8]) -> Result<Ino> {
+        let ino = self
+            .fs
+            .new_inode(self.last_ino, ft)
+            .with_context(|| format!("{}: allocating an inode", display(path)))?;
+        self.last_ino = self.last_ino.max(ino);
+        Ok(ino)
     }
 
     /// A new in-memory inode of type `ft` with the source's permissions, owner and times.
@@ -468,19 +468,14 @@ impl Populator<'_> {
             return Ok(());
         }
         let bytes = file_bytes(e, data, size, dirs, self.origins, rel)?;
-        let (src, base) = (bytes.fd(), bytes.base());
+        let (src, base) = (bytes.file(), bytes.base());
         for (at, from, len) in pieces {
             let progress = self.progress;
             let n = self
                 .copier
-                .copy(
-                    src,
-                    base + from,
-                    self.image,
-                    self.image_offset + at,
-                    len,
-                    &mut |n| progress.inc_bytes(n),
-                )
+                .copy(src, base + from, self.image_offset + at, len, &mut |n| {
+                    progress.inc_bytes(n)
+                })
                 .with_context(|| {
                     format!("{}: copying into {}", origin.show(rel), self.image_name)
                 })?;
@@ -538,7 +533,8 @@ pub fn clamp(t: Timestamp, limit: i64) -> Timestamp {
     }
 }
 
-fn ft_of(k: &Kind) -> FileType {
+/// The directory-entry file type of an entry of kind `k`.
+pub fn ft_of(k: &Kind) -> FileType {
     match k {
         Kind::File { .. } => FileType::Regular,
         Kind::Dir { .. } => FileType::Directory,

@@ -3,7 +3,7 @@
 //! Populating and the reproducible-build digest both read through here.
 
 use std::fs::File;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 
 use anyhow::{bail, Context, Result};
 
@@ -14,15 +14,20 @@ use crate::source::Timestamp;
 /// Where a regular file's bytes are read: a descriptor, and the offset of the file's byte 0 in
 /// it.
 pub enum FileBytes<'a> {
-    Opened(OwnedFd),
+    Opened(File),
     Spool(&'a File, u64),
 }
 
 impl FileBytes<'_> {
     pub fn fd(&self) -> BorrowedFd<'_> {
+        self.file().as_fd()
+    }
+
+    /// The file the bytes are in.
+    pub fn file(&self) -> &File {
         match self {
-            FileBytes::Opened(f) => f.as_fd(),
-            FileBytes::Spool(f, _) => f.as_fd(),
+            FileBytes::Opened(f) => f,
+            FileBytes::Spool(f, _) => f,
         }
     }
 
@@ -58,7 +63,7 @@ pub fn file_bytes<'a>(
             })?;
             let f = open_child_file(dir, host_name(origin, &e.name), path.as_bytes())?;
             unchanged(&f, e, size, path.as_bytes())?;
-            Ok(FileBytes::Opened(f))
+            Ok(FileBytes::Opened(File::from(f)))
         }
         Data::Spool { offset, .. } => match origin {
             Origin::Spool { file, .. } => Ok(FileBytes::Spool(file, offset)),

@@ -81,7 +81,7 @@ pub fn scan_one(
     .with_context(|| dir.display().to_string())?;
     let mut s = Scanner::new(opts, on_entry);
     let mut shown = path.as_os_str().as_encoded_bytes().to_vec();
-    let Some(mut root) = s.entry(&fd, file, &mut shown)? else {
+    let Some(mut root) = s.entry(&fd, file.into(), &mut shown)? else {
         bail!("{}: vanished or unreadable", path.display());
     };
     root.name = name.into();
@@ -140,7 +140,7 @@ fn meta(st: &rfs::Statx) -> Meta {
         btime,
         dev: dev_of(st),
         ino: st.stx_ino,
-        nlink: st.stx_nlink as u64,
+        nlink: st.stx_nlink,
     }
 }
 
@@ -198,7 +198,7 @@ impl<'a> Scanner<'a> {
             let ent = ent.map_err(|e| os_err(path, "reading directory: ", e))?;
             let name = ent.file_name().to_bytes();
             if name != b"." && name != b".." {
-                names.push((ent.ino(), name.to_vec()));
+                names.push((ent.ino(), Box::<[u8]>::from(name)));
             }
         }
         drop(dir);
@@ -221,10 +221,10 @@ impl<'a> Scanner<'a> {
     fn entry(
         &mut self,
         parent: &OwnedFd,
-        name: Vec<u8>,
+        name: Box<[u8]>,
         path: &mut Vec<u8>,
     ) -> Result<Option<Entry>> {
-        let st = match rfs::statx(parent, name.as_slice(), AtFlags::SYMLINK_NOFOLLOW, wanted()) {
+        let st = match rfs::statx(parent, &*name, AtFlags::SYMLINK_NOFOLLOW, wanted()) {
             Ok(st) => st,
             Err(Errno::NOENT) => return Ok(None), // vanished since readdir
             Err(e) => return Err(os_err(path, "", e)),
@@ -280,7 +280,7 @@ impl<'a> Scanner<'a> {
                 }
             }
             FileType::Symlink => {
-                let target = rfs::readlinkat(parent, name.as_slice(), Vec::new())
+                let target = rfs::readlinkat(parent, &*name, Vec::new())
                     .map_err(|e| os_err(path, "reading symlink: ", e))?;
                 Kind::Symlink {
                     target: target.into_bytes(),
@@ -303,7 +303,7 @@ impl<'a> Scanner<'a> {
             ),
         };
         Ok(Some(Entry {
-            name: name.into_boxed_slice(),
+            name,
             kind,
             meta: m,
             xattrs,

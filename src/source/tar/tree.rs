@@ -241,7 +241,7 @@ impl Builder {
             root.meta = implicit_meta(t, 0, 1);
         }
         // Names per hard-linked inode, over what is reachable.
-        let mut links: HashMap<u64, u64> = self.linked.drain().map(|ino| (ino, 0)).collect();
+        let mut links: HashMap<u64, u32> = self.linked.drain().map(|ino| (ino, 0)).collect();
         let (mut entries, mut data_bytes) = (0u64, 0u64);
         let mut stack = vec![&mut root];
         while let Some(Entry { kind, meta, .. }) = stack.pop() {
@@ -250,16 +250,16 @@ impl Builder {
             };
             sort_by_name(children);
             entries += children.len() as u64;
-            let mut subdirs = 0;
+            let mut subdirs = 0u32;
             for c in children.iter_mut() {
                 if c.is_dir() {
-                    subdirs += 1;
+                    subdirs = subdirs.saturating_add(1);
                     stack.push(c);
                     continue;
                 }
                 let first = match links.get_mut(&c.meta.ino) {
                     Some(n) => {
-                        *n += 1;
+                        *n = n.saturating_add(1);
                         *n == 1
                     }
                     None => true,
@@ -268,7 +268,7 @@ impl Builder {
                     data_bytes += data_len(*size, layout);
                 }
             }
-            meta.nlink = 2 + subdirs;
+            meta.nlink = subdirs.saturating_add(2);
         }
         if !links.is_empty() {
             let mut stack = vec![&mut root];
