@@ -169,13 +169,19 @@ pub fn validate(h: &Header, lim: &Limits) -> Result<Command, Rejection> {
     match offset.checked_add(len as u64) {
         Some(end) if end <= lim.size => {}
         _ => {
+            // As the protocol document says (and nbdkit answers): ENOSPC for writes past the
+            // end, EINVAL for reads, trims and the rest.
+            let errno = match h.kind {
+                CMD_WRITE | CMD_WRITE_ZEROES => ENOSPC,
+                _ => EINVAL,
+            };
             return Err(reject(
-                EINVAL,
+                errno,
                 format!(
                 "{name}: {len} bytes at offset {offset} are beyond the end of the {}-byte export",
                 lim.size
             ),
-            ))
+            ));
         }
     }
     let fua = h.flags & CMD_FLAG_FUA != 0;
@@ -416,12 +422,23 @@ mod tests {
         assert_eq!(errno(header(0, CMD_READ, 1 << 20, 1), &RO), EINVAL);
         assert_eq!(errno(header(0, CMD_READ, (1 << 20) + 1, 0), &RO), EINVAL);
         assert_eq!(errno(header(0, CMD_READ, u64::MAX, 2), &RO), EINVAL);
-        assert_eq!(errno(header(0, CMD_WRITE, u64::MAX - 1, 4), &RW), EINVAL);
         assert_eq!(errno(header(0, CMD_TRIM, 1 << 20, 1), &RW), EINVAL);
         assert_eq!(errno(header(0, CMD_BLOCK_STATUS, 1 << 20, 1), &RO), EINVAL);
         assert_eq!(errno(header(0, CMD_CACHE, u64::MAX, 1), &RO), EINVAL);
         let r = validate(&header(0, CMD_READ, 1 << 20, 1), &RO).unwrap_err();
         assert!(r.message.contains("beyond the end"), "{r}");
+    }
+
+    #[test]
+    fn writes_beyond_the_export_are_enospc() {
+        assert_eq!(errno(header(0, CMD_WRITE, 1 << 20, 1), &RW), ENOSPC);
+        assert_eq!(errno(header(0, CMD_WRITE, (1 << 20) - 1, 2), &RW), ENOSPC);
+        assert_eq!(errno(header(0, CMD_WRITE, u64::MAX - 1, 4), &RW), ENOSPC);
+        assert_eq!(errno(header(0, CMD_WRITE_ZEROES, 1 << 20, 1), &RW), ENOSPC);
+        // The range is checked before writability, as nbdkit does.
+        assert_eq!(errno(header(0, CMD_WRITE, 1 << 20, 1), &RO), ENOSPC);
+        // Right up to the end is fine.
+        assert!(validate(&header(0, CMD_WRITE, (1 << 20) - 1, 1), &RW).is_ok());
     }
 
     #[test]

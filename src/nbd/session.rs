@@ -471,7 +471,7 @@ mod tests {
         let (res, out) = run(input, e.clone(), &neg(false, false));
         res.unwrap();
         let errnos: Vec<u32> = parse(&out, &[]).values().map(|g| g.errno).collect();
-        assert_eq!(errnos, [0, EINVAL, EINVAL, 0, 0, 0, 0, EINVAL]);
+        assert_eq!(errnos, [0, ENOSPC, EINVAL, 0, 0, 0, 0, EINVAL]);
         let c = e.content();
         assert_eq!(&c[100..105], b"hello");
         assert_eq!(c[(64 << 10) - 2..], [0, 0]);
