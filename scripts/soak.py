@@ -10,8 +10,9 @@ the server at the end). Needs /usr/bin/python3 with python3-libnbd.
         clean and abrupt disconnects (handle closed with reads in flight, a raw socket closed
         mid-reply or mid-handshake, a client process SIGKILLed mid-transfer), and now and then
         nbdinfo --map and nbdcopy. Then: the whole disk read back equals IMAGE, the server is
-        alive, its thread count is back to its baseline and its RSS under 200 MiB. Prints one
-        summary line and exits 1 on any problem.
+        alive, its thread count is back to its baseline, its RSS under 200 MiB, and its peak
+        RSS during the soak at most 256 MiB. Prints one summary line and exits 1 on any
+        problem.
     soak.py hog URI
         A client keeping 32 MiB reads in flight until killed (spawned by run).
 """
@@ -32,7 +33,8 @@ import urllib.parse
 
 import nbd
 
-RSS_LIMIT_KIB = 200 * 1024
+RSS_LIMIT_KIB = 200 * 1024  # after the soak, with the clients gone
+PEAK_RSS_LIMIT_KIB = 256 * 1024  # at any moment during it
 MAX = 32 << 20
 
 
@@ -402,6 +404,9 @@ class Soak:
                              % (after[1], base[1]))
             if after[0] >= RSS_LIMIT_KIB:
                 self.problem("errors", "server RSS %d KiB after the soak" % after[0])
+        if self.peak[0] > PEAK_RSS_LIMIT_KIB:
+            self.problem("errors", "server RSS peaked at %d KiB (limit %d KiB)"
+                         % (self.peak[0], PEAK_RSS_LIMIT_KIB))
         n, peak = self.n, self.peak
         gone = lambda st, i: "gone" if st is None else "%d" % st[i]
         print("soak: %d s, %d sessions, reads=%d bytes=%d block_status=%d mismatches=%d "

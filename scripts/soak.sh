@@ -5,8 +5,9 @@
 # same SOURCE_DATE_EPOCH (so the served disk is byte-identical to the image), and runs
 # SOAK_CLIENTS (16) clients at a time for SOAK_SECONDS (scripts/soak.py): random reads checked
 # against the image, block status, clean and abrupt disconnects, SIGKILLed clients, nbdinfo and
-# nbdcopy. Fails unless there is no mismatch, the server is alive with its threads back to
-# their count and RSS under 200 MiB, and SIGTERM then stops it with status 0 and no socket left.
+# nbdcopy. Fails unless there is no mismatch, the server RSS never went over 256 MiB, the server
+# is alive with its threads back to their count and RSS under 200 MiB, and SIGTERM then stops it
+# with status 0 and no socket left.
 # Prints a summary line; SOAK_SEED repeats a run.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)

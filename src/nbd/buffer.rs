@@ -1,4 +1,4 @@
-//! Read buffers. Large ones are anonymous mappings kept in a process-wide pool (at most
+//! Read buffers (READ data and WRITE payloads). Large ones are anonymous mappings kept in a process-wide pool (at most
 //! [`POOL_BYTES`]) for the next reads, and the pool is emptied when the last client disconnects,
 //! so the server's memory comes back down once clients leave. With malloc, the buffers of many
 //! concurrent clients stayed cached in per-thread arenas (about 100 MiB after 64 clients here); a
@@ -11,8 +11,9 @@ use std::sync::Mutex;
 
 /// Buffers at least this large are mappings.
 const MAP_AT: usize = 256 << 10;
-/// Most bytes of idle mappings kept for reuse.
-const POOL_BYTES: usize = 128 << 20;
+/// Most bytes of idle mappings kept for reuse (besides the ones in use, which the budgets of
+/// `budget` bound).
+const POOL_BYTES: usize = 64 << 20;
 
 /// Idle mappings and their total size.
 static POOL: Mutex<(Vec<memmap2::MmapMut>, usize)> = Mutex::new((Vec::new(), 0));

@@ -5,6 +5,7 @@
 use std::fmt;
 use std::io::{self, Read};
 
+use super::buffer::Buffer;
 use super::proto;
 
 /// Size of a request header on the wire.
@@ -245,10 +246,11 @@ pub fn read_header(r: &mut dyn Read) -> io::Result<Option<Header>> {
     Header::parse(&buf).map(Some)
 }
 
-/// Reads a WRITE payload of `len` bytes (validated: at most [`proto::MAX_PAYLOAD`]).
-pub fn read_payload(r: &mut dyn Read, len: u32) -> io::Result<Vec<u8>> {
+/// Reads a WRITE payload of `len` bytes (validated: at most [`proto::MAX_PAYLOAD`]) into a
+/// pooled buffer (as READ data is: big ones are mappings, given back when dropped).
+pub fn read_payload(r: &mut dyn Read, len: u32) -> io::Result<Buffer> {
     debug_assert!(len <= proto::MAX_PAYLOAD);
-    let mut buf = vec![0u8; len.min(proto::MAX_PAYLOAD) as usize];
+    let mut buf = Buffer::for_read(len.min(proto::MAX_PAYLOAD) as usize)?;
     r.read_exact(&mut buf).map_err(|e| {
         io::Error::new(e.kind(), format!("reading a {len}-byte write payload: {e}"))
     })?;
@@ -499,11 +501,11 @@ mod tests {
     fn payloads_are_read_or_discarded() {
         let data: Vec<u8> = (0..50_000u32).map(|i| i as u8).collect();
         let mut r = &data[..];
-        assert_eq!(read_payload(&mut r, 3).unwrap(), vec![0, 1, 2]);
+        assert_eq!(read_payload(&mut r, 3).unwrap()[..], [0, 1, 2]);
         discard(&mut r, 40_000).unwrap();
         assert_eq!(
-            read_payload(&mut r, 2).unwrap(),
-            vec![data[40_003], data[40_004]]
+            read_payload(&mut r, 2).unwrap()[..],
+            [data[40_003], data[40_004]]
         );
         let e = discard(&mut r, 1 << 40).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
