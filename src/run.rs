@@ -231,6 +231,7 @@ fn serve_options(cli: &Cli) -> ServeOptions {
         ),
         pidfile: cli.serving.pidfile.clone(),
         quiet: cli.quiet,
+        release_temp_files: true,
     }
 }
 

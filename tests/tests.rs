@@ -28,6 +28,7 @@ mod nbd_lazy;
 mod nbd_protocol;
 mod nbd_robust;
 mod nbd_run;
+mod nbd_stop;
 mod reproducible;
 mod roundtrip;
 mod sizing;

@@ -2,7 +2,8 @@
 //! socket), the accept loop with one thread per connection, the handshake timeout, the URI on
 //! stderr and the pidfile, and the orderly stop on SIGINT/SIGTERM/SIGHUP or when the `--run`
 //! command exits: stop accepting, end every connection's reading side so replies in flight
-//! are finished, wait for the connections (bounded), remove the socket we made.
+//! are finished, wait for the connections (bounded), remove the socket we made, and leave the
+//! temp files' deletion to a helper (`release`) so that exiting does not wait for it.
 
 use std::collections::HashMap;
 use std::io::{self, BufReader, Write};
@@ -23,6 +24,7 @@ use crate::cleanup;
 use listen::{Bound, Listener, Stream};
 
 mod listen;
+mod release;
 
 /// A client must finish the handshake without pausing longer than this.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -50,6 +52,9 @@ pub struct ServeOptions {
     pub pidfile: Option<PathBuf>,
     /// `-q`: don't print the URI.
     pub quiet: bool,
+    /// On the way out, hand the unlinked temp files to a helper that outlives us, so that
+    /// exiting does not wait for their deletion (the binary does; unit tests do not).
+    pub release_temp_files: bool,
 }
 
 /// Checks the listener options before the (possibly long) build: a malformed `--tcp` or an
@@ -133,6 +138,9 @@ pub fn serve(export: Arc<dyn Export>, opts: &ServeOptions) -> anyhow::Result<i32
         None => 0,
     };
     drop(bound); // removes the socket and the private directory, if we made them
+    if opts.release_temp_files {
+        release::temp_files_after_exit();
+    }
     Ok(status)
 }
 
