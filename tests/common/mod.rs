@@ -10,6 +10,7 @@ pub mod entries;
 pub mod mount;
 pub mod nbd;
 pub mod opens;
+pub mod tls;
 pub mod tree;
 
 pub use compare::compare_trees;

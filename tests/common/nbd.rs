@@ -66,6 +66,7 @@ pub fn require_tools(tools: &[&str]) {
             "qemu-img" | "qemu-io" => "qemu-utils",
             "qemu-system-x86_64" => "qemu-system-x86",
             "sgdisk" => "gdisk",
+            "psktool" | "certtool" => "gnutls-bin",
             _ => "the package that provides it",
         };
         assert!(found, "{t} is not installed: apt-get install {pkg}");
