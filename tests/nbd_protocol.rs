@@ -17,14 +17,20 @@ use std::time::Duration;
 use crate::common::nbd::*;
 use crate::common::*;
 
-fn protocol_check(checks: &[&str], export_name: &str) {
-    require_tools(&["nbdcopy"]);
+/// A small tree in a temp dir, and the path for the server's socket there.
+fn small_tree() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
     require_python_nbd();
     let tmp = tempdir();
     let src = tmp.path().join("src");
     std::fs::create_dir(&src).unwrap();
     build_small_tree(&src);
     let sock = tmp.path().join("nbd.sock");
+    (tmp, src, sock)
+}
+
+fn protocol_check(checks: &[&str], export_name: &str) {
+    require_tools(&["nbdcopy"]);
+    let (tmp, src, sock) = small_tree();
     let srv = ServerGuard::start([
         "--socket".as_ref(),
         sock.as_os_str(),
@@ -99,12 +105,7 @@ fn raw_wire_unknown_options_commands_bad_magic_stalled_client() {
 #[test]
 fn requests_past_the_end_under_cow_answer_as_nbdkit_enospc_for_writes() {
     require_tools(&["nbdkit"]);
-    require_python_nbd();
-    let tmp = tempdir();
-    let src = tmp.path().join("src");
-    std::fs::create_dir(&src).unwrap();
-    build_small_tree(&src);
-    let sock = tmp.path().join("nbd.sock");
+    let (_tmp, src, sock) = small_tree();
     let srv = ServerGuard::start([
         "--cow".as_ref(),
         "--socket".as_ref(),

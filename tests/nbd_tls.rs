@@ -63,6 +63,18 @@ impl Fixture {
         ServerGuard::start_with_env(&[EPOCH], args)
     }
 
+    /// A PSK file for alice and a server using it on a Unix socket, with `opts` first:
+    /// (the PSK file, the socket, the server).
+    fn psk_server(&self, opts: &[&str]) -> (PathBuf, PathBuf, ServerGuard) {
+        let psk = psk_file(self.tmp.path(), "keys.psk", "alice");
+        let sock = self.path("s.sock");
+        let mut args = opts.to_vec();
+        let (p, s) = (psk.to_str().unwrap(), sock.to_str().unwrap());
+        args.extend(["--tls-psk", p, "--socket", s]);
+        let srv = self.serve(&args);
+        (psk, sock, srv)
+    }
+
     /// Asserts that `file` holds exactly the image's bytes.
     fn assert_image(&self, file: &Path, what: &str) {
         let (got, want) = (
@@ -181,14 +193,7 @@ fn wait_logged(srv: &ServerGuard, what: &str, count: usize) {
 #[test]
 fn psk_nbdinfo_nbdcopy_qemu_img_and_python_read_the_disk() {
     let f = Fixture::new();
-    let psk = psk_file(f.tmp.path(), "keys.psk", "alice");
-    let sock = f.path("s.sock");
-    let srv = f.serve(&[
-        "--tls-psk",
-        psk.to_str().unwrap(),
-        "--socket",
-        sock.to_str().unwrap(),
-    ]);
+    let (psk, sock, srv) = f.psk_server(&[]);
     // The URI the server prints is one libnbd uses as it is.
     let uri = srv.uri().to_string();
     let want = format!(
@@ -339,15 +344,7 @@ const TLS_REQD: u32 = (1 << 31) + 5;
 #[test]
 fn plaintext_clients_against_require_get_tls_reqd_and_others_are_served() {
     let f = Fixture::new();
-    let psk = psk_file(f.tmp.path(), "keys.psk", "alice");
-    let sock = f.path("s.sock");
-    let srv = f.serve(&[
-        "--tls=require",
-        "--tls-psk",
-        psk.to_str().unwrap(),
-        "--socket",
-        sock.to_str().unwrap(),
-    ]);
+    let (_, sock, srv) = f.psk_server(&["--tls=require"]);
     let plain = unix_uri(&sock, "");
     let err = client_fails("nbdinfo", ["--size", &plain], &srv);
     assert!(err.contains("requires TLS"), "nbdinfo said: {err}");
@@ -387,14 +384,7 @@ fn plaintext_clients_against_require_get_tls_reqd_and_others_are_served() {
 #[test]
 fn a_wrong_psk_or_an_unknown_user_is_refused_and_others_are_served() {
     let f = Fixture::new();
-    let psk = psk_file(f.tmp.path(), "keys.psk", "alice");
-    let sock = f.path("s.sock");
-    let srv = f.serve(&[
-        "--tls-psk",
-        psk.to_str().unwrap(),
-        "--socket",
-        sock.to_str().unwrap(),
-    ]);
+    let (psk, sock, srv) = f.psk_server(&[]);
     let wrong = wrong_key(&psk, f.tmp.path());
     let bob = psk_file(f.tmp.path(), "bob.psk", "bob");
     let uri = |user: &str, file: &Path| {
@@ -481,15 +471,7 @@ fn certificates_from_another_ca_are_refused_both_ways_and_others_are_served() {
 #[test]
 fn tls_on_serves_clients_with_and_without_tls() {
     let f = Fixture::new();
-    let psk = psk_file(f.tmp.path(), "keys.psk", "alice");
-    let sock = f.path("s.sock");
-    let srv = f.serve(&[
-        "--tls=on",
-        "--tls-psk",
-        psk.to_str().unwrap(),
-        "--socket",
-        sock.to_str().unwrap(),
-    ]);
+    let (psk, sock, srv) = f.psk_server(&["--tls=on"]);
     // The printed URI is the plaintext one (as nbdkit writes it for --tls=on).
     assert_eq!(srv.uri(), unix_uri(&sock, ""));
     f.nbdcopy_matches(srv.uri(), "plain.img");
@@ -505,14 +487,7 @@ fn tls_on_serves_clients_with_and_without_tls() {
 #[test]
 fn a_client_stalled_in_the_tls_handshake_is_dropped_at_the_deadline() {
     let f = Fixture::new();
-    let psk = psk_file(f.tmp.path(), "keys.psk", "alice");
-    let sock = f.path("s.sock");
-    let srv = f.serve(&[
-        "--tls-psk",
-        psk.to_str().unwrap(),
-        "--socket",
-        sock.to_str().unwrap(),
-    ]);
+    let (_, sock, srv) = f.psk_server(&[]);
     // STARTTLS, acknowledged; then the first bytes of a TLS record, and nothing more.
     let mut s = raw_client(&sock);
     send_option(&mut s, 5, &[]);

@@ -59,14 +59,20 @@ fn run(c: &Client, writable: bool) -> (io::Result<Option<Negotiated>>, Replies, 
         [NBDMAGIC.to_be_bytes(), IHAVEOPT.to_be_bytes()].concat()
     );
     assert_eq!(out[16..18], [0, 3]);
-    let (mut rest, mut replies) = (&out[18..], Vec::new());
+    let (replies, rest) = replies(&out[18..]);
+    (res, replies, rest)
+}
+
+/// The option replies at the start of `out`, and what follows them.
+fn replies(out: &[u8]) -> (Replies, Vec<u8>) {
+    let (mut rest, mut replies) = (out, Vec::new());
     while rest.len() >= 20 && rest[..8] == OPT_REPLY_MAGIC.to_be_bytes() {
         let word = |i: usize| u32::from_be_bytes(rest[i..i + 4].try_into().unwrap());
         let (opt, kind, len) = (word(8), word(12), word(16) as usize);
         replies.push((opt, kind, rest[20..20 + len].to_vec()));
         rest = &rest[20 + len..];
     }
-    (res, replies, rest.to_vec())
+    (replies, rest.to_vec())
 }
 
 fn kinds(r: &Replies) -> Vec<u32> {
@@ -281,14 +287,8 @@ fn haggle(c: &Client, tls: Tls, admit: Admit<'_>) -> (io::Result<Outcome>, Repli
     let mut out = Vec::new();
     let flags = ClientFlags { no_zeroes: true };
     let res = negotiate(&mut &c.0[4..], &mut out, &export, &info, flags, tls, admit);
-    let (mut rest, mut replies) = (&out[..], Vec::new());
-    while rest.len() >= 20 && rest[..8] == OPT_REPLY_MAGIC.to_be_bytes() {
-        let word = |i: usize| u32::from_be_bytes(rest[i..i + 4].try_into().unwrap());
-        let (opt, kind, len) = (word(8), word(12), word(16) as usize);
-        replies.push((opt, kind, rest[20..20 + len].to_vec()));
-        rest = &rest[20 + len..];
-    }
-    (res, replies, rest.to_vec())
+    let (replies, rest) = replies(&out);
+    (res, replies, rest)
 }
 
 const TLS_REQD: u32 = REP_ERR_TLS_REQD;

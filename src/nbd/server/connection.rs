@@ -162,16 +162,21 @@ struct StallGuard(Stream);
 impl StallGuard {
     fn map(e: io::Error) -> io::Error {
         if e.kind() == io::ErrorKind::WouldBlock {
-            return io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!(
-                    "the client has not taken reply bytes for {} s; dropped",
-                    REPLY_STALL.as_secs()
-                ),
-            );
+            return stalled(REPLY_STALL);
         }
         e
     }
+}
+
+/// The error of a write that made no progress for `stall`: the client stopped reading.
+pub fn stalled(stall: Duration) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!(
+            "the client has not taken reply bytes for {} s; dropped",
+            stall.as_secs()
+        ),
+    )
 }
 
 impl Write for StallGuard {

@@ -25,7 +25,7 @@ use connection::{connection, log_connection_error, Shared};
 use listen::{Bound, Listener};
 use registry::{Deregister, Registry};
 
-pub use connection::{HANDSHAKE_TIMEOUT, REPLY_STALL};
+pub use connection::{stalled, HANDSHAKE_TIMEOUT, REPLY_STALL};
 pub use listen::Stream;
 
 mod connection;

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use openssl::ssl::{ErrorCode, Ssl, SslAcceptor, SslStream};
 use rustix::event::{poll, PollFd, PollFlags};
 
-use crate::nbd::server::Stream;
+use crate::nbd::server::{stalled, Stream};
 
 /// Most plaintext bytes handed to OpenSSL in one call (the lock is held that long).
 const WRITE_CHUNK: usize = 256 << 10;
@@ -198,26 +198,16 @@ impl TlsWriter {
                         _ => return Err(tls_error("TLS", e)),
                     };
                     let deadline = Instant::now() + self.stall;
-                    wait(&self.conn.sock, flags, Some(deadline), "sending")
-                        .map_err(|e| stalled(e, self.stall))?;
+                    wait(&self.conn.sock, flags, Some(deadline), "sending").map_err(|e| match e
+                        .kind()
+                    {
+                        io::ErrorKind::TimedOut => stalled(self.stall),
+                        _ => e,
+                    })?;
                 }
             }
         }
     }
-}
-
-/// A write that timed out: the client has stopped reading.
-fn stalled(e: io::Error, stall: Duration) -> io::Error {
-    if e.kind() != io::ErrorKind::TimedOut {
-        return e;
-    }
-    io::Error::new(
-        io::ErrorKind::TimedOut,
-        format!(
-            "the client has not taken reply bytes for {} s; dropped",
-            stall.as_secs()
-        ),
-    )
 }
 
 impl Write for TlsWriter {
