@@ -20,7 +20,7 @@ use super::{require_root, run_bin, run_cmd_timeout, wait_timeout, Run, BIN};
 /// How long a server may take to build its disk and say it is serving.
 pub const START_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a server may take to exit after SIGTERM: a guard against hanging (its own stop
-/// takes at most 6 s, src/nbd/server.rs), not a measurement.
+/// takes at most 6 s, src/nbd/server/registry.rs), not a measurement.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bound for one client tool run.
 pub const TOOL_TIMEOUT: Duration = Duration::from_secs(120);
