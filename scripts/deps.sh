@@ -29,6 +29,8 @@ LINUXDISK_MK_PACKAGES=(
 	tar xz-utils bzip2 zstd python3
 	# NBD: reference server and clients
 	nbdkit libnbd-bin python3-libnbd qemu-utils
+	# TLS: OpenSSL for the server (the openssl crate), psktool and certtool for the tests' keys
+	libssl-dev gnutls-bin
 )
 
 ldk_missing() {

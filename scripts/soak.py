@@ -4,14 +4,16 @@ the server at the end). Needs /usr/bin/python3 with python3-libnbd.
 
     soak.py tree DIR SEED
         A tree of big random files, many small files and sparse files with holes.
-    soak.py run URI IMAGE PID SECONDS CLIENTS SEED
+    soak.py run URI IMAGE PID SECONDS CLIENTS SEED [TLS_URI]
         CLIENTS sessions at a time for SECONDS against the server PID serving IMAGE's bytes at
         URI: random reads checked against IMAGE, block status checked against IMAGE's zeros,
         clean and abrupt disconnects (handle closed with reads in flight, a raw socket closed
         mid-reply or mid-handshake, a client process SIGKILLed mid-transfer), and now and then
-        nbdinfo --map and nbdcopy. Then: the whole disk read back equals IMAGE, the server is
-        alive, its thread count is back to its baseline and its RSS under 200 MiB. Prints one
-        summary line and exits 1 on any problem.
+        nbdinfo --map and nbdcopy. With TLS_URI (the same server with TLS, e.g. nbds+unix://
+        with a PSK), about half the libnbd sessions and tools use it. Then: the whole disk read
+        back equals IMAGE, the server is alive, its thread count is back to its baseline, its
+        RSS under 200 MiB, and its peak RSS during the soak at most 256 MiB. Prints one summary
+        line and exits 1 on any problem.
     soak.py hog URI
         A client keeping 32 MiB reads in flight until killed (spawned by run).
 """
@@ -32,7 +34,8 @@ import urllib.parse
 
 import nbd
 
-RSS_LIMIT_KIB = 200 * 1024
+RSS_LIMIT_KIB = 200 * 1024  # after the soak, with the clients gone
+PEAK_RSS_LIMIT_KIB = 256 * 1024  # at any moment during it
 MAX = 32 << 20
 
 
@@ -102,15 +105,16 @@ def die_with_parent():
 
 
 class Soak:
-    def __init__(self, uri, image, pid, seconds, clients, seed):
+    def __init__(self, uri, image, pid, seconds, clients, seed, tls_uri=None):
         self.uri, self.pid, self.seconds, self.clients = uri, pid, seconds, clients
+        self.tls_uri = tls_uri
         self.sock = urllib.parse.parse_qs(urllib.parse.urlparse(uri).query)["socket"][0]
         with open(image, "rb") as f:
             self.img = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
         self.size = len(self.img)
         self.seed = seed
         self.lock = threading.Lock()
-        self.n = {k: 0 for k in ("sessions", "reads", "bytes", "mismatches", "errors",
+        self.n = {k: 0 for k in ("sessions", "tls", "reads", "bytes", "mismatches", "errors",
                                  "block_status", "clean", "abrupt", "killed", "raw", "nbdinfo",
                                  "nbdcopy")}
         self.problems = []
@@ -128,11 +132,19 @@ class Soak:
             if len(self.problems) < 30:
                 self.problems.append(msg)
 
-    def handle(self, meta=False):
+    def pick_uri(self, rng):
+        """The TLS URI about half the time (when there is one), else the plain one."""
+        if self.tls_uri and rng.random() < 0.5:
+            self.count(tls=1)
+            return self.tls_uri
+        return self.uri
+
+    def handle(self, meta=False, uri=None):
         h = nbd.NBD()
+        h.set_uri_allow_local_file(True)  # the TLS URI names its PSK file
         if meta:
             h.add_meta_context(nbd.CONTEXT_BASE_ALLOCATION)
-        h.connect_uri(self.uri)
+        h.connect_uri(uri or self.uri)
         if h.get_size() != self.size:
             self.problem("mismatches", "served size %d, image %d" % (h.get_size(), self.size))
         return h
@@ -178,7 +190,7 @@ class Soak:
     def reader(self, rng, deadline, abrupt):
         """Random reads (one at a time or several in flight) and block status; then a clean
         NBD_CMD_DISC, or (abrupt) the handle closed with reads in flight."""
-        h = self.handle(meta=True)
+        h = self.handle(meta=True, uri=self.pick_uri(rng))
         end = min(deadline, time.monotonic() + rng.uniform(0.2, 8))
         reads = nbytes = 0
         while time.monotonic() < end:
@@ -216,7 +228,8 @@ class Soak:
 
     def killed(self, rng, deadline):
         """A client process with 32 MiB reads in flight, SIGKILLed mid-transfer."""
-        p = subprocess.Popen([sys.executable, os.path.abspath(__file__), "hog", self.uri],
+        p = subprocess.Popen([sys.executable, os.path.abspath(__file__), "hog",
+                              self.pick_uri(rng)],
                              stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
                              preexec_fn=die_with_parent)
         try:
@@ -282,7 +295,8 @@ class Soak:
             self.count(raw=1)
 
     def nbdinfo(self, rng, deadline):
-        r = subprocess.run(["nbdinfo", "--map", self.uri], capture_output=True, timeout=120,
+        r = subprocess.run(["nbdinfo", "--map", self.pick_uri(rng)], capture_output=True,
+                           timeout=120,
                            preexec_fn=die_with_parent)
         if r.returncode != 0:
             self.problem("errors", "nbdinfo --map: exit %d: %s" % (r.returncode, r.stderr))
@@ -303,7 +317,8 @@ class Soak:
         if not self.copying.acquire(blocking=False):
             return self.reader(rng, deadline, False)  # one copy at a time
         try:
-            p = subprocess.Popen(["nbdcopy", "--", self.uri, "-"], stdout=subprocess.PIPE,
+            p = subprocess.Popen(["nbdcopy", "--", self.pick_uri(rng), "-"],
+                                 stdout=subprocess.PIPE,
                                  stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
             digest, n = hashlib.sha256(), 0
             for chunk in iter(lambda: p.stdout.read(1 << 20), b""):
@@ -402,12 +417,16 @@ class Soak:
                              % (after[1], base[1]))
             if after[0] >= RSS_LIMIT_KIB:
                 self.problem("errors", "server RSS %d KiB after the soak" % after[0])
+        if self.peak[0] > PEAK_RSS_LIMIT_KIB:
+            self.problem("errors", "server RSS peaked at %d KiB (limit %d KiB)"
+                         % (self.peak[0], PEAK_RSS_LIMIT_KIB))
         n, peak = self.n, self.peak
         gone = lambda st, i: "gone" if st is None else "%d" % st[i]
-        print("soak: %d s, %d sessions, reads=%d bytes=%d block_status=%d mismatches=%d "
+        print("soak: %d s, %d sessions (%d over TLS), reads=%d bytes=%d block_status=%d "
+              "mismatches=%d "
               "errors=%d disconnects=%d (clean %d, abrupt %d, killed %d, raw %d), nbdinfo=%d "
               "nbdcopy=%d; server RSS %s KiB -> peak %d KiB -> %s KiB, threads %s -> peak %d -> %s"
-              % (self.seconds, n["sessions"], n["reads"], n["bytes"], n["block_status"],
+              % (self.seconds, n["sessions"], n["tls"], n["reads"], n["bytes"], n["block_status"],
                  n["mismatches"], n["errors"], n["clean"] + n["abrupt"] + n["killed"] + n["raw"],
                  n["clean"], n["abrupt"], n["killed"], n["raw"], n["nbdinfo"], n["nbdcopy"],
                  gone(base, 0), peak[0], gone(after, 0), gone(base, 1), peak[1], gone(after, 1)))
@@ -419,6 +438,7 @@ class Soak:
 
 def hog(uri):
     h = nbd.NBD()
+    h.set_uri_allow_local_file(True)
     h.connect_uri(uri)
     size, rng, pending = h.get_size(), random.Random(), set()
     said = False
@@ -438,7 +458,8 @@ def main():
     if cmd == "tree":
         make_tree(a[0], int(a[1]))
     elif cmd == "run":
-        sys.exit(Soak(a[0], a[1], int(a[2]), float(a[3]), int(a[4]), int(a[5])).run())
+        tls_uri = a[6] if len(a) > 6 else None
+        sys.exit(Soak(a[0], a[1], int(a[2]), float(a[3]), int(a[4]), int(a[5]), tls_uri).run())
     elif cmd == "hog":
         hog(a[0])
     else:

@@ -5,9 +5,10 @@
 # same SOURCE_DATE_EPOCH (so the served disk is byte-identical to the image), and runs
 # SOAK_CLIENTS (16) clients at a time for SOAK_SECONDS (scripts/soak.py): random reads checked
 # against the image, block status, clean and abrupt disconnects, SIGKILLed clients, nbdinfo and
-# nbdcopy. Fails unless there is no mismatch, the server is alive with its threads back to
-# their count and RSS under 200 MiB, and SIGTERM then stops it with status 0 and no socket left.
-# Prints a summary line; SOAK_SEED repeats a run.
+# nbdcopy, about half of them over TLS (the server runs with --tls=on and a PSK made by psktool).
+# Fails unless there is no mismatch, the server's RSS never went over 256 MiB, the server is
+# alive with its threads back to their count and RSS under 200 MiB, and SIGTERM then stops it
+# with status 0 and no socket left. Prints a summary line; SOAK_SEED repeats a run.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 seconds=${SOAK_SECONDS:-120}
@@ -25,6 +26,7 @@ fi
 for t in nbdinfo nbdcopy; do
 	command -v "$t" >/dev/null || { echo "soak: $t is not installed (libnbd-bin)" >&2; exit 1; }
 done
+command -v psktool >/dev/null || { echo "soak: psktool is not installed (gnutls-bin)" >&2; exit 1; }
 "$py" -c 'import nbd' || { echo "soak: $py cannot import nbd (python3-libnbd)" >&2; exit 1; }
 
 tmp=$(mktemp -d "${TMPDIR:-/var/tmp}/ldmk-soak.XXXXXX")
@@ -50,7 +52,9 @@ start=$SECONDS
 echo "soak: seed $seed, ${seconds} s, $clients clients at a time, $bin" >&2
 "$py" "$here/scripts/soak.py" tree "$tmp/tree" "$seed"
 "$bin" -q -t ext4 "$tmp/tree" "$tmp/disk.img"
-"$bin" --serve -q -t ext4 --socket "$tmp/nbd.sock" --pidfile "$tmp/pid" "$tmp/tree" 2>"$tmp/server.err" &
+psktool -u soak -p "$tmp/keys.psk" >/dev/null
+"$bin" --serve -q -t ext4 --socket "$tmp/nbd.sock" --pidfile "$tmp/pid" \
+	--tls=on --tls-psk "$tmp/keys.psk" "$tmp/tree" 2>"$tmp/server.err" &
 server=$!
 for _ in $(seq 1200); do
 	[ -s "$tmp/pid" ] && break
@@ -64,8 +68,9 @@ if ! [ -s "$tmp/pid" ]; then
 fi
 
 uri="nbd+unix:///?socket=$tmp/nbd.sock"
+tls_uri="nbds+unix://soak@/?socket=$tmp/nbd.sock&tls-psk-file=$tmp/keys.psk"
 status=0
-timeout --signal=KILL $((seconds + 600)) "$py" "$here/scripts/soak.py" run "$uri" "$tmp/disk.img" "$server" "$seconds" "$clients" "$seed" &
+timeout --signal=KILL $((seconds + 600)) "$py" "$here/scripts/soak.py" run "$uri" "$tmp/disk.img" "$server" "$seconds" "$clients" "$seed" "$tls_uri" &
 client=$!
 wait "$client" || status=$?
 client=

@@ -384,6 +384,9 @@ fn serve_options(cli: &Cli) -> ServeOptions {
         ),
         pidfile: cli.serving.pidfile.clone(),
         quiet: cli.quiet,
+        tls: cli.tls_options(),
+        max_connections: cli.serving.max_connections as usize,
+        release_temp_files: true,
     }
 }
 

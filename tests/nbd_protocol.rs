@@ -4,7 +4,8 @@
 //! export, the connection going on), block status (a walk of the whole disk, REQ_ONE, zero extents
 //! really zero), a client without structured replies, 8 concurrent clients with requests in flight,
 //! option haggling (LIST, INFO, LIST_META_CONTEXT, unknown names, ABORT), and on the wire: unknown
-//! options (ERR_UNSUP), unknown commands and flags (EINVAL), bad magic, a stalled client.
+//! options (ERR_UNSUP), unknown commands and flags (EINVAL), bad magic, a stalled client. And
+//! requests past the end of a `--cow` export: ENOSPC for writes, EINVAL for the rest, as nbdkit.
 //!
 //! Each test serves a small tree in a 64 MiB ext4 disk, copies it with nbdcopy as the reference
 //! bytes, then runs one group of checks; the script reports every problem it finds.
@@ -16,11 +17,17 @@ use std::time::Duration;
 use crate::common::nbd::*;
 use crate::common::*;
 
-fn protocol_check(checks: &[&str], export_name: &str) {
-    require_tools(&["nbdcopy"]);
+/// A small tree in a temp dir, and the path for the server's socket there.
+fn small_tree() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
     require_python_nbd();
     let (tmp, src) = temp_source(build_small_tree);
     let sock = tmp.path().join("nbd.sock");
+    (tmp, src, sock)
+}
+
+fn protocol_check(checks: &[&str], export_name: &str) {
+    require_tools(&["nbdcopy"]);
+    let (tmp, src, sock) = small_tree();
     let srv = ServerGuard::start([
         "--socket".as_ref(),
         sock.as_os_str(),
@@ -86,4 +93,74 @@ fn option_haggling_with_an_export_name() {
 #[test]
 fn raw_wire_unknown_options_commands_bad_magic_stalled_client() {
     protocol_check(&["raw"], "");
+}
+
+/// Requests past the end of a writable (`--cow`) export, sent by python3-libnbd with its own
+/// range checks off: writes and write-zeroes are ENOSPC (the protocol document's SHOULD),
+/// reads, trims and cache EINVAL, the connection goes on; nbdkit's memory plugin of the same
+/// size answers the same, checked side by side.
+#[test]
+fn requests_past_the_end_under_cow_answer_as_nbdkit_enospc_for_writes() {
+    require_tools(&["nbdkit"]);
+    let (_tmp, src, sock) = small_tree();
+    let srv = ServerGuard::start([
+        "--cow".as_ref(),
+        "--socket".as_ref(),
+        sock.as_os_str(),
+        src.as_os_str(),
+    ]);
+    let script = r#"
+import errno, nbd, sys
+h = nbd.NBD()
+h.set_strict_mode(0)  # let the bad requests reach the server
+h.connect_uri(sys.argv[1])
+size = h.get_size()
+print("size", size)
+def expect(what, fn):
+    try:
+        fn()
+        print(what, "ok")
+    except nbd.Error as e:
+        print(what, errno.errorcode.get(e.errnum, e.errnum))
+expect("pwrite at the end", lambda: h.pwrite(b"x" * 4096, size))
+expect("pwrite across the end", lambda: h.pwrite(b"x" * 4096, size - 512))
+expect("pwrite at 2^63", lambda: h.pwrite(b"x" * 512, 2**63))
+expect("zero past the end", lambda: h.zero(4096, size))
+expect("trim past the end", lambda: h.trim(4096, size))
+expect("pread past the end", lambda: h.pread(4096, size))
+expect("cache past the end", lambda: h.cache(4096, size))
+expect("pwrite of the last 4 KiB", lambda: h.pwrite(b"y" * 4096, size - 4096))
+print("read back", h.pread(4096, size - 4096) == b"y" * 4096)
+h.shutdown()
+"#;
+    let ours = run_cmd_timeout(
+        Command::new(PYTHON),
+        ["-c", script, srv.uri()],
+        Duration::from_secs(120),
+    );
+    assert!(ours.status.success(), "{}", show_run(PYTHON, &ours));
+    let size: u64 = ours.stdout.lines().next().unwrap()[5..].parse().unwrap();
+    let want = [
+        "pwrite at the end ENOSPC",
+        "pwrite across the end ENOSPC",
+        "pwrite at 2^63 ENOSPC",
+        "zero past the end ENOSPC",
+        "trim past the end EINVAL",
+        "pread past the end EINVAL",
+        "cache past the end EINVAL",
+        "pwrite of the last 4 KiB ok",
+        "read back True",
+    ];
+    let got: Vec<&str> = ours.stdout.lines().skip(1).collect();
+    assert_eq!(got, want, "{}", show_run(PYTHON, &ours));
+    // nbdkit, serving a writable disk of the same size, answers the same.
+    let nbdkit_run = format!("{PYTHON} -c '{}' \"$uri\"", script.replace('\'', "'\\''"));
+    let theirs = run_cmd_timeout(
+        Command::new("nbdkit"),
+        ["-U", "-", "memory", &size.to_string(), "--run", &nbdkit_run],
+        Duration::from_secs(120),
+    );
+    assert!(theirs.status.success(), "{}", show_run("nbdkit", &theirs));
+    assert_eq!(theirs.stdout, ours.stdout, "nbdkit answers differently");
+    drop(srv);
 }

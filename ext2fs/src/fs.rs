@@ -299,15 +299,21 @@ impl Filesystem {
         }
     }
 
-    /// Writes superblocks, group descriptors and bitmaps, flushes, and frees the handle.
+    /// Writes superblocks, group descriptors and bitmaps and frees the handle, without
+    /// syncing: the library's own close would fsync the whole file, which is the caller's
+    /// decision (an image file is synced once, before its rename; a served temp file never
+    /// needs to reach the disk).
     pub fn close(self) -> Result<()> {
-        let mut raw = self.raw();
+        let raw = self.raw();
         std::mem::forget(self);
-        // SAFETY: raw is a valid filesystem that nothing else references; close_free frees it
-        // even when flushing fails.
-        check("ext2fs_close_free", unsafe {
-            sys::ext2fs_close_free(&mut raw)
-        })
+        // SAFETY: raw is a valid filesystem that nothing else references. ext2fs_close2 frees
+        // it when it succeeds; when it fails the handle is still ours, and freed here.
+        let ret = unsafe { sys::ext2fs_close2(raw, sys::EXT2_FLAG_FLUSH_NO_SYNC as i32) };
+        if ret != 0 {
+            // SAFETY: ext2fs_close2 failed, so raw was not freed, and nothing else holds it.
+            unsafe { sys::ext2fs_free(raw) };
+        }
+        check("ext2fs_close2", ret)
     }
 }
 

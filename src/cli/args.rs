@@ -34,6 +34,17 @@ pub enum PartitionMode {
     None,
 }
 
+/// `--tls`: whether clients may, must or cannot use TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TlsArg {
+    /// No TLS: NBD_OPT_STARTTLS is refused
+    Off,
+    /// Clients may use TLS or not (so anyone may read the disk without it)
+    On,
+    /// Clients must use TLS: before NBD_OPT_STARTTLS every option is refused
+    Require,
+}
+
 /// What `--generate` prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Generate {
@@ -288,9 +299,9 @@ pub struct ServeArgs {
     /// Captive mode: once listening, run `sh -c CMD` with $uri, $nbd, $unixsocket, $port and
     /// $exportname set; stop when it exits and exit with its status
     ///
-    /// URIs are written as nbdkit writes them: nbd+unix:///?socket=PATH or nbd://HOST:PORT.
-    /// Without a listener option the server uses a private Unix socket in a temporary
-    /// directory.
+    /// URIs are written as nbdkit writes them: nbd+unix:///?socket=PATH or nbd://HOST:PORT
+    /// (with --tls=require, nbds+unix:// or nbds:// with the keys' path, see --tls). Without a
+    /// listener option the server uses a private Unix socket in a temporary directory.
     #[arg(long, value_name = "CMD")]
     pub run: Option<String>,
 
@@ -318,6 +329,45 @@ pub struct ServeArgs {
     /// Write the server's process ID to FILE once it is listening
     #[arg(long, value_name = "FILE")]
     pub pidfile: Option<PathBuf>,
+
+    /// TLS, as nbdkit's --tls: off, on (optional for clients) or require [default: require
+    /// with --tls-certificates or --tls-psk, otherwise off]
+    ///
+    /// With require, a client must send NBD_OPT_STARTTLS and complete the TLS handshake before
+    /// anything else is answered (other options get NBD_REP_ERR_TLS_REQD), so a client without
+    /// the key or an accepted certificate learns nothing and holds a place only until the
+    /// 10-second handshake deadline. With --run, $uri then carries what libnbd needs:
+    /// nbds+unix://USER@/?socket=PATH&tls-psk-file=FILE, or tls-certificates=DIR.
+    #[arg(long, value_name = "MODE", value_enum)]
+    pub tls: Option<TlsArg>,
+
+    /// TLS with X.509 certificates from DIR: ca-cert.pem, server-cert.pem and server-key.pem,
+    /// as nbdkit's --tls-certificates
+    ///
+    /// Without --tls-verify-peer, TLS encrypts but does not tell who the client is: anyone
+    /// who can connect can read the disk.
+    #[arg(long, value_name = "DIR", conflicts_with = "tls_psk")]
+    pub tls_certificates: Option<PathBuf>,
+
+    /// TLS with pre-shared keys: FILE holds USERNAME:HEXKEY lines, as GnuTLS's psktool writes
+    /// them (psktool -u alice -p FILE)
+    ///
+    /// Only clients that know one of the keys can complete the handshake.
+    #[arg(long, value_name = "FILE")]
+    pub tls_psk: Option<PathBuf>,
+
+    /// With --tls-certificates: accept only clients whose certificate ca-cert.pem signed
+    #[arg(long)]
+    pub tls_verify_peer: bool,
+
+    /// Serve at most N clients at once (in the transmission phase)
+    ///
+    /// Besides them, up to N (at least 64) connections may be in the handshake, each for at
+    /// most 10 seconds; when that many are, the one there longest is dropped to make room. A
+    /// client that completes its handshake while N others are served is refused
+    /// (NBD_REP_ERR_POLICY).
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
 }
 
 /// The options of `--efi`, under their own help heading. Every one but `--efi` needs it

@@ -10,7 +10,7 @@ pub mod generated;
 mod habits;
 mod values;
 
-pub use args::{Cli, EfiArgs, FsTypeArg, Generate, PartitionMode, ServeArgs};
+pub use args::{Cli, EfiArgs, FsTypeArg, Generate, PartitionMode, ServeArgs, TlsArg};
 pub use values::{parse_bytes, SizeArg};
 
 use std::path::{Path, PathBuf};
@@ -21,6 +21,7 @@ use clap::{ArgMatches, Args, CommandFactory, FromArgMatches};
 use crate::disk::part_types;
 use crate::mkfs::fstype::{Features, FsType};
 use crate::mkfs::size::SizeSpec;
+use crate::nbd::tls::{Credentials, TlsMode, TlsOptions};
 use crate::source::compose::Placement;
 use crate::source::oci::Platform;
 
@@ -132,6 +133,26 @@ impl Cli {
         }
     }
 
+    /// The TLS options: `--tls` defaults to require when keys are given, otherwise off
+    /// (checked by [`Cli::check`]).
+    pub fn tls_options(&self) -> TlsOptions {
+        let s = &self.serving;
+        let credentials = match (&s.tls_certificates, &s.tls_psk) {
+            (Some(dir), _) => Some(Credentials::X509 {
+                dir: dir.clone(),
+                verify_peer: s.tls_verify_peer,
+            }),
+            (None, Some(file)) => Some(Credentials::Psk(file.clone())),
+            (None, None) => None,
+        };
+        let mode = match (s.tls, &credentials) {
+            (Some(TlsArg::Off), _) | (None, None) => TlsMode::Off,
+            (Some(TlsArg::On), _) => TlsMode::On,
+            (Some(TlsArg::Require), _) | (None, Some(_)) => TlsMode::Require,
+        };
+        TlsOptions { mode, credentials }
+    }
+
     /// Rules across options that clap's definitions cannot express.
     pub fn check(&self) -> Result<(), clap::Error> {
         let invalid = |msg: String| Cli::command().error(clap::error::ErrorKind::InvalidValue, msg);
@@ -174,6 +195,29 @@ impl Cli {
             if let Err(e) = Platform::parse(p) {
                 return Err(invalid(format!("--platform: {e}")));
             }
+        }
+        let s = &self.serving;
+        let keys = s.tls_certificates.is_some() || s.tls_psk.is_some();
+        match s.tls {
+            Some(TlsArg::On | TlsArg::Require) if !keys => {
+                return Err(invalid(
+                    "--tls=on and --tls=require need --tls-certificates DIR or --tls-psk FILE"
+                        .into(),
+                ))
+            }
+            Some(TlsArg::Off) if keys => {
+                return Err(invalid(
+                    "--tls=off: the keys of --tls-certificates or --tls-psk would not be used"
+                        .into(),
+                ))
+            }
+            _ => {}
+        }
+        if s.tls_verify_peer && s.tls_certificates.is_none() {
+            return Err(invalid(
+                "--tls-verify-peer checks client certificates: it needs --tls-certificates DIR"
+                    .into(),
+            ));
         }
         if self.inode_size as u32 > self.block_size {
             return Err(invalid(format!(
@@ -375,6 +419,11 @@ mod tests {
             &["--run", "true"],
             &["--export-name", "x"],
             &["--pidfile", "/tmp/p"],
+            &["--tls", "require"],
+            &["--tls-psk", "/tmp/k"],
+            &["--tls-certificates", "/tmp/d"],
+            &["--tls-verify-peer"],
+            &["--max-connections", "4"],
         ] {
             let mut args = vec!["linuxdisk-mk"];
             args.extend_from_slice(extra);
@@ -440,6 +489,46 @@ mod tests {
     fn dry_run_is_not_for_serving() {
         assert!(Cli::parse_from_args(["linuxdisk-mk", "-n", "d", "o"]).is_ok_and(|c| c.dry_run));
         assert!(Cli::parse_from_args(["linuxdisk-mk", "--dry-run", "--serve", "d"]).is_err());
+    }
+
+    #[test]
+    fn tls_defaults_to_require_with_keys_and_checks_its_partners() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["linuxdisk-mk", "--serve"];
+            args.extend_from_slice(extra);
+            args.push("dir");
+            Cli::parse_from_args(&args)
+        };
+        let tls = |extra: &[&str]| parse(extra).unwrap().tls_options();
+        assert_eq!(tls(&[]), TlsOptions::default());
+        let psk = tls(&["--tls-psk", "k.psk"]);
+        assert_eq!(psk.mode, TlsMode::Require);
+        assert_eq!(psk.credentials, Some(Credentials::Psk("k.psk".into())));
+        let x509 = tls(&["--tls=on", "--tls-certificates", "d", "--tls-verify-peer"]);
+        assert_eq!(x509.mode, TlsMode::On);
+        let want = Credentials::X509 {
+            dir: "d".into(),
+            verify_peer: true,
+        };
+        assert_eq!(x509.credentials, Some(want));
+        for (bad, why) in [
+            (&["--tls=require"][..], "need --tls-certificates"),
+            (&["--tls=on"], "need --tls-certificates"),
+            (&["--tls=off", "--tls-psk", "k"], "would not be used"),
+            (
+                &["--tls-verify-peer", "--tls-psk", "k"],
+                "needs --tls-certificates",
+            ),
+            (
+                &["--tls-psk", "k", "--tls-certificates", "d"],
+                "cannot be used with",
+            ),
+            (&["--max-connections", "0"], "0"),
+        ] {
+            let e = parse(bad).expect_err(&format!("{bad:?}")).to_string();
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
+        assert_eq!(parse(&[]).unwrap().serving.max_connections, 1024);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Read buffers. Large ones are anonymous mappings kept in a process-wide pool (at most
+//! Read buffers (READ data and WRITE payloads). Large ones are anonymous mappings kept in a process-wide pool (at most
 //! [`POOL_BYTES`]) for the next reads, and the pool is emptied when the last client disconnects,
 //! so the server's memory comes back down once clients leave. With malloc, the buffers of many
 //! concurrent clients stayed cached in per-thread arenas (about 100 MiB after 64 clients here); a
@@ -11,8 +11,11 @@ use std::sync::Mutex;
 
 /// Buffers at least this large are mappings.
 const MAP_AT: usize = 256 << 10;
-/// Most bytes of idle mappings kept for reuse.
-const POOL_BYTES: usize = 128 << 20;
+/// A mapping is reused for a read of at least 1/SLACK less than its size.
+const SLACK: usize = 8;
+/// Most bytes of idle mappings kept for reuse (besides the ones in use, which the budgets of
+/// `budget` bound).
+const POOL_BYTES: usize = 64 << 20;
 
 /// Idle mappings and their total size.
 static POOL: Mutex<(Vec<memmap2::MmapMut>, usize)> = Mutex::new((Vec::new(), 0));
@@ -72,9 +75,11 @@ impl Buffer {
         }
         let reused = {
             let mut p = pool();
-            // The smallest idle mapping that is large enough.
+            // The smallest idle mapping that is large enough, and not much larger: the budgets
+            // count the bytes asked for, so a small read must not hold a big mapping (its pages
+            // were all touched by the read that made it).
             let best = (0..p.0.len())
-                .filter(|&i| p.0[i].len() >= len)
+                .filter(|&i| (len..=len + len / SLACK).contains(&p.0[i].len()))
                 .min_by_key(|&i| p.0[i].len());
             best.map(|i| {
                 let m = p.0.swap_remove(i);
@@ -141,9 +146,21 @@ mod tests {
         big[100] = 9;
         drop(big);
         assert_eq!(idle_bytes(), 4 << 20);
-        let again = Buffer::for_read(1 << 20).unwrap();
-        assert_eq!((again.len(), again[100], idle_bytes()), (1 << 20, 9, 0));
+        // A much smaller read gets a mapping of its own; one almost as large reuses it.
+        let small = Buffer::for_read(1 << 20).unwrap();
+        assert_eq!((small.len(), idle_bytes()), (1 << 20, 4 << 20));
+        drop(small);
+        release_idle();
+        let mut big = Buffer::for_read(4 << 20).unwrap();
+        big[100] = 9;
+        drop(big);
+        let again = Buffer::for_read((4 << 20) - 4096).unwrap();
+        assert_eq!(
+            (again.len(), again[100], idle_bytes()),
+            ((4 << 20) - 4096, 9, 0)
+        );
         drop(again);
+        release_idle();
         // Never more than POOL_BYTES idle.
         let many: Vec<Buffer> = (0..(POOL_BYTES >> 22) + 4)
             .map(|_| Buffer::for_read(4 << 20).unwrap())

@@ -5,6 +5,7 @@
 use std::fmt;
 use std::io::{self, Read};
 
+use super::buffer::Buffer;
 use super::proto;
 
 /// Size of a request header on the wire.
@@ -169,13 +170,19 @@ pub fn validate(h: &Header, lim: &Limits) -> Result<Command, Rejection> {
     match offset.checked_add(len as u64) {
         Some(end) if end <= lim.size => {}
         _ => {
+            // As the protocol document says (and nbdkit answers): ENOSPC for writes past the
+            // end, EINVAL for reads, trims and the rest.
+            let errno = match h.kind {
+                CMD_WRITE | CMD_WRITE_ZEROES => ENOSPC,
+                _ => EINVAL,
+            };
             return Err(reject(
-                EINVAL,
+                errno,
                 format!(
                 "{name}: {len} bytes at offset {offset} are beyond the end of the {}-byte export",
                 lim.size
             ),
-            ))
+            ));
         }
     }
     let fua = h.flags & CMD_FLAG_FUA != 0;
@@ -239,10 +246,11 @@ pub fn read_header(r: &mut dyn Read) -> io::Result<Option<Header>> {
     Header::parse(&buf).map(Some)
 }
 
-/// Reads a WRITE payload of `len` bytes (validated: at most [`proto::MAX_PAYLOAD`]).
-pub fn read_payload(r: &mut dyn Read, len: u32) -> io::Result<Vec<u8>> {
+/// Reads a WRITE payload of `len` bytes (validated: at most [`proto::MAX_PAYLOAD`]) into a
+/// pooled buffer (as READ data is: big ones are mappings, given back when dropped).
+pub fn read_payload(r: &mut dyn Read, len: u32) -> io::Result<Buffer> {
     debug_assert!(len <= proto::MAX_PAYLOAD);
-    let mut buf = vec![0u8; len.min(proto::MAX_PAYLOAD) as usize];
+    let mut buf = Buffer::for_read(len.min(proto::MAX_PAYLOAD) as usize)?;
     r.read_exact(&mut buf).map_err(|e| {
         io::Error::new(e.kind(), format!("reading a {len}-byte write payload: {e}"))
     })?;
@@ -416,12 +424,23 @@ mod tests {
         assert_eq!(errno(header(0, CMD_READ, 1 << 20, 1), &RO), EINVAL);
         assert_eq!(errno(header(0, CMD_READ, (1 << 20) + 1, 0), &RO), EINVAL);
         assert_eq!(errno(header(0, CMD_READ, u64::MAX, 2), &RO), EINVAL);
-        assert_eq!(errno(header(0, CMD_WRITE, u64::MAX - 1, 4), &RW), EINVAL);
         assert_eq!(errno(header(0, CMD_TRIM, 1 << 20, 1), &RW), EINVAL);
         assert_eq!(errno(header(0, CMD_BLOCK_STATUS, 1 << 20, 1), &RO), EINVAL);
         assert_eq!(errno(header(0, CMD_CACHE, u64::MAX, 1), &RO), EINVAL);
         let r = validate(&header(0, CMD_READ, 1 << 20, 1), &RO).unwrap_err();
         assert!(r.message.contains("beyond the end"), "{r}");
+    }
+
+    #[test]
+    fn writes_beyond_the_export_are_enospc() {
+        assert_eq!(errno(header(0, CMD_WRITE, 1 << 20, 1), &RW), ENOSPC);
+        assert_eq!(errno(header(0, CMD_WRITE, (1 << 20) - 1, 2), &RW), ENOSPC);
+        assert_eq!(errno(header(0, CMD_WRITE, u64::MAX - 1, 4), &RW), ENOSPC);
+        assert_eq!(errno(header(0, CMD_WRITE_ZEROES, 1 << 20, 1), &RW), ENOSPC);
+        // The range is checked before writability, as nbdkit does.
+        assert_eq!(errno(header(0, CMD_WRITE, 1 << 20, 1), &RO), ENOSPC);
+        // Right up to the end is fine.
+        assert!(validate(&header(0, CMD_WRITE, (1 << 20) - 1, 1), &RW).is_ok());
     }
 
     #[test]
@@ -482,11 +501,11 @@ mod tests {
     fn payloads_are_read_or_discarded() {
         let data: Vec<u8> = (0..50_000u32).map(|i| i as u8).collect();
         let mut r = &data[..];
-        assert_eq!(read_payload(&mut r, 3).unwrap(), vec![0, 1, 2]);
+        assert_eq!(read_payload(&mut r, 3).unwrap()[..], [0, 1, 2]);
         discard(&mut r, 40_000).unwrap();
         assert_eq!(
-            read_payload(&mut r, 2).unwrap(),
-            vec![data[40_003], data[40_004]]
+            read_payload(&mut r, 2).unwrap()[..],
+            [data[40_003], data[40_004]]
         );
         let e = discard(&mut r, 1 << 40).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);

@@ -1,14 +1,17 @@
 //! The transmission phase of one connection: the calling thread reads and validates requests
 //! (and WRITE payloads), up to four worker threads answer them (`reply::answer`) and write each
-//! whole reply under the writer's lock; the payload bytes in flight are bounded.
+//! whole reply under the writer's lock; the payload bytes in flight are bounded per connection
+//! and across all connections (`budget`).
 
 use std::io::{self, Read, Write};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 
+use super::budget::{self, Budget, Grant};
+use super::buffer::Buffer;
 use super::handshake::Negotiated;
 use super::proto::EIO;
 use super::reply::{answer, Reply};
@@ -17,8 +20,6 @@ use super::Export;
 
 /// Worker threads per connection, started as requests arrive.
 pub const MAX_WORKERS: usize = 4;
-/// Most payload bytes (WRITE data read, READ data to send) held per connection at once.
-pub const MAX_IN_FLIGHT: u64 = 64 << 20;
 /// Requests waiting for a worker before the reader stops reading.
 const QUEUE_DEPTH: usize = 64;
 
@@ -46,7 +47,7 @@ pub fn transmission(
         writer: Mutex::new(writer),
         write_error: Mutex::new(None),
         broken: AtomicBool::new(false),
-        budget: Budget::new(MAX_IN_FLIGHT),
+        budget: Budget::new(budget::PER_CONNECTION),
     };
     let (tx, rx) = sync_channel::<Job<'_>>(QUEUE_DEPTH);
     let (c, rx, idle) = (&conn, &Mutex::new(rx), &AtomicUsize::new(0));
@@ -96,56 +97,23 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A bound on the bytes held by requests in flight.
-struct Budget {
-    used: Mutex<u64>,
-    freed: Condvar,
-    cap: u64,
-}
-
-impl Budget {
-    fn new(cap: u64) -> Budget {
-        Budget {
-            used: Mutex::new(0),
-            freed: Condvar::new(),
-            cap,
-        }
-    }
-
-    /// Waits until `n` more bytes fit (a single request always fits when nothing else is held).
-    fn acquire(&self, n: u64) -> Grant<'_> {
-        let mut used = lock(&self.used);
-        while *used > 0 && *used + n > self.cap {
-            used = self.freed.wait(used).unwrap_or_else(|e| e.into_inner());
-        }
-        *used += n;
-        Grant { budget: self, n }
-    }
-}
-
-/// Bytes held from a [`Budget`] until dropped (also on unwinding).
-struct Grant<'a> {
-    budget: &'a Budget,
-    n: u64,
-}
-
-impl Drop for Grant<'_> {
-    fn drop(&mut self) {
-        *lock(&self.budget.used) -= self.n;
-        self.budget.freed.notify_all();
-    }
-}
-
 enum Work {
-    Run(Command, Vec<u8>),
+    Run(Command, Buffer),
     Refuse(Rejection),
 }
 
-/// A request handed to the workers, with the bytes it holds.
+/// A request handed to the workers, with the bytes it holds from the connection's budget and
+/// from the global one.
 struct Job<'a> {
     cookie: u64,
     work: Work,
-    _grant: Grant<'a>,
+    _grants: (Grant<'a>, Grant<'static>),
+}
+
+/// Takes `n` bytes from the connection's budget, then from the global one.
+fn acquire(budget: &Budget, n: u64) -> (Grant<'_>, Grant<'static>) {
+    let own = budget.acquire(n);
+    (own, budget::GLOBAL.acquire(n))
 }
 
 /// Reads the next request (and its payload). `Ok(None)`: DISC or EOF.
@@ -153,27 +121,28 @@ fn next_job<'a>(r: &mut dyn Read, lim: &Limits, budget: &'a Budget) -> io::Resul
     let Some(h) = request::read_header(r).map_err(|e| context(e, "reading NBD requests"))? else {
         return Ok(None);
     };
-    let (work, grant) = match request::validate(&h, lim) {
+    let (work, grants) = match request::validate(&h, lim) {
         Ok(Command::Disc) => return Ok(None),
         Ok(cmd @ Command::Write { len, .. }) => {
-            let grant = budget.acquire(len as u64);
-            (Work::Run(cmd, request::read_payload(r, len)?), grant)
+            let grants = acquire(budget, len as u64);
+            (Work::Run(cmd, request::read_payload(r, len)?), grants)
         }
-        Ok(cmd @ Command::Read { len, .. }) => {
-            (Work::Run(cmd, Vec::new()), budget.acquire(len as u64))
-        }
-        Ok(cmd) => (Work::Run(cmd, Vec::new()), budget.acquire(0)),
+        Ok(cmd @ Command::Read { len, .. }) => (
+            Work::Run(cmd, Buffer::default()),
+            acquire(budget, len as u64),
+        ),
+        Ok(cmd) => (Work::Run(cmd, Buffer::default()), acquire(budget, 0)),
         Err(rejection) => {
             if h.has_payload() {
                 request::discard(r, h.len as u64)?;
             }
-            (Work::Refuse(rejection), budget.acquire(0))
+            (Work::Refuse(rejection), acquire(budget, 0))
         }
     };
     Ok(Some(Job {
         cookie: h.cookie,
         work,
-        _grant: grant,
+        _grants: grants,
     }))
 }
 
@@ -471,7 +440,7 @@ mod tests {
         let (res, out) = run(input, e.clone(), &neg(false, false));
         res.unwrap();
         let errnos: Vec<u32> = parse(&out, &[]).values().map(|g| g.errno).collect();
-        assert_eq!(errnos, [0, EINVAL, EINVAL, 0, 0, 0, 0, EINVAL]);
+        assert_eq!(errnos, [0, ENOSPC, EINVAL, 0, 0, 0, 0, EINVAL]);
         let c = e.content();
         assert_eq!(&c[100..105], b"hello");
         assert_eq!(c[(64 << 10) - 2..], [0, 0]);
@@ -541,24 +510,5 @@ mod tests {
         let got = parse(&out, &[]);
         assert_eq!(got.len(), 20);
         assert!(got.values().all(|g| structured_errno(g) == EIO));
-    }
-
-    #[test]
-    fn budget_bounds_bytes_in_flight() {
-        let b = Arc::new(Budget::new(100));
-        let g1 = b.acquire(60);
-        let g0 = b.acquire(0);
-        let b2 = Arc::clone(&b);
-        let waiter = crate::nbd::testing::Spawned::new(move || {
-            let _g = b2.acquire(60);
-            let used = *lock(&b2.used);
-            used
-        });
-        waiter.wait_until_blocked("acquire(60) with 60 of 100 held");
-        drop(g1);
-        assert_eq!(waiter.join("acquire(60) once the 60 held are freed"), 60);
-        drop(g0);
-        assert_eq!(*lock(&b.used), 0);
-        let _big = b.acquire(1000); // alone, anything fits
     }
 }

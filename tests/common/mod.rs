@@ -12,6 +12,7 @@ pub mod nbd;
 pub mod oci;
 pub mod opens;
 pub mod terminal;
+pub mod tls;
 pub mod tree;
 
 pub use compare::compare_trees;

@@ -20,7 +20,7 @@ use super::{require_root, run_cmd_timeout, wait_timeout, Run, BIN};
 /// How long a server may take to build its disk and say it is serving.
 pub const START_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a server may take to exit after SIGTERM: a guard against hanging (its own stop
-/// takes at most 6 s, src/nbd/server.rs), not a measurement.
+/// takes at most 6 s, src/nbd/server/registry.rs), not a measurement.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bound for one client tool run.
 pub const TOOL_TIMEOUT: Duration = Duration::from_secs(120);
@@ -66,6 +66,7 @@ pub fn require_tools(tools: &[&str]) {
             "qemu-img" | "qemu-io" => "qemu-utils",
             "qemu-system-x86_64" => "qemu-system-x86",
             "sgdisk" => "gdisk",
+            "psktool" | "certtool" => "gnutls-bin",
             _ => "the package that provides it",
         };
         assert!(found, "{t} is not installed: apt-get install {pkg}");

@@ -16,6 +16,7 @@ use anyhow::{bail, Context};
 
 use super::ServeOptions;
 use crate::cleanup::{self, TempPathGuard};
+use crate::nbd::tls::ServerTls;
 
 /// The NBD port, used when nothing else is asked for.
 pub const DEFAULT_PORT: u16 = 10809;
@@ -80,6 +81,15 @@ impl Listener {
     }
 }
 
+impl AsFd for Stream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Stream::Unix(s) => s.as_fd(),
+            Stream::Tcp(s) => s.as_fd(),
+        }
+    }
+}
+
 impl Stream {
     pub fn try_clone(&self) -> io::Result<Stream> {
         Ok(match self {
@@ -99,6 +109,20 @@ impl Stream {
         match self {
             Stream::Unix(s) => s.set_read_timeout(t),
             Stream::Tcp(s) => s.set_read_timeout(t),
+        }
+    }
+
+    pub fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.set_write_timeout(t),
+            Stream::Tcp(s) => s.set_write_timeout(t),
+        }
+    }
+
+    pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.set_nonblocking(on),
+            Stream::Tcp(s) => s.set_nonblocking(on),
         }
     }
 
@@ -164,24 +188,57 @@ impl Bound {
     }
 
     /// The NBD URI, written as nbdkit writes it: `nbd+unix:///EXPORT?socket=PATH` or
-    /// `nbd://HOST:PORT[/EXPORT]`, with the export name and path percent-encoded.
-    pub fn uri(&self, export: &str) -> String {
+    /// `nbd://HOST:PORT[/EXPORT]`, with the export name and path percent-encoded. With `tls`
+    /// (TLS required), the URI a libnbd client can use as it is: `nbds+unix://` or `nbds://`,
+    /// the PSK username before the host and the keys' path in the query
+    /// (`nbds+unix://alice@/?socket=PATH&tls-psk-file=FILE`, `…&tls-certificates=DIR`).
+    pub fn uri(&self, export: &str, tls: Option<&ServerTls>) -> String {
+        let s = if tls.is_some() { "s" } else { "" };
+        let user = tls
+            .and_then(|t| t.uri_user())
+            .map_or_else(String::new, |u| format!("{}@", quote_user(u.as_bytes())));
+        let keys = tls.map(|t| {
+            let (name, path) = t.uri_keys();
+            format!("{name}={}", quote(path.as_os_str().as_bytes()))
+        });
         match &self.endpoint {
-            Some(Endpoint::Unix(path)) => format!(
-                "nbd+unix:///{}?socket={}",
-                quote(export.as_bytes()),
-                quote(path.as_os_str().as_bytes())
-            ),
+            Some(Endpoint::Unix(path)) => {
+                let mut uri = format!(
+                    "nbd{s}+unix://{user}/{}?socket={}",
+                    quote(export.as_bytes()),
+                    quote(path.as_os_str().as_bytes())
+                );
+                if let Some(k) = keys {
+                    uri = format!("{uri}&{k}");
+                }
+                uri
+            }
             Some(Endpoint::Tcp { host, port }) => {
-                let export = if export.is_empty() {
-                    String::new()
-                } else {
-                    format!("/{}", quote(export.as_bytes()))
-                };
-                format!("nbd://{host}:{port}{export}")
+                let mut uri = format!("nbd{s}://{user}{host}:{port}");
+                if !export.is_empty() || keys.is_some() {
+                    uri = format!("{uri}/{}", quote(export.as_bytes()));
+                }
+                if let Some(k) = keys {
+                    uri = format!("{uri}?{k}");
+                }
+                uri
             }
             None => String::from("(a socket-activated socket without a name)"),
         }
+    }
+
+    /// The TCP listeners' addresses (empty when serving on Unix sockets only).
+    pub fn tcp_addresses(&self) -> Vec<String> {
+        self.listeners
+            .iter()
+            .filter_map(|l| match l {
+                Listener::Tcp(t) => Some(
+                    t.local_addr()
+                        .map_or_else(|_| "TCP".into(), |a| a.to_string()),
+                ),
+                Listener::Unix(_) => None,
+            })
+            .collect()
     }
 
     /// The Unix socket's path, for `$unixsocket`.
@@ -214,6 +271,11 @@ impl Drop for Bound {
             let _ = std::fs::remove_dir(&dir);
         }
     }
+}
+
+/// Percent-encodes a URI's user name: all but unreserved characters.
+fn quote_user(bytes: &[u8]) -> String {
+    quote(bytes).replace('/', "%2F")
 }
 
 /// Percent-encodes all but unreserved characters and `/`, as nbdkit does.

@@ -1,40 +1,43 @@
 //! The serving process: listeners (`--socket`, `--tcp`, socket activation, `--run`'s private
-//! socket), the accept loop with one thread per connection, the handshake timeout, the URI on
-//! stderr and the pidfile, and the orderly stop on SIGINT/SIGTERM/SIGHUP or when the `--run`
-//! command exits: stop accepting, end every connection's reading side so replies in flight
-//! are finished, wait for the connections (bounded), remove the socket we made.
+//! socket), the accept loop with one thread per connection (`connection`: handshake, TLS,
+//! transmission), the connection limits (`registry`), the URI on stderr and the pidfile, and
+//! the orderly stop on SIGINT/SIGTERM/SIGHUP or when the `--run` command exits: stop
+//! accepting, end every connection's reading side so replies in flight are finished, wait for
+//! the connections (bounded), remove the socket we made, and leave the temp files' deletion
+//! to a helper (`release`) so that exiting does not wait for it.
 
-use std::collections::HashMap;
-use std::io::{self, BufReader, Write};
+use std::io::{self, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use anyhow::Context;
 use rustix::event::{poll, PollFd, PollFlags};
 
 use super::captive::{Captive, CaptiveEnv, Signaller};
-use super::handshake::{handshake, ExportInfo};
-use super::session::transmission;
+use super::handshake::ExportInfo;
+use super::tls::{ServerTls, TlsMode, TlsOptions};
 use super::Export;
 use crate::cleanup;
-use listen::{Bound, Listener, Stream};
+use connection::{connection, log_connection_error, Shared};
+use listen::{Bound, Listener};
+use registry::{Deregister, Registry};
 
+pub use connection::{stalled, HANDSHAKE_TIMEOUT, REPLY_STALL};
+pub use listen::Stream;
+
+mod connection;
 mod listen;
+mod registry;
+mod release;
 
-/// A client must finish the handshake without pausing longer than this.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// On stop, connections get this long to finish their replies in flight...
-const STOP_GRACE: Duration = Duration::from_secs(5);
-/// ...then their sockets are shut down both ways, and this long more before we give up.
-const STOP_FORCE: Duration = Duration::from_secs(1);
-/// Connections beyond this many at once are closed as soon as accepted.
-pub const MAX_CONNECTIONS: usize = 1024;
+/// `--max-connections` by default: clients in the transmission phase at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
 /// How and where to serve.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ServeOptions {
     /// `--socket PATH`: a Unix socket (mode 0600), removed on exit.
     pub socket: Option<PathBuf>,
@@ -50,10 +53,35 @@ pub struct ServeOptions {
     pub pidfile: Option<PathBuf>,
     /// `-q`: don't print the URI.
     pub quiet: bool,
+    /// `--tls`, `--tls-certificates`, `--tls-psk`, `--tls-verify-peer`.
+    pub tls: TlsOptions,
+    /// `--max-connections`: clients in the transmission phase at once.
+    pub max_connections: usize,
+    /// On the way out, hand the unlinked temp files to a helper that outlives us, so that
+    /// exiting does not wait for their deletion (the binary does; unit tests do not).
+    pub release_temp_files: bool,
 }
 
-/// Checks the listener options before the (possibly long) build: a malformed `--tcp` or an
-/// existing `--socket` path is an error now rather than after the filesystem is made.
+impl Default for ServeOptions {
+    fn default() -> ServeOptions {
+        ServeOptions {
+            socket: None,
+            tcp: None,
+            run: None,
+            export_name: String::new(),
+            description: String::new(),
+            pidfile: None,
+            quiet: false,
+            tls: TlsOptions::default(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            release_temp_files: false,
+        }
+    }
+}
+
+/// Checks the listener and TLS options before the (possibly long) build: a malformed `--tcp`,
+/// an existing `--socket` path or unreadable keys are an error now rather than after the
+/// filesystem is made.
 pub fn check_options(opts: &ServeOptions) -> anyhow::Result<()> {
     if let Some(spec) = &opts.tcp {
         listen::parse_tcp(spec)?;
@@ -66,6 +94,7 @@ pub fn check_options(opts: &ServeOptions) -> anyhow::Result<()> {
             );
         }
     }
+    ServerTls::load(&opts.tls)?;
     Ok(())
 }
 
@@ -83,6 +112,7 @@ pub fn serve_announcing(
     listening: &mut dyn FnMut(&str) -> anyhow::Result<()>,
 ) -> anyhow::Result<i32> {
     cleanup::install_signal_handlers()?;
+    let tls = ServerTls::load(&opts.tls)?;
     let stop = Arc::new(Stop::new()?);
     let child: Arc<OnceLock<Signaller>> = Arc::new(OnceLock::new());
     let _on_signal = cleanup::on_signal({
@@ -98,7 +128,13 @@ pub fn serve_announcing(
     });
 
     let bound = listen::listen(opts)?;
-    let uri = bound.uri(&opts.export_name);
+    let required = tls.as_ref().filter(|t| t.mode() == TlsMode::Require);
+    let uri = bound.uri(&opts.export_name, required);
+    if !opts.quiet {
+        if let Some(warning) = exposure_warning(&bound, tls.as_ref()) {
+            crate::progress::line(&format!("warning: {warning}"));
+        }
+    }
     if opts.run.is_none() && !opts.quiet {
         crate::progress::line(&format!("serving {uri}"));
     }
@@ -129,13 +165,17 @@ pub fn serve_announcing(
         None => None,
     };
 
-    let info = Arc::new(ExportInfo {
-        name: opts.export_name.clone(),
-        description: opts.description.clone(),
+    let shared = Arc::new(Shared {
+        export,
+        info: ExportInfo {
+            name: opts.export_name.clone(),
+            description: opts.description.clone(),
+        },
+        tls,
+        conns: Arc::new(Registry::new(opts.max_connections.max(1))),
     });
-    let conns = Arc::new(Registry::default());
-    accept_loop(&bound, &stop, &conns, &export, &info);
-    let left = conns.close_all();
+    accept_loop(&bound, &stop, &shared);
+    let left = shared.conns.close_all();
     if left > 0 {
         crate::progress::line(&format!(
             "{left} connection(s) did not finish; stopping anyway"
@@ -146,7 +186,31 @@ pub fn serve_announcing(
         None => 0,
     };
     drop(bound); // removes the socket and the private directory, if we made them
+    if opts.release_temp_files {
+        release::temp_files_after_exit();
+    }
     Ok(status)
+}
+
+/// The one line said at start-up when the server's TCP port lets anyone read the disk: no TLS,
+/// optional TLS, or TLS that does not check who the client is.
+fn exposure_warning(bound: &Bound, tls: Option<&ServerTls>) -> Option<String> {
+    let tcp = bound.tcp_addresses();
+    if tcp.is_empty() {
+        return None;
+    }
+    let at = tcp.join(", ");
+    let why = match tls {
+        None => "serving without TLS",
+        Some(t) if t.mode() == TlsMode::On => "TLS is optional (--tls=on)",
+        Some(t) if !t.authenticates_clients() => {
+            "TLS with certificates but without --tls-verify-peer does not check who clients are"
+        }
+        Some(_) => return None,
+    };
+    Some(format!(
+        "TCP {at}: {why}: anyone who can reach this port can read the disk"
+    ))
 }
 
 /// Writes our process ID and a newline to `path`, through a temp file renamed into place.
@@ -202,13 +266,7 @@ impl Stop {
 }
 
 /// Accepts connections until stopped, each served on its own thread.
-fn accept_loop(
-    bound: &Bound,
-    stop: &Stop,
-    conns: &Arc<Registry>,
-    export: &Arc<dyn Export>,
-    info: &Arc<ExportInfo>,
-) {
+fn accept_loop(bound: &Bound, stop: &Stop, shared: &Arc<Shared>) {
     let listeners = bound.listeners();
     while !stop.is_stopped() {
         let mut fds: Vec<PollFd<'_>> = listeners
@@ -227,19 +285,13 @@ fn accept_loop(
         let ready: Vec<bool> = fds.iter().map(|f| !f.revents().is_empty()).collect();
         drop(fds);
         for (listener, _) in listeners.iter().zip(ready).filter(|(_, r)| *r) {
-            accept_ready(listener, stop, conns, export, info);
+            accept_ready(listener, stop, shared);
         }
     }
 }
 
 /// Accepts what is pending on `listener` (it is non-blocking).
-fn accept_ready(
-    listener: &Listener,
-    stop: &Stop,
-    conns: &Arc<Registry>,
-    export: &Arc<dyn Export>,
-    info: &Arc<ExportInfo>,
-) {
+fn accept_ready(listener: &Listener, stop: &Stop, shared: &Arc<Shared>) {
     while !stop.is_stopped() {
         let (stream, peer) = match listener.accept() {
             Ok(s) => s,
@@ -252,27 +304,24 @@ fn accept_ready(
                 return;
             }
         };
-        let Some(id) = conns.add(&stream) else {
-            if !conns.is_closing() {
-                crate::progress::line(&format!(
-                    "{peer}: refused, {MAX_CONNECTIONS} connections already open"
-                ));
-            }
-            continue;
+        let Some(id) = shared.conns.add(&stream) else {
+            continue; // closing
         };
-        let (conns2, export, info) = (Arc::clone(conns), Arc::clone(export), Arc::clone(info));
+        let sh = Arc::clone(shared);
         let peer2 = peer.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("nbd-conn-{id}"))
             .spawn(move || {
-                let _gone = Deregister(&conns2, id);
-                if let Err(e) = connection(stream, &export, &info) {
-                    log_connection_error(&peer2, &e, conns2.is_closing());
+                let conns = &sh.conns;
+                let _gone = Deregister(conns, id);
+                if let Err(e) = connection(stream, id, &peer2, &sh) {
+                    let evicted = conns.was_evicted(id).then(|| conns.max_handshakes());
+                    log_connection_error(&peer2, &e, conns.is_closing(), evicted);
                 }
             });
         if let Err(e) = spawned {
             // The closure (and the stream) was dropped: forget the connection.
-            conns.remove(id);
+            shared.conns.remove(id);
             crate::progress::line(&format!("{peer}: cannot start a thread: {e}"));
         }
     }
@@ -284,173 +333,6 @@ fn transient_accept_error(e: &io::Error) -> bool {
         e.kind(),
         io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
     ) || e.raw_os_error() == Some(Errno::PROTO.raw_os_error())
-}
-
-/// One client, start to end: the handshake within [`HANDSHAKE_TIMEOUT`], then transmission.
-fn connection(stream: Stream, export: &Arc<dyn Export>, info: &ExportInfo) -> io::Result<()> {
-    stream.set_timeouts(Some(HANDSHAKE_TIMEOUT))?;
-    let mut reader = BufReader::new(Deadline {
-        stream: stream.try_clone()?,
-        deadline: Some(Instant::now() + HANDSHAKE_TIMEOUT),
-    });
-    let mut writer = stream.try_clone()?;
-    let neg = match handshake(&mut reader, &mut writer, &**export, info) {
-        Ok(Some(neg)) => neg,
-        Ok(None) => return Ok(()),
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-            ) =>
-        {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!(
-                    "handshake not done within {} s; dropped",
-                    HANDSHAKE_TIMEOUT.as_secs()
-                ),
-            ))
-        }
-        Err(e) => return Err(e),
-    };
-    reader.get_mut().deadline = None;
-    stream.set_timeouts(None)?;
-    transmission(Box::new(reader), Box::new(writer), Arc::clone(export), &neg)
-}
-
-/// A connection's reading side; while `deadline` is set, no read waits past it (a client
-/// trickling bytes cannot hold the handshake open).
-struct Deadline {
-    stream: Stream,
-    deadline: Option<Instant>,
-}
-
-impl io::Read for Deadline {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if let Some(deadline) = self.deadline {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(io::ErrorKind::TimedOut.into());
-            }
-            self.stream.set_read_timeout(Some(left))?;
-        }
-        self.stream.read(buf)
-    }
-}
-
-/// Logs a connection's end unless it is an ordinary disconnect.
-fn log_connection_error(peer: &str, e: &io::Error, closing: bool) {
-    use io::ErrorKind::*;
-    let vanished = matches!(
-        e.kind(),
-        UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe | NotConnected
-    );
-    if !vanished && !closing {
-        crate::progress::line(&format!("{peer}: {e}"));
-    }
-}
-
-/// The open connections: a clone of each socket, to end them on stop. Each connection's
-/// thread removes its own entry when it ends, so the registry holds only live ones.
-#[derive(Default)]
-struct Registry {
-    inner: Mutex<RegistryInner>,
-    changed: Condvar,
-}
-
-#[derive(Default)]
-struct RegistryInner {
-    next_id: u64,
-    live: HashMap<u64, Stream>,
-    closing: bool,
-}
-
-/// Removes a connection from the registry when its thread ends (even by panic).
-struct Deregister<'a>(&'a Registry, u64);
-
-impl Drop for Deregister<'_> {
-    fn drop(&mut self) {
-        self.0.remove(self.1);
-    }
-}
-
-impl Registry {
-    fn lock(&self) -> std::sync::MutexGuard<'_, RegistryInner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Registers a new connection; `None` when closing, full, or the socket cannot be cloned.
-    fn add(&self, stream: &Stream) -> Option<u64> {
-        let mut inner = self.lock();
-        if inner.closing || inner.live.len() >= MAX_CONNECTIONS {
-            return None;
-        }
-        let handle = stream.try_clone().ok()?;
-        let id = inner.next_id;
-        inner.next_id += 1;
-        inner.live.insert(id, handle);
-        Some(id)
-    }
-
-    /// Forgets connection `id`; once none are left, idle read buffers are unmapped so memory
-    /// comes back down.
-    fn remove(&self, id: u64) {
-        let none_left = {
-            let mut r = self.lock();
-            r.live.remove(&id);
-            r.live.is_empty()
-        };
-        if none_left {
-            super::buffer::release_idle();
-        }
-        self.changed.notify_all();
-    }
-
-    fn is_closing(&self) -> bool {
-        self.lock().closing
-    }
-
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.lock().live.len()
-    }
-
-    /// Refuses new connections, shuts down the reading side of every open one (the session
-    /// sees end-of-file, finishes its replies in flight and returns), waits for them; after
-    /// [`STOP_GRACE`] shuts the rest down both ways. Returns how many were still open.
-    fn close_all(&self) -> usize {
-        let mut inner = self.lock();
-        inner.closing = true;
-        for s in inner.live.values() {
-            let _ = s.shutdown(std::net::Shutdown::Read);
-        }
-        inner = self.wait_empty(inner, STOP_GRACE);
-        for s in inner.live.values() {
-            let _ = s.shutdown(std::net::Shutdown::Both);
-        }
-        inner = self.wait_empty(inner, STOP_FORCE);
-        inner.live.len()
-    }
-
-    fn wait_empty<'a>(
-        &self,
-        mut inner: std::sync::MutexGuard<'a, RegistryInner>,
-        limit: Duration,
-    ) -> std::sync::MutexGuard<'a, RegistryInner> {
-        let deadline = Instant::now() + limit;
-        while !inner.live.is_empty() {
-            let now = Instant::now();
-            if now >= deadline {
-                break;
-            }
-            inner = self
-                .changed
-                .wait_timeout(inner, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-        inner
-    }
 }
 
 #[cfg(test)]

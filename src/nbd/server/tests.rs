@@ -1,4 +1,5 @@
-//! Unit tests of the server: listener options, URIs, the pidfile, the connection registry.
+//! Unit tests of the server: listener options, URIs (with TLS too), the pidfile, the connection
+//! registry and its limits, the start-up warning about exposure.
 
 use super::listen::{listen, parse_tcp, quote};
 use super::*;
@@ -62,9 +63,9 @@ fn unix_socket_mode_uri_and_removal() {
     assert!(meta.file_type().is_socket());
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
     let quoted = quote(path.as_os_str().as_encoded_bytes());
-    assert_eq!(bound.uri(""), format!("nbd+unix:///?socket={quoted}"));
+    assert_eq!(bound.uri("", None), format!("nbd+unix:///?socket={quoted}"));
     assert_eq!(
-        bound.uri("a/b c"),
+        bound.uri("a/b c", None),
         format!("nbd+unix:///a/b%20c?socket={quoted}")
     );
     assert_eq!(bound.unix_path().as_deref(), path.to_str());
@@ -110,8 +111,11 @@ fn tcp_listener_and_uri() {
     .unwrap();
     let port = bound.tcp_port().unwrap();
     assert_ne!(port, 0);
-    assert_eq!(bound.uri(""), format!("nbd://127.0.0.1:{port}"));
-    assert_eq!(bound.uri("e x"), format!("nbd://127.0.0.1:{port}/e%20x"));
+    assert_eq!(bound.uri("", None), format!("nbd://127.0.0.1:{port}"));
+    assert_eq!(
+        bound.uri("e x", None),
+        format!("nbd://127.0.0.1:{port}/e%20x")
+    );
     assert_eq!(bound.unix_path(), None);
     assert!(TcpStream::connect(("127.0.0.1", port)).is_ok());
     let err = format!(
@@ -167,7 +171,7 @@ fn pidfile_written_whole() {
 
 #[test]
 fn registry_ends_connections_and_forgets_them() {
-    let reg = Arc::new(Registry::default());
+    let reg = Arc::new(Registry::new(8));
     let (a, mut b) = UnixStream::pair().unwrap();
     let id = reg.add(&Stream::Unix(a.try_clone().unwrap())).unwrap();
     assert_eq!(reg.len(), 1);
@@ -201,18 +205,59 @@ fn stop_wakes_the_accept_loop() {
     })
     .unwrap();
     let export: Arc<dyn Export> = Arc::new(crate::nbd::export::MemExport::new(vec![0; 512], false));
-    let info = Arc::new(ExportInfo {
-        name: String::new(),
-        description: String::new(),
+    let shared = Arc::new(Shared {
+        export,
+        info: ExportInfo::default(),
+        tls: None,
+        conns: Arc::new(Registry::new(8)),
     });
     let s2 = Arc::clone(&stop);
-    let looping = crate::nbd::testing::Spawned::new(move || {
-        accept_loop(&bound, &s2, &Arc::new(Registry::default()), &export, &info)
-    });
+    let looping = crate::nbd::testing::Spawned::new(move || accept_loop(&bound, &s2, &shared));
     // Asleep in poll(2), with no client: only the stop's wake-up can end it.
     looping.wait_until_blocked("the accept loop");
     stop.trigger();
     looping.join("the accept loop after the stop");
+}
+
+#[test]
+fn registry_counts_sessions_and_makes_room_among_handshakes() {
+    let reg = Registry::new(2);
+    let n = registry::MIN_HANDSHAKES + 2;
+    let pairs: Vec<(UnixStream, UnixStream)> =
+        (0..=n).map(|_| UnixStream::pair().unwrap()).collect();
+    let add = |i: usize| {
+        reg.add(&Stream::Unix(pairs[i].0.try_clone().unwrap()))
+            .unwrap()
+    };
+    let mut ids: Vec<u64> = (0..2).map(add).collect();
+    // Two sessions at most; a third client past its handshake is refused, and stays in it.
+    reg.establish(ids[0]).unwrap();
+    reg.establish(ids[0]).unwrap(); // again: already one
+    reg.establish(ids[1]).unwrap();
+    ids.extend((2..n).map(add));
+    let e = reg.establish(ids[2]).unwrap_err();
+    assert!(
+        e.contains("maximum of 2") && e.contains("--max-connections"),
+        "{e}"
+    );
+    assert_eq!(reg.counts(), (registry::MIN_HANDSHAKES, 2));
+    // The handshake group is full: the next client pushes out the oldest still in it (id 2),
+    // whose socket is shut down; sessions are never pushed out.
+    let last = &pairs[n];
+    let new = reg.add(&Stream::Unix(last.0.try_clone().unwrap())).unwrap();
+    assert!(reg.was_evicted(ids[2]) && !reg.was_evicted(ids[0]) && !reg.was_evicted(new));
+    let mut b = [0u8; 1];
+    assert_eq!(
+        io::Read::read(&mut &pairs[2].1, &mut b).unwrap(),
+        0,
+        "shut down"
+    );
+    assert!(reg.establish(ids[2]).is_err());
+    // A session that ends makes room for another.
+    reg.remove(ids[0]);
+    reg.establish(ids[3]).unwrap();
+    reg.remove(ids[2]);
+    assert_eq!(reg.counts(), (registry::MIN_HANDSHAKES - 1, 2));
 }
 
 #[test]
