@@ -133,7 +133,7 @@ const DEBIAN_BUILD: &[&str] = &[
     "--size",
     "+256M",
     "--cmdline",
-    "console=ttyS0",
+    "console=ttyS0 no_timer_check",
 ];
 
 /// Asserts the verdict line says the system is running with no failed unit.
