@@ -17,7 +17,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::common::boot::{repo, run_ok, tail, watch_console};
+use crate::common::boot::{boot_failed, repo, run_ok, watch_console};
 use crate::common::oci::{tar_file_of_dir, Compression, Layout, TarWriter, META};
 use crate::common::*;
 
@@ -142,20 +142,13 @@ fn boot_and_check(img: &Path, work: &Path, what: &str) {
     .arg(format!("file={},format=raw,if=virtio", img.display()))
     .args(["-append", "console=ttyS0 root=LABEL=root rw panic=-1"]);
     let log = work.join("console.log");
+    let shown = format!("{qemu:?}");
     let c = watch_console(qemu, &log, MARKER, BOOT_TIMEOUT, POWEROFF_GRACE);
     let line = c
         .text
         .lines()
         .find_map(|l| l.find(MARKER).map(|i| l[i..].trim_end().to_string()));
-    let fail = |why: String| -> ! {
-        let kept = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{what}.console.log"));
-        let _ = std::fs::copy(&log, &kept);
-        panic!(
-            "{what}: {why}\nfull console log: {}\n--- last console lines ---\n{}",
-            kept.display(),
-            tail(&c.text)
-        );
-    };
+    let fail = |why: String| -> ! { boot_failed(what, &why, &shown, &log, &c.text) };
     let Some(line) = line else {
         fail(format!("the check never printed its line ({:?})", c.ended));
     };
