@@ -7,6 +7,7 @@
 pub mod boot;
 pub mod checks;
 pub mod compare;
+pub mod debian;
 pub mod entries;
 pub mod mount;
 pub mod nbd;
