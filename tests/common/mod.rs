@@ -156,6 +156,17 @@ where
     run_bin_timeout(args, Duration::from_secs(300))
 }
 
+/// The `SOURCE_DATE_EPOCH` of reproducible builds (2023-11-14 22:13:20 UTC): under it the same
+/// tree makes a byte-identical image, and a served disk is the image file written.
+pub const EPOCH: (&str, &str) = ("SOURCE_DATE_EPOCH", "1700000000");
+
+/// The binary, to run under [`EPOCH`].
+pub fn bin_at_epoch() -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env(EPOCH.0, EPOCH.1);
+    cmd
+}
+
 /// `setpriv` set to run the binary as nobody (65534:65534, no groups); add the binary's
 /// arguments. The binary is handed over open, as descriptor 3, and run as `/proc/self/fd/3`:
 /// nobody need not reach it through the build directory (which may be under a 0700 home), and
