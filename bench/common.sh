@@ -1,4 +1,26 @@
-# Shared by the benchmarks (sourced; needs $work): making trees, timing, medians and ratios.
+# Shared by the benchmarks (sourced; needs $here, and $work for what writes there): the binary,
+# a scratch directory, making trees, timing, medians and ratios.
+
+build_tool() { # builds the release binary and sets $tool to it
+	cargo build --release -q --manifest-path "$here/Cargo.toml"
+	tool=$here/target/release/linuxdisk-mk
+}
+temp_work() { # sets $work to a fresh directory under /var/tmp, removed when the script exits
+	work=$(mktemp -d /var/tmp/ldk-bench.XXXXXX)
+	trap 'rm -rf "$work"' EXIT
+}
+bench_start() { # TREE [RUNS], the script's arguments: sets $tree and $runs (default 3), then
+	# builds the binary and makes $work
+	tree=${1:?usage: $0 TREE [RUNS]}
+	runs=${2:-3}
+	build_tool
+	temp_work
+}
+fs_size() { # TREE: the size in bytes of the filesystem linuxdisk-mk -t ext4 chooses for TREE
+	"$tool" -q -t ext4 --partition none "$1" "$work/probe.img" || return
+	stat -c %s "$work/probe.img" || return
+	rm -f "$work/probe.img"
+}
 
 many_files() { # DIR COUNT DIRS: COUNT small files of random data spread over DIRS directories (1 = flat)
 	local d=$1 n=$2 k=$3
@@ -37,6 +59,7 @@ big_files() { # DIR COUNT MIB
 }
 
 drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+now() { date +%s.%N; }
 secs() { # CMD...: wall seconds; peak RSS (KiB) of the command goes to $work/.rss
 	/usr/bin/time -f "%e %M" -o "$work/.time" "$@" >/dev/null 2>&1 || { echo "failed: $*" >&2; cat "$work/.time" >&2; return 1; }
 	read -r t rss < <(tail -1 "$work/.time"); echo "$rss" >"$work/.rss"; echo "$t"

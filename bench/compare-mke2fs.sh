@@ -5,21 +5,13 @@
 #   bench/compare-mke2fs.sh TREE [RUNS]
 # e.g. debootstrap --variant=minbase bookworm /var/tmp/minbase && bench/compare-mke2fs.sh /var/tmp/minbase 3
 set -euo pipefail
-tree=${1:?usage: $0 TREE [RUNS]}
-runs=${2:-3}
 here=$(cd "$(dirname "$0")/.." && pwd)
-cargo build --release -q --manifest-path "$here/Cargo.toml"
-tool=$here/target/release/linuxdisk-mk
-work=$(mktemp -d /var/tmp/ldk-bench.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+# shellcheck source=bench/common.sh
+source "$here/bench/common.sh"
+bench_start "$@"
 
-now() { date +%s.%N; }
-drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
-
-"$tool" -q -t ext4 --partition none "$tree" "$work/probe.img"
-fs_bytes=$(stat -c %s "$work/probe.img")
+fs_bytes=$(fs_size "$tree")
 mk_size=${MKE2FS_SIZE:-$((fs_bytes * 5 / 4 / 1048576))M}
-rm -f "$work/probe.img"
 
 ours=() theirs=()
 for i in $(seq "$runs"); do
@@ -29,10 +21,9 @@ for i in $(seq "$runs"); do
 	drop; s=$(now); truncate -s "$mk_size" "$work/b.img"; mke2fs -q -F -t ext4 -b 4096 -d "$tree" "$work/b.img"; e=$(now)
 	theirs+=("$(echo "$e - $s" | bc)")
 done
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 mo=$(median "${ours[@]}"); mt=$(median "${theirs[@]}")
 alloc() { echo $(($(stat -c %b "$1") * 512 / 1048576)); }
 echo "tree: $tree ($(find "$tree" | wc -l) entries, $(du -sh --apparent-size "$tree" | cut -f1) apparent)"
 echo "linuxdisk-mk -t ext4: median ${mo}s of ${ours[*]}; image $(($(stat -c %s "$work/a.img") / 1048576)) MiB disk, $(alloc "$work/a.img") MiB allocated, fs $((fs_bytes / 1048576)) MiB"
 echo "mke2fs -t ext4 -d:    median ${mt}s of ${theirs[*]}; image $(($(stat -c %s "$work/b.img") / 1048576)) MiB (size chosen by hand: $mk_size), $(alloc "$work/b.img") MiB allocated"
-echo "ratio time ours/mke2fs: $(echo "scale=2; $mo / $mt" | bc)"
+echo "ratio time ours/mke2fs: $(ratio "$mo" "$mt")"

@@ -6,16 +6,11 @@
 #   bench/compose.sh TREE [RUNS]
 # e.g. bench/compose.sh "$(tests/debian/tree.sh systemd-sysv udev linux-image-amd64 systemd-boot iputils-ping libcap2-bin)" 3
 set -euo pipefail
-tree=${1:?usage: $0 TREE [RUNS]}
-runs=${2:-3}
 here=$(cd "$(dirname "$0")/.." && pwd)
-cargo build --release -q --manifest-path "$here/Cargo.toml"
-tool=$here/target/release/linuxdisk-mk
-work=$(mktemp -d /var/tmp/ldk-bench.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+# shellcheck source=bench/common.sh
+source "$here/bench/common.sh"
+bench_start "$@"
 
-now() { date +%s.%N; }
-drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 
 # The tar stream and the OCI image of the tree.
@@ -41,9 +36,7 @@ printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.
 	"$manifest" "$manifest_size" >"$oci/index.json"
 
 # mke2fs -d gets the size of the filesystem linuxdisk-mk chooses for the directory.
-"$tool" -q -t ext4 --partition none "$tree" "$work/probe.img"
-fs_bytes=$(stat -c %s "$work/probe.img")
-rm -f "$work/probe.img"
+fs_bytes=$(fs_size "$tree")
 
 declare -A t
 for i in $(seq "$runs"); do
@@ -65,14 +58,16 @@ for i in $(seq "$runs"); do
 		t[$v]+="$(echo "$e - $s" | bc) "
 	done
 done
-median() { printf '%s\n' $1 | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 mib() { echo "scale=1; $1 / 1048576" | bc; }
 echo "tree: $tree ($(find "$tree" | wc -l) entries, $(du -sh --apparent-size "$tree" | cut -f1) apparent); tar $(mib "$(stat -c %s "$work/tree.tar")") MiB, OCI layer $(mib "$(stat -c %s "$oci/blobs/sha256/$layer")") MiB"
-m=$(median "${t[mke2fs]}")
+# shellcheck disable=SC2086 # ${t[V]} holds the times as words
+m=$(median ${t[mke2fs]})
 for v in dir tar oci mke2fs; do
 	img=$work/$v.img
+	# shellcheck disable=SC2086
+	med=$(median ${t[$v]})
 	printf '%-7s median %6.2f s (runs: %s) ratio to mke2fs -d %s; disk %s MiB, %s MiB allocated\n' \
-		"$v" "$(median "${t[$v]}")" "${t[$v]% }" "$(echo "scale=2; $(median "${t[$v]}") / $m" | bc)" \
+		"$v" "$med" "${t[$v]% }" "$(ratio "$med" "$m")" \
 		"$(mib "$(stat -c %s "$img")")" "$(mib "$(($(stat -c %b "$img") * 512))")"
 done
 echo "(mke2fs -d into a bare filesystem of $(mib "$fs_bytes") MiB, the size linuxdisk-mk chose for the directory)"

@@ -1,5 +1,5 @@
 //! A distribution that boots and writes: a debootstrapped Debian bookworm (systemd-sysv, udev,
-//! linux-image-amd64, ...: tests/debian/tree.sh, cached in /var/tmp/linuxdisk-mk-debian) made
+//! linux-image-amd64, ...: tests/common/debian.rs, cached in /var/tmp/linuxdisk-mk-debian) made
 //! into a disk at the default size, with a check service added by `--add`, boots under qemu
 //! (TCG) with its own kernel and initrd and `root=LABEL=root`. From inside
 //! (tests/debian/ldmk-check.sh, whose one line the test reads on the serial console): the system
@@ -14,43 +14,19 @@ use std::ffi::OsString;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::common::boot::{repo, run_ok, tail, watch_console};
+use crate::common::boot::{boot_failed, repo, watch_console};
+use crate::common::debian::{debian_tree, initrd, kernel};
 use crate::common::oci::{tar_file_of_dir, Compression, Layout, TarWriter, META};
 use crate::common::*;
 
-/// The packages of the tree (the list another test of the suite uses too: one cached tree).
-const PACKAGES: &[&str] = &[
-    "systemd-sysv",
-    "udev",
-    "linux-image-amd64",
-    "systemd-boot",
-    "iputils-ping",
-    "libcap2-bin",
-];
 /// What ldmk-check.sh prints.
 const MARKER: &str = "LDMK-CHECK ";
 /// ~25 s alone under TCG here; minutes on a loaded machine. Only bounds a stuck guest.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(1500);
 /// From the marker to qemu's exit (a poweroff).
 const POWEROFF_GRACE: Duration = Duration::from_secs(300);
-
-/// The cached Debian tree (made by debootstrap the first time).
-fn tree() -> &'static Path {
-    static TREE: OnceLock<PathBuf> = OnceLock::new();
-    TREE.get_or_init(|| {
-        require_root();
-        let out = run_ok(Command::new(repo().join("tests/debian/tree.sh")).args(PACKAGES));
-        let p = PathBuf::from(out.trim());
-        assert!(
-            p.join("etc/debian_version").is_file(),
-            "tree.sh printed {out:?}"
-        );
-        p
-    })
-}
 
 /// The overlay added with `--add DIR:/`: the check service (enabled) and its script, in
 /// directories owned by root with the modes the tree has for them.
@@ -89,19 +65,6 @@ fn overlay(dir: &Path) -> PathBuf {
     o
 }
 
-/// A kernel file of the tree's /boot.
-fn boot_file(prefix: &str) -> PathBuf {
-    let boot = tree().join("boot");
-    std::fs::read_dir(&boot)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
-        })
-        .unwrap_or_else(|| panic!("no {prefix}* in {}", boot.display()))
-}
-
 /// Builds `img` from `source` with the overlay, at the default size, labelled root.
 fn build(source: &Path, overlay: &Path, img: &Path) {
     let add = format!("{}:/", overlay.display());
@@ -135,9 +98,9 @@ fn boot_and_check(img: &Path, work: &Path, what: &str) {
         "none",
     ])
     .arg("-kernel")
-    .arg(boot_file("vmlinuz-"))
+    .arg(kernel())
     .arg("-initrd")
-    .arg(boot_file("initrd.img-"))
+    .arg(initrd())
     .arg("-drive")
     .arg(format!("file={},format=raw,if=virtio", img.display()))
     .args([
@@ -145,20 +108,13 @@ fn boot_and_check(img: &Path, work: &Path, what: &str) {
         "console=ttyS0 root=LABEL=root rw panic=-1 no_timer_check",
     ]);
     let log = work.join("console.log");
+    let shown = format!("{qemu:?}");
     let c = watch_console(qemu, &log, MARKER, BOOT_TIMEOUT, POWEROFF_GRACE);
     let line = c
         .text
         .lines()
         .find_map(|l| l.find(MARKER).map(|i| l[i..].trim_end().to_string()));
-    let fail = |why: String| -> ! {
-        let kept = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{what}.console.log"));
-        let _ = std::fs::copy(&log, &kept);
-        panic!(
-            "{what}: {why}\nfull console log: {}\n--- last console lines ---\n{}",
-            kept.display(),
-            tail(&c.text)
-        );
-    };
+    let fail = |why: String| -> ! { boot_failed(what, &why, &shown, &log, &c.text) };
     let Some(line) = line else {
         fail(format!("the check never printed its line ({:?})", c.ended));
     };
@@ -203,7 +159,7 @@ fn debian_tree_boots_and_writes() {
     let tmp = tempdir();
     let o = overlay(tmp.path());
     let img = tmp.path().join("debian.img");
-    build(tree(), &o, &img);
+    build(debian_tree(), &o, &img);
     boot_and_check(&img, tmp.path(), "debian-tree");
 }
 
@@ -212,7 +168,7 @@ fn debian_as_an_oci_image_boots_and_writes() {
     let tmp = tempdir();
     let layout = Layout::new(&tmp.path().join("layout"));
     let tar = tmp.path().join("tree.tar");
-    tar_file_of_dir(tree(), &tar);
+    tar_file_of_dir(debian_tree(), &tar);
     let l1 = layout.layer_file(&tar);
     std::fs::remove_file(&tar).unwrap();
     // A second layer, as an image build would add: a whiteout and a file.

@@ -9,7 +9,6 @@ use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use crate::common::mount::{mount_image, LoopDev};
@@ -63,11 +62,16 @@ fn partition(img: &Path, n: u32) -> PartInfo {
     }
 }
 
+/// mtools' name (`-i`) for the FAT volume at `offset` in `img`.
+fn fat_at(img: &Path, offset: u64) -> String {
+    format!("{}@@{offset}", img.display())
+}
+
 /// A file of the FAT volume at `offset` in `img`, read by mtools.
 fn esp_file(img: &Path, offset: u64, path: &str) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("file");
-    let i = format!("{}@@{offset}", img.display());
+    let i = fat_at(img, offset);
     let from = format!("::{path}");
     tool_ok(
         "mcopy",
@@ -82,6 +86,14 @@ fn esp_file(img: &Path, offset: u64, path: &str) -> Vec<u8> {
     fs::read(&out).unwrap()
 }
 
+/// Asserts that `in_esp`, read by mtools from the ESP of `img`, holds the bytes of the tree's
+/// `in_tree`.
+fn assert_esp_holds(img: &Path, esp: &PartInfo, in_esp: &str, tree: &Path, in_tree: &str) {
+    let a = esp_file(img, esp.offset, in_esp);
+    let b = fs::read(tree.join(in_tree)).unwrap();
+    assert!(a == b, "{in_esp} differs from the tree's {in_tree}");
+}
+
 fn random_bytes(len: usize, seed: u32) -> Vec<u8> {
     let mut x = seed.wrapping_mul(2_654_435_761) | 1;
     (0..len)
@@ -94,6 +106,13 @@ fn random_bytes(len: usize, seed: u32) -> Vec<u8> {
         .collect()
 }
 
+/// An EFI (PE) executable's first bytes, then `len` random ones.
+fn pe_file(len: usize, seed: u32) -> Vec<u8> {
+    let mut exe = b"MZ".to_vec();
+    exe.extend(random_bytes(len, seed));
+    exe
+}
+
 /// A small tree with what `--efi` looks for: two kernels (9 and 10, which only a version
 /// comparison orders right), their initrds, systemd-boot, os-release behind a symlink, and a
 /// /vmlinuz symlink as Debian makes.
@@ -103,9 +122,10 @@ fn boot_tree(root: &Path) {
         fs::create_dir_all(p.parent().unwrap()).unwrap();
         fs::write(p, bytes).unwrap();
     };
-    let mut loader = b"MZ".to_vec();
-    loader.extend(random_bytes(140_000, 1));
-    write("usr/lib/systemd/boot/efi/systemd-bootx64.efi", &loader);
+    write(
+        "usr/lib/systemd/boot/efi/systemd-bootx64.efi",
+        &pe_file(140_000, 1),
+    );
     write("boot/vmlinuz-6.1.0-9-amd64", &random_bytes(700_001, 2));
     write("boot/initrd.img-6.1.0-9-amd64", &random_bytes(1_500_000, 3));
     write("boot/vmlinuz-6.1.0-10-amd64", &random_bytes(1_000_003, 4));
@@ -122,22 +142,36 @@ fn boot_tree(root: &Path) {
     symlink("boot/vmlinuz-6.1.0-9-amd64", root.join("vmlinuz")).unwrap();
 }
 
-fn build(tree: &Path, img: &Path, extra: &[&str]) -> Run {
-    let mut args: Vec<&OsStr> = ["-q", "-f", "-t", "ext4", "--efi"]
+/// The binary's arguments `OPTS... -t ext4 --efi EXTRA... TREE IMG`.
+fn efi_args<'a>(
+    opts: &[&'a str],
+    extra: &[&'a str],
+    tree: &'a Path,
+    img: &'a Path,
+) -> Vec<&'a OsStr> {
+    let mut args: Vec<&OsStr> = opts
         .iter()
-        .map(OsStr::new)
+        .chain(&["-t", "ext4", "--efi"])
+        .chain(extra)
+        .map(|s| OsStr::new(*s))
         .collect();
-    args.extend(extra.iter().map(OsStr::new));
-    args.push(tree.as_os_str());
-    args.push(img.as_os_str());
-    run_bin(args)
+    args.extend([tree.as_os_str(), img.as_os_str()]);
+    args
+}
+
+fn build(tree: &Path, img: &Path, extra: &[&str]) -> Run {
+    run_bin(efi_args(&["-q", "-f"], extra, tree, img))
+}
+
+/// Whether `cmp` finds the files the same; its output.
+fn cmp(a: &Path, b: &Path) -> (bool, String) {
+    let t = tool("cmp", [a.as_os_str(), b.as_os_str()]);
+    (t.code == Some(0), t.out)
 }
 
 #[test]
 fn esp_holds_systemd_boot_the_newest_kernel_and_its_initrd_byte_for_byte() {
-    let dir = tempdir();
-    let tree = dir.path().join("tree");
-    boot_tree(&tree);
+    let (dir, tree) = temp_source(boot_tree);
     let img = dir.path().join("disk.img");
     build(&tree, &img, &["--cmdline", "console=ttyS0 quiet"]).assert_ok();
     let esp = partition(&img, 1);
@@ -150,8 +184,7 @@ fn esp_holds_systemd_boot_the_newest_kernel_and_its_initrd_byte_for_byte() {
     );
     assert!(fsck.contains("2 FATs, 32 bit entries"), "{fsck}");
     drop(lo);
-    let i = format!("{}@@{}", img.display(), esp.offset);
-    let listing = tool_ok("mdir", ["-/", "-i", &i, "::/"]);
+    let listing = tool_ok("mdir", ["-/", "-i", &fat_at(&img, esp.offset), "::/"]);
     for name in [
         "BOOTX64  EFI",
         "loader.conf",
@@ -162,11 +195,7 @@ fn esp_holds_systemd_boot_the_newest_kernel_and_its_initrd_byte_for_byte() {
     }
     // mtools reads every byte as in the tree.
     let read = |p: &str| esp_file(&img, esp.offset, p);
-    let same = |in_esp: &str, in_tree: &str| {
-        let a = read(in_esp);
-        let b = fs::read(tree.join(in_tree)).unwrap();
-        assert!(a == b, "{in_esp} differs from the tree's {in_tree}");
-    };
+    let same = |in_esp: &str, in_tree: &str| assert_esp_holds(&img, &esp, in_esp, &tree, in_tree);
     same(
         "EFI/BOOT/BOOTX64.EFI",
         "usr/lib/systemd/boot/efi/systemd-bootx64.efi",
@@ -198,9 +227,7 @@ fn esp_holds_systemd_boot_the_newest_kernel_and_its_initrd_byte_for_byte() {
 
 #[test]
 fn efi_disk_passes_sgdisk_and_systemd_dissect() {
-    let dir = tempdir();
-    let tree = dir.path().join("tree");
-    boot_tree(&tree);
+    let (dir, tree) = temp_source(boot_tree);
     let img = dir.path().join("disk.img");
     build(&tree, &img, &[]).assert_ok();
     let v = tool_ok("sgdisk", [OsStr::new("-v"), img.as_os_str()]);
@@ -243,12 +270,9 @@ fn efi_disk_passes_sgdisk_and_systemd_dissect() {
 
 #[test]
 fn kernel_initrd_and_loader_options_pick_the_files() {
-    let dir = tempdir();
-    let tree = dir.path().join("tree");
-    boot_tree(&tree);
+    let (dir, tree) = temp_source(boot_tree);
     let host_loader = dir.path().join("loader.efi");
-    let mut loader = b"MZ".to_vec();
-    loader.extend(random_bytes(50_000, 9));
+    let loader = pe_file(50_000, 9);
     fs::write(&host_loader, &loader).unwrap();
     let img = dir.path().join("disk.img");
     // --kernel through the tree's own symlink (/vmlinuz -> boot/vmlinuz-6.1.0-9-amd64).
@@ -267,15 +291,12 @@ fn kernel_initrd_and_loader_options_pick_the_files() {
     .assert_ok();
     let esp = partition(&img, 1);
 
-    let read = |p: &str| esp_file(&img, esp.offset, p);
-    assert!(read("EFI/BOOT/BOOTX64.EFI") == loader);
-    assert!(
-        read("testos/6.1.0-9-amd64/linux")
-            == fs::read(tree.join("boot/vmlinuz-6.1.0-9-amd64")).unwrap()
-    );
-    assert!(
-        read("testos/6.1.0-9-amd64/initrd")
-            == fs::read(tree.join("boot/initrd.img-6.1.0-9-amd64")).unwrap()
+    assert!(esp_file(&img, esp.offset, "EFI/BOOT/BOOTX64.EFI") == loader);
+    let same = |in_esp: &str, in_tree: &str| assert_esp_holds(&img, &esp, in_esp, &tree, in_tree);
+    same("testos/6.1.0-9-amd64/linux", "boot/vmlinuz-6.1.0-9-amd64");
+    same(
+        "testos/6.1.0-9-amd64/initrd",
+        "boot/initrd.img-6.1.0-9-amd64",
     );
 }
 
@@ -289,11 +310,7 @@ fn missing_boot_pieces_are_one_error_naming_what_to_install() {
         for r in remove {
             fs::remove_file(tree.join(r)).unwrap();
         }
-        let mut args: Vec<&OsStr> = ["-t", "ext4", "--efi"].iter().map(OsStr::new).collect();
-        args.extend(extra.iter().map(OsStr::new));
-        args.push(tree.as_os_str());
-        args.push(img.as_os_str());
-        run_bin(args).assert_one_line_error(mentions);
+        run_bin(efi_args(&[], extra, &tree, &img)).assert_one_line_error(mentions);
         assert!(!img.exists(), "{name}: nothing may be left at OUTPUT");
     };
     case(
@@ -371,9 +388,7 @@ fn missing_boot_pieces_are_one_error_naming_what_to_install() {
 
 #[test]
 fn efi_images_are_reproducible_under_source_date_epoch() {
-    let dir = tempdir();
-    let a = dir.path().join("a");
-    boot_tree(&a);
+    let (dir, a) = temp_source(boot_tree);
     let b = dir.path().join("elsewhere/b");
     fs::create_dir_all(&b).unwrap();
     tool_ok(
@@ -381,16 +396,8 @@ fn efi_images_are_reproducible_under_source_date_epoch() {
         ["-a", &format!("{}/.", a.display()), b.to_str().unwrap()],
     );
     let build_epoch = |tree: &Path, img: &Path, extra: &[&str]| {
-        let mut cmd = Command::new(BIN);
-        cmd.env("SOURCE_DATE_EPOCH", "1700000000");
-        let mut args: Vec<&OsStr> = ["-q", "-t", "ext4", "--efi"]
-            .iter()
-            .map(OsStr::new)
-            .collect();
-        args.extend(extra.iter().map(OsStr::new));
-        args.push(tree.as_os_str());
-        args.push(img.as_os_str());
-        run_cmd_timeout(cmd, args, Duration::from_secs(300)).assert_ok();
+        let args = efi_args(&["-q"], extra, tree, img);
+        run_cmd_timeout(bin_at_epoch(), args, Duration::from_secs(300)).assert_ok();
     };
     let (ia, ib, ic) = (
         dir.path().join("a.img"),
@@ -400,37 +407,30 @@ fn efi_images_are_reproducible_under_source_date_epoch() {
     build_epoch(&a, &ia, &[]);
     build_epoch(&b, &ib, &[]);
     build_epoch(&a, &ic, &["--cmdline", "quiet"]);
-    let cmp = |x: &Path, y: &Path| tool("cmp", [x.as_os_str(), y.as_os_str()]).code == Some(0);
-    assert!(cmp(&ia, &ib), "the same tree elsewhere gave another image");
-    assert!(!cmp(&ia, &ic), "another command line gave the same image");
+    assert!(
+        cmp(&ia, &ib).0,
+        "the same tree elsewhere gave another image"
+    );
+    assert!(!cmp(&ia, &ic).0, "another command line gave the same image");
     assert_ne!(
         partition(&ia, 1).guid,
         partition(&ic, 1).guid,
         "ids do not depend on --cmdline"
     );
     // FAT times: the files' mtimes clamped to the epoch (2023-11-14 22:13:20 UTC).
-    let listing = tool_ok(
-        "mdir",
-        ["-i", &format!("{}@@{}", ia.display(), MIB), "::/loader"],
-    );
+    let listing = tool_ok("mdir", ["-i", &fat_at(&ia, MIB), "::/loader"]);
     assert!(listing.contains("2023-11-14  22:13"), "{listing}");
 }
 
 #[test]
 fn served_efi_disk_is_the_written_one_also_lazily() {
     crate::common::nbd::require_tools(&["nbdcopy"]);
-    let dir = tempdir();
-    let tree = dir.path().join("tree");
-    boot_tree(&tree);
+    let (dir, tree) = temp_source(boot_tree);
     let written = dir.path().join("written.img");
-    let epoch = |mut c: Command| {
-        c.env("SOURCE_DATE_EPOCH", "1700000000");
-        c
-    };
     let common = ["-q", "-t", "ext4", "--efi", "--cmdline", "console=ttyS0"];
     let mut args: Vec<&OsStr> = common.iter().map(OsStr::new).collect();
     args.extend([tree.as_os_str(), written.as_os_str()]);
-    run_cmd_timeout(epoch(Command::new(BIN)), args, Duration::from_secs(300)).assert_ok();
+    run_cmd_timeout(bin_at_epoch(), args, Duration::from_secs(300)).assert_ok();
     for (name, lazy) in [("served.img", false), ("lazy.img", true)] {
         let out = dir.path().join(name);
         let mut args: Vec<&OsStr> = common.iter().map(OsStr::new).collect();
@@ -440,39 +440,25 @@ fn served_efi_disk_is_the_written_one_also_lazily() {
         }
         let run = format!("nbdcopy \"$uri\" {}", out.display());
         args.extend([OsStr::new("--run"), OsStr::new(&run), tree.as_os_str()]);
-        run_cmd_timeout(epoch(Command::new(BIN)), args, Duration::from_secs(300)).assert_ok();
-        let same = tool("cmp", [written.as_os_str(), out.as_os_str()]);
-        assert_eq!(
-            same.code,
-            Some(0),
-            "{name} differs from the written image: {}",
-            same.out
-        );
+        run_cmd_timeout(bin_at_epoch(), args, Duration::from_secs(300)).assert_ok();
+        let (same, said) = cmp(&written, &out);
+        assert!(same, "{name} differs from the written image: {said}");
     }
 }
 
 #[test]
 fn esp_from_a_tar_archive_holds_the_archives_bytes() {
-    let dir = tempdir();
-    let tree = dir.path().join("tree");
-    boot_tree(&tree);
+    let (dir, tree) = temp_source(boot_tree);
     let tar = dir.path().join("tree.tar.gz");
-    tool_ok(
-        "tar",
-        [
-            OsStr::new("-C"),
-            tree.as_os_str(),
-            OsStr::new("-czf"),
-            tar.as_os_str(),
-            OsStr::new("."),
-        ],
-    );
+    tar_c(&tree, &tar, &["-z"]);
     let img = dir.path().join("disk.img");
     build(&tar, &img, &[]).assert_ok();
     let esp = partition(&img, 1);
-
-    assert!(
-        esp_file(&img, esp.offset, "testos/6.1.0-10-amd64/initrd")
-            == fs::read(tree.join("boot/initrd.img-6.1.0-10-amd64")).unwrap()
+    assert_esp_holds(
+        &img,
+        &esp,
+        "testos/6.1.0-10-amd64/initrd",
+        &tree,
+        "boot/initrd.img-6.1.0-10-amd64",
     );
 }

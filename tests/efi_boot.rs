@@ -1,4 +1,4 @@
-//! `--efi` boots: the Debian tree of tests/debian/tree.sh (systemd, systemd-boot, a kernel),
+//! `--efi` boots: the Debian tree of tests/common/debian.rs (systemd, systemd-boot, a kernel),
 //! seen through an overlay that adds a check unit, becomes an `--efi` disk that OVMF boots under
 //! qemu TCG with no -kernel — from a file and served over NBD with `--serve --efi` — to
 //! multi-user.target with no failed unit; the guest's own vfat driver compares the ESP's kernel,
@@ -9,39 +9,14 @@ use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::common::boot::{boot_until_verdict, ovmf_qemu_args, repo, run_ok};
+use crate::common::boot::{boot_until_verdict, ovmf_qemu_args};
+use crate::common::debian::debian_tree;
 use crate::common::*;
 
-/// The packages of the Debian tree that boots (the same list as the other Debian boot tests,
-/// so that one cached tree serves them all).
-const DEBIAN_PACKAGES: &[&str] = &[
-    "systemd-sysv",
-    "udev",
-    "linux-image-amd64",
-    "systemd-boot",
-    "iputils-ping",
-    "libcap2-bin",
-];
 /// What the check unit prints on the console once the system has finished starting.
 const VERDICT: &str = "LDK-EFI-CHECK";
-
-/// The cached Debian tree (made by tests/debian/tree.sh when missing).
-fn debian_tree() -> &'static Path {
-    static TREE: OnceLock<PathBuf> = OnceLock::new();
-    TREE.get_or_init(|| {
-        require_root();
-        let out = run_ok(Command::new(repo().join("tests/debian/tree.sh")).args(DEBIAN_PACKAGES));
-        let p = PathBuf::from(out.trim());
-        assert!(
-            p.join("etc/debian_version").is_file(),
-            "tree.sh printed {out:?}"
-        );
-        p
-    })
-}
 
 /// The Debian tree seen through an overlay whose upper layer adds a unit that, once the system
 /// has finished starting, prints the system state and the failed units on the console and

@@ -1,17 +1,18 @@
 //! The man page's EXAMPLES, pasted as a user would: taken from the page as groff renders it and
 //! run by bash, with `linuxdisk-mk` on PATH, in a private mount namespace (so that /tmp, /mnt and
 //! /boot are the test's own). /boot holds the kernel and initramfs of a Debian bookworm tree
-//! (tests/debian/tree.sh, with linux-image-amd64) under the names the examples use
+//! (tests/common/debian.rs, with linux-image-amd64) under the names the examples use
 //! (`vmlinuz-$(uname -r)`), standing for the running Debian kernel. Checked: the images (sgdisk,
 //! e2fsck, dumpe2fs), the dry run and its JSON (jq), the served disks (nbdinfo, nbdcopy), the
 //! kernel mount, and the busybox appliance booting under qemu (TCG) from the image and served
 //! over NBD, to busybox's "Please press Enter to activate this console."
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::debian;
 use crate::common::nbd::require_tools;
 use crate::common::*;
 
@@ -82,16 +83,12 @@ impl Sandbox {
 
     /// Puts a Debian kernel and its initramfs in boot/ under the running kernel's release.
     fn with_debian_kernel(self) -> Sandbox {
-        let tree = debian_tree();
         let release = tool_ok("uname", ["-r"]).trim().to_string();
-        for (kind, want) in [("vmlinuz", "vmlinuz-"), ("initrd.img", "initrd.img-")] {
-            let from = std::fs::read_dir(tree.join("boot"))
-                .unwrap()
-                .flatten()
-                .map(|e| e.path())
-                .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(want))
-                .unwrap_or_else(|| panic!("no {kind} in {}/boot", tree.display()));
-            std::fs::copy(&from, self.path().join(format!("boot/{want}{release}"))).unwrap();
+        for (from, name) in [
+            (debian::kernel(), "vmlinuz-"),
+            (debian::initrd(), "initrd.img-"),
+        ] {
+            std::fs::copy(&from, self.path().join(format!("boot/{name}{release}"))).unwrap();
         }
         self
     }
@@ -127,24 +124,6 @@ impl Sandbox {
         assert!(status.success(), "{script}\nfailed: {status}\n{out}");
         out
     }
-}
-
-/// A Debian bookworm tree with a kernel (made once by tests/debian/tree.sh, then cached).
-fn debian_tree() -> PathBuf {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/debian/tree.sh");
-    // The package list of the other tests that boot Debian, so that the cache is shared.
-    let out = tool_ok(
-        script,
-        [
-            "systemd-sysv",
-            "udev",
-            "linux-image-amd64",
-            "systemd-boot",
-            "iputils-ping",
-            "libcap2-bin",
-        ],
-    );
-    PathBuf::from(out.lines().last().expect("tree.sh prints the tree").trim())
 }
 
 /// Kills a process group when dropped.

@@ -27,8 +27,6 @@ const RSS_LIMIT_KIB: u64 = 200 * 1024;
 const PEAK_RSS_LIMIT_KIB: u64 = 256 * 1024;
 /// Worker threads per connection (src/nbd/session.rs), plus the connection's own thread.
 const THREADS_PER_CONNECTION: u64 = 1 + 4;
-/// Builds and serves under this epoch: the served disk is byte-identical to the image file.
-const EPOCH: (&str, &str) = ("SOURCE_DATE_EPOCH", "1700000000");
 
 /// (VmRSS in KiB, thread count) of a process, from /proc.
 fn rss_and_threads(pid: u32) -> (u64, u64) {
@@ -151,25 +149,21 @@ impl Twin {
         }
         drop(sparse);
         let image = tmp.path().join("disk.img");
-        let mut cmd = Command::new(BIN);
-        cmd.env(EPOCH.0, EPOCH.1);
-        let args = [
-            "-q".as_ref(),
-            "-t".as_ref(),
-            "ext4".as_ref(),
-            src.as_os_str(),
-        ];
-        run_cmd_timeout(cmd, args.iter().chain([&image.as_os_str()]), TOOL_TIMEOUT).assert_ok();
+        write_image_at_epoch(&src, &image);
         let sock = tmp.path().join("s.sock");
         let pidfile = tmp.path().join("pid");
         let server = ServerGuard::start_with_env(
             &[EPOCH],
-            args.into_iter().chain([
+            [
+                "-q".as_ref(),
+                "-t".as_ref(),
+                "ext4".as_ref(),
+                src.as_os_str(),
                 "--socket".as_ref(),
                 sock.as_os_str(),
                 "--pidfile".as_ref(),
                 pidfile.as_os_str(),
-            ]),
+            ],
         );
         Twin {
             server,

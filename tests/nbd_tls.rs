@@ -19,9 +19,6 @@ use crate::common::nbd::*;
 use crate::common::tls::*;
 use crate::common::*;
 
-/// Builds and serves under this epoch: the served disk is byte-identical to the image file.
-const EPOCH: (&str, &str) = ("SOURCE_DATE_EPOCH", "1700000000");
-
 /// A small tree, the image written for it, and a place for keys.
 struct Fixture {
     tmp: tempfile::TempDir,
@@ -38,16 +35,7 @@ impl Fixture {
         std::fs::create_dir(&src).unwrap();
         build_small_tree(&src);
         let image = tmp.path().join("disk.img");
-        let mut cmd = Command::new(BIN);
-        cmd.env(EPOCH.0, EPOCH.1);
-        let args = [
-            "-q".as_ref(),
-            "-t".as_ref(),
-            "ext4".as_ref(),
-            src.as_os_str(),
-            image.as_os_str(),
-        ];
-        run_cmd_timeout(cmd, args, TOOL_TIMEOUT).assert_ok();
+        write_image_at_epoch(&src, &image);
         Fixture { tmp, src, image }
     }
 
@@ -284,9 +272,7 @@ fn run_gives_a_uri_that_libnbd_clients_use_as_it_is() {
         let mut args = vec!["--serve", "-t", "ext4", "--run", &cmd];
         args.extend_from_slice(&keys);
         args.push(f.src.to_str().unwrap());
-        let mut c = Command::new(BIN);
-        c.env(EPOCH.0, EPOCH.1);
-        let r = run_cmd_timeout(c, args, TOOL_TIMEOUT);
+        let r = run_cmd_timeout(bin_at_epoch(), args, TOOL_TIMEOUT);
         r.assert_ok();
         assert!(r.stdout.contains("uri=nbds"), "{keys:?}\n{}", r.describe());
         f.assert_image(&out, &format!("--run with {keys:?}"));

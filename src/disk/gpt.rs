@@ -378,14 +378,19 @@ mod tests {
         assert_eq!(&h[80..92], &p[80..92]);
     }
 
-    #[test]
-    fn partitions_follow_each_other_on_mib_boundaries() {
-        let disk = Uuid::new_v4();
-        let esp = Entry {
+    /// An EFI system partition's entry, with a random GUID.
+    fn esp_entry() -> Entry {
+        Entry {
             part_type: ESP_TYPE,
             guid: Uuid::new_v4(),
             name: ESP_NAME.into(),
-        };
+        }
+    }
+
+    #[test]
+    fn partitions_follow_each_other_on_mib_boundaries() {
+        let disk = Uuid::new_v4();
+        let esp = esp_entry();
         let root = Guids::random().entry();
         let l = layout_parts(
             disk,
@@ -441,68 +446,68 @@ mod tests {
         text
     }
 
-    #[test]
-    fn sgdisk_accepts_the_image() {
+    /// Writes a disk of layout `l` (its tables, the rest a hole) in a fresh directory and
+    /// asserts that `sgdisk -v` finds no problem with it: (the directory, the disk's path).
+    fn verified_disk(l: &GptLayout) -> (tempfile::TempDir, String) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("disk.img");
-        let g = Guids::random();
-        let l = layout((9 << 20) + 8192, &g);
         let f = std::fs::File::create(&path).unwrap();
         f.set_len(l.disk_size).unwrap();
         f.write_all_at(&l.primary, 0).unwrap();
         f.write_all_at(&l.backup, l.backup_offset()).unwrap();
         drop(f);
-        let p = path.to_str().unwrap();
-        let verify = run(&["-v", p]);
+        let p = path.to_str().unwrap().to_owned();
+        let verify = run(&["-v", &p]);
         assert!(verify.contains("No problems found"), "{verify}");
         assert!(!verify.contains("Caution"), "sgdisk cautions: {verify}");
-        let info = run(&["-i", "1", p]).to_uppercase();
-        assert!(
-            info.contains("0FC63DAF-8483-4772-8E79-3D69D8477DE4"),
-            "{info}"
-        );
-        assert!(info.contains("LINUX FILESYSTEM"), "{info}");
+        (dir, p)
+    }
+
+    /// Asserts that `sgdisk -i N` on `disk` says each of `wants` (in upper case).
+    fn assert_sgdisk_info(disk: &str, n: u32, wants: &[&str]) {
+        let info = run(&["-i", &n.to_string(), disk]).to_uppercase();
+        for want in wants {
+            assert!(info.contains(want), "no {want:?} in sgdisk -i {n}: {info}");
+        }
+    }
+
+    #[test]
+    fn sgdisk_accepts_the_image() {
+        let g = Guids::random();
+        let (_dir, p) = verified_disk(&layout((9 << 20) + 8192, &g));
         let guid = g.partition.hyphenated().to_string().to_uppercase();
-        assert!(info.contains(&guid), "{info}");
-        assert!(info.contains("FIRST SECTOR: 2048"), "{info}");
-        assert!(info.contains("'LINUX'"), "{info}");
+        assert_sgdisk_info(
+            &p,
+            1,
+            &[
+                "0FC63DAF-8483-4772-8E79-3D69D8477DE4",
+                "LINUX FILESYSTEM",
+                &guid,
+                "FIRST SECTOR: 2048",
+                "'LINUX'",
+            ],
+        );
     }
 
     #[test]
     fn sgdisk_accepts_two_partitions() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("disk.img");
-        let esp = Entry {
-            part_type: ESP_TYPE,
-            guid: Uuid::new_v4(),
-            name: ESP_NAME.into(),
-        };
+        let esp = esp_entry();
         let l = layout_parts(
             Uuid::new_v4(),
             &[(esp.clone(), 33 << 20), (Guids::random().entry(), 5 << 20)],
         );
-        let f = std::fs::File::create(&path).unwrap();
-        f.set_len(l.disk_size).unwrap();
-        f.write_all_at(&l.primary, 0).unwrap();
-        f.write_all_at(&l.backup, l.backup_offset()).unwrap();
-        drop(f);
-        let p = path.to_str().unwrap();
-        let verify = run(&["-v", p]);
-        assert!(verify.contains("No problems found"), "{verify}");
-        assert!(!verify.contains("Caution"), "sgdisk cautions: {verify}");
-        let info = run(&["-i", "1", p]).to_uppercase();
-        assert!(
-            info.contains("C12A7328-F81F-11D2-BA4B-00A0C93EC93B"),
-            "{info}"
+        let (_dir, p) = verified_disk(&l);
+        let guid = esp.guid.hyphenated().to_string().to_uppercase();
+        assert_sgdisk_info(
+            &p,
+            1,
+            &[
+                "C12A7328-F81F-11D2-BA4B-00A0C93EC93B",
+                "EFI SYSTEM PARTITION",
+                &guid,
+                "'ESP'",
+            ],
         );
-        assert!(info.contains("EFI SYSTEM PARTITION"), "{info}");
-        assert!(
-            info.contains(&esp.guid.hyphenated().to_string().to_uppercase()),
-            "{info}"
-        );
-        assert!(info.contains("'ESP'"), "{info}");
-        let info = run(&["-i", "2", p]).to_uppercase();
-        assert!(info.contains("FIRST SECTOR: 69632"), "{info}");
-        assert!(info.contains("'LINUX'"), "{info}");
+        assert_sgdisk_info(&p, 2, &["FIRST SECTOR: 69632", "'LINUX'"]);
     }
 }

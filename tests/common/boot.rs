@@ -4,8 +4,8 @@
 //! tree from examples/appliance/make-root.sh, and one watcher ([`watch_console`]) that runs a
 //! command whose output is the serial console until a marker appears and the guest powers off
 //! (tests/boot_debian.rs watches its own marker with it). For disks that boot on their own
-//! (tests/efi_boot.rs): qemu's arguments for UEFI firmware (OVMF) and a watcher that waits for
-//! the guest's verdict line.
+//! (tests/efi_boot.rs): qemu's arguments for UEFI firmware (OVMF) and the same watcher waiting
+//! for the guest's verdict line. A failed boot keeps its console log ([`boot_failed`]).
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -128,11 +128,26 @@ pub struct Console {
 /// until it exits; killed if `marker` has not appeared after `boot_timeout`, or `grace` after
 /// it did.
 pub fn watch_console(
-    mut cmd: Command,
+    cmd: Command,
     log: &Path,
     marker: &str,
     boot_timeout: Duration,
     grace: Duration,
+) -> Console {
+    watch(cmd, log, boot_timeout, grace, |text, _| {
+        text.contains(marker)
+    })
+}
+
+/// [`watch_console`] with `seen` telling whether the marker has appeared: it is shown the
+/// console so far and the time since the start at every look (every 250 ms, and once more
+/// when `cmd` has exited), and [`Console::marker_at`] is the first look it said yes to.
+fn watch(
+    mut cmd: Command,
+    log: &Path,
+    boot_timeout: Duration,
+    grace: Duration,
+    mut seen: impl FnMut(&str, Duration) -> bool,
 ) -> Console {
     let console = File::create(log).expect("create console log");
     let shown = format!("{cmd:?}");
@@ -146,12 +161,17 @@ pub fn watch_console(
             .unwrap_or_else(|e| panic!("cannot start {shown}: {e}")),
     );
     let read_log = || String::from_utf8_lossy(&fs::read(log).unwrap_or_default()).into_owned();
+    // One look at the console: when `seen` says yes for the first time, the marker is there now.
+    let mut look = |text: &str, marker_at: &mut Option<Duration>| {
+        let t = start.elapsed();
+        if seen(text, t) && marker_at.is_none() {
+            *marker_at = Some(t);
+        }
+    };
     let mut marker_at = None;
     let ended = loop {
         std::thread::sleep(Duration::from_millis(250));
-        if marker_at.is_none() && read_log().contains(marker) {
-            marker_at = Some(start.elapsed());
-        }
+        look(&read_log(), &mut marker_at);
         if let Some(st) = g.0.try_wait().expect("wait for the boot") {
             break Ok(st);
         }
@@ -164,11 +184,26 @@ pub fn watch_console(
             ));
         }
     };
+    let text = read_log();
+    look(&text, &mut marker_at);
     Console {
-        text: read_log(),
+        text,
         marker_at,
         ended,
     }
+}
+
+/// Panics: booting `what` (run as `shown`) failed because of `why`. The console log is kept
+/// in target/tmp, its last [`TAIL_LINES`] lines shown.
+pub fn boot_failed(what: &str, why: &str, shown: &str, log: &Path, text: &str) -> ! {
+    let kept = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{what}.console.log"));
+    let _ = fs::copy(log, &kept);
+    panic!(
+        "booting {what} failed: {why}\ncommand: {shown}\nfull console log: {}\n--- last \
+         {TAIL_LINES} console lines ---\n{}",
+        kept.display(),
+        tail(text)
+    );
 }
 
 /// The last [`TAIL_LINES`] lines of a console, for failure messages.
@@ -211,15 +246,7 @@ pub fn assert_boots(mut cmd: Command, log: &Path, what: &str) {
         Ok(_) => {}
     }
     if !problems.is_empty() {
-        let kept = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{what}.console.log"));
-        let _ = fs::copy(log, &kept);
-        let tail = tail(&text);
-        panic!(
-            "booting {what} failed: {}\ncommand: {shown}\nfull console log: {}\n--- last \
-             {TAIL_LINES} console lines ---\n{tail}",
-            problems.join("; "),
-            kept.display()
-        );
+        boot_failed(what, &problems.join("; "), &shown, log, &text);
     }
     eprintln!("{what}: marker after {marker_at:.1?}; {ended:?}");
 }
@@ -268,68 +295,37 @@ pub struct UefiBoot {
 /// Runs `cmd` (qemu, or a server whose --run starts qemu) with its output (the serial console)
 /// in `log` until a line starting with `verdict` appears and `cmd` exits 0 (the guest powers
 /// off), or [`UEFI_BOOT_TIMEOUT`] passes; panics with the console's tail otherwise.
-pub fn boot_until_verdict(mut cmd: Command, log: &Path, what: &str, verdict: &str) -> UefiBoot {
-    let console = File::create(log).expect("create console log");
+pub fn boot_until_verdict(cmd: Command, log: &Path, what: &str, verdict: &str) -> UefiBoot {
     let shown = format!("{cmd:?}");
-    let start = Instant::now();
-    let mut g = Group(
-        cmd.stdin(Stdio::null())
-            .stdout(console.try_clone().expect("clone console log"))
-            .stderr(console)
-            .process_group(0)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {shown}: {e}")),
-    );
-    let read_log = || String::from_utf8_lossy(&fs::read(log).unwrap_or_default()).into_owned();
     let find = |text: &str| {
         text.lines()
             .map(|l| l.trim_end_matches('\r'))
             .find_map(|l| l.find(verdict).map(|i| l[i..].to_string()))
     };
-    let (mut login_after, mut verdict_at) = (None, None);
-    let ended = loop {
-        std::thread::sleep(Duration::from_millis(250));
-        let text = read_log();
+    let mut login_after = None;
+    let c = watch(cmd, log, UEFI_BOOT_TIMEOUT, POWEROFF_GRACE, |text, t| {
         if login_after.is_none() && text.contains(" login: ") {
-            login_after = Some(start.elapsed());
+            login_after = Some(t);
         }
-        if verdict_at.is_none() && find(&text).is_some() {
-            verdict_at = Some(start.elapsed());
-        }
-        if let Some(st) = g.0.try_wait().expect("wait for the boot") {
-            break Ok(st);
-        }
-        let limit = verdict_at.map_or(UEFI_BOOT_TIMEOUT, |t| t + POWEROFF_GRACE);
-        if start.elapsed() > limit {
-            drop(g);
-            break Err(format!(
-                "killed after {:.1?} (still running)",
-                start.elapsed()
-            ));
-        }
+        find(text).is_some()
+    });
+    let Some(found) = find(&c.text) else {
+        let why = format!("no line starting with {verdict:?} appeared");
+        boot_failed(what, &why, &shown, log, &c.text);
     };
-    let text = read_log();
-    let problem = match (&ended, find(&text)) {
-        (_, None) => Some(format!("no line starting with {verdict:?} appeared")),
-        (Ok(st), Some(_)) if !st.success() => Some(format!("it exited with {st}")),
-        (Err(e), Some(_)) => Some(e.clone()),
-        _ => None,
-    };
-    if let Some(problem) = problem {
-        let kept = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{what}.console.log"));
-        let _ = fs::copy(log, &kept);
-        let lines: Vec<&str> = text.lines().collect();
-        let tail = lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n");
-        panic!(
-            "booting {what} failed: {problem}\ncommand: {shown}\nfull console log: {}\n--- last \
-             {TAIL_LINES} console lines ---\n{tail}",
-            kept.display()
-        );
+    match &c.ended {
+        Ok(st) if !st.success() => {
+            boot_failed(what, &format!("it exited with {st}"), &shown, log, &c.text)
+        }
+        Err(e) => boot_failed(what, e, &shown, log, &c.text),
+        Ok(_) => {}
     }
-    let verdict_after = verdict_at.unwrap_or_else(|| start.elapsed());
+    let verdict_after = c
+        .marker_at
+        .expect("the verdict is in the console's last look");
     eprintln!("{what}: login prompt after {login_after:.1?}, verdict after {verdict_after:.1?}");
     UefiBoot {
-        verdict: find(&text).expect("found above"),
+        verdict: found,
         login_after,
         verdict_after,
     }

@@ -15,7 +15,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{require_root, run_cmd_timeout, wait_timeout, Run, BIN};
+use super::{bin_at_epoch, require_root, run_cmd_timeout, wait_timeout, Run, BIN};
 
 /// How long a server may take to build its disk and say it is serving.
 pub const START_TIMEOUT: Duration = Duration::from_secs(120);
@@ -42,6 +42,19 @@ pub fn require_python_nbd() {
         "{PYTHON} cannot import nbd: apt-get install python3-libnbd\n{}",
         String::from_utf8_lossy(&py.stderr)
     );
+}
+
+/// Writes `image` with `linuxdisk-mk -q -t ext4 SRC IMAGE` under [`EPOCH`](super::EPOCH): the
+/// disk that `--serve -t ext4 SRC` under the same epoch serves, byte for byte.
+pub fn write_image_at_epoch(src: &Path, image: &Path) {
+    let args = [
+        OsStr::new("-q"),
+        OsStr::new("-t"),
+        OsStr::new("ext4"),
+        src.as_os_str(),
+        image.as_os_str(),
+    ];
+    run_cmd_timeout(bin_at_epoch(), args, TOOL_TIMEOUT).assert_ok();
 }
 
 /// The server under test: the binary, or `$LINUXDISK_MK_NBD_SERVER` (a stand-in, see the module doc).

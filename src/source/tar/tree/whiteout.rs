@@ -8,7 +8,7 @@
 
 use anyhow::Result;
 
-use super::{discard, parent_dir, Builder};
+use super::{discard, Builder};
 use crate::source::tar::names::Names;
 use crate::source::{Entry, Timestamp};
 
@@ -25,15 +25,9 @@ impl Builder {
         };
         if name == OPAQUE {
             // The directory is part of this layer even when no member lists it.
-            let Builder {
-                root,
-                names,
-                next_ino,
-                layer,
-                ..
-            } = self;
-            let d = parent_dir(root, names, (*layer, next_ino), parents, t)?;
-            hide_lower_children(names, d, *layer);
+            let layer = self.layer;
+            let (d, names, _) = self.dir_at(parents, t)?;
+            hide_lower_children(names, d, layer);
             return Ok(true);
         }
         let Some(hidden) = name.strip_prefix(PREFIX) else {
