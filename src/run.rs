@@ -37,6 +37,10 @@ pub fn run(cli: &Cli) -> Result<i32> {
         Some(output) => image::check_output(output, cli.force)?,
         None => nbd::check_options(&serve_options(cli))?,
     }
+    // Values past what the filesystem holds are refused before anything is read or written.
+    let opts = options(cli)?;
+    mkfs::limits::check(&opts)?;
+    let epoch = identity::source_date_epoch()?;
     raise_fd_limit();
     let exclude = cli.output.as_deref().and_then(source::identity);
 
@@ -52,8 +56,6 @@ pub fn run(cli: &Cli) -> Result<i32> {
         Human(tree.data_bytes)
     ));
 
-    let opts = options(cli)?;
-    let epoch = identity::source_date_epoch()?;
     let ids = match epoch {
         Some(t) => {
             let norm = Normalise {
@@ -112,7 +114,7 @@ pub fn run(cli: &Cli) -> Result<i32> {
     };
     // Writing: build the filesystem in place in OUTPUT's temp file, at the partition offset, so
     // file data is copied once; only the partition table is left to write.
-    let out = image::Output::create(output, cli.force)?;
+    let out = image::Output::create(output, cli.force, readers(cli, &tree, &say))?;
     let file = out.file().clone();
     let offset = match cli.partition {
         PartitionMode::Gpt => PARTITION_START,
@@ -148,6 +150,38 @@ pub fn run(cli: &Cli) -> Result<i32> {
     Ok(0)
 }
 
+/// Who may read OUTPUT: its owner only when the tree (or the archive it came from) holds what
+/// others may not read; `say` tells why.
+fn readers(cli: &Cli, tree: &source::Tree, say: &dyn Fn(&str)) -> image::Readers {
+    let src = cli.source();
+    let name = src.as_os_str().as_encoded_bytes();
+    let secret = source::secret::first_secret(&tree.root, name).or_else(|| {
+        use std::os::unix::fs::PermissionsExt;
+        // An archive file's own mode counts too (not stdin's: nothing names it).
+        if tree.spool.is_none() || src.as_os_str() == "-" {
+            return None;
+        }
+        let perm = std::fs::metadata(src).ok()?.permissions().mode() & 0o7777;
+        (perm & 0o004 == 0).then(|| {
+            format!(
+                "{} is not readable by others (mode {perm:04o})",
+                src.display()
+            )
+        })
+    });
+    match secret {
+        Some(why) => {
+            let out = cli.output.as_deref().unwrap_or(src);
+            say(&format!(
+                "{} is made readable by its owner only: {why}",
+                out.display()
+            ));
+            image::Readers::Owner
+        }
+        None => image::Readers::Anyone,
+    }
+}
+
 /// Reads SOURCE: a directory (walked), `-` (a tar stream on stdin) or any other file (a tar
 /// archive, compression detected from its bytes).
 fn read_source(
@@ -173,6 +207,7 @@ fn read_source(
             source::ScanOptions {
                 exclude,
                 skip_unreadable: cli.skip_unreadable,
+                one_file_system: cli.one_file_system,
             },
             on_entry,
         ),

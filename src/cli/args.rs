@@ -163,6 +163,20 @@ pub struct Cli {
     #[arg(long)]
     pub skip_unreadable: bool,
 
+    /// Stay on SOURCE's filesystem: keep each mount point inside it, empty, without what is
+    /// mounted there (as tar, rsync, du and cp -x)
+    ///
+    /// A directory with another filesystem (or a bind mount) mounted on it is kept as an empty
+    /// directory, a file with one mounted on it as an empty file; like tar and rsync, they keep
+    /// the owner, mode and times of what is mounted there, since what lies beneath is hidden
+    /// by the mount. Unlike tar and rsync, which compare device numbers, a bind mount of
+    /// SOURCE's own filesystem counts as a mount point too: its contents come from elsewhere.
+    /// Without -x every mount point crossed is named in a warning, and a filesystem of the
+    /// kernel's state (proc, sysfs, cgroup, debugfs...) mounted in SOURCE is an error: its
+    /// files are not data an image should hold.
+    #[arg(short = 'x', long)]
+    pub one_file_system: bool,
+
     /// Say what was chosen (sizes, inode counts, free space)
     #[arg(short, long)]
     pub verbose: bool,

@@ -7,6 +7,7 @@ pub mod format;
 pub mod fstype;
 pub mod htree;
 pub mod layout;
+pub mod limits;
 pub mod plan;
 pub mod populate;
 pub mod size;
@@ -382,16 +383,12 @@ impl Maker<'_> {
         made: &mut Formatted,
         progress: &Progress,
     ) -> Result<Option<Lazy>> {
-        let fd = crate::source::bytes::open_root(tree, source)?;
+        let fd = tree.dir.as_deref();
         let lazy = match self.opts.lazy {
             false => None,
             true => Some(Lazy::new(
-                match tree.spool {
-                    Some(_) => None,
-                    None => Some(LiveTree::open(source)?),
-                },
+                LiveTree::of(tree, source.as_os_str().as_encoded_bytes())?,
                 source.as_os_str().len(),
-                tree.spool.clone(),
             )),
         };
         let dir_index = made
@@ -423,17 +420,17 @@ impl Maker<'_> {
             position: None,
         };
         let mut path = source.as_os_str().as_encoded_bytes().to_vec();
-        match (&fd, p.lazy.is_none()) {
+        match (fd, p.lazy.is_none()) {
             // Copying from a directory: read ahead of the copy in a second thread.
             (Some(root), true) => {
                 p.position = Some(&position);
                 std::thread::scope(|s| {
                     let _stop = FinishOnDrop(&position);
                     s.spawn(|| readahead::run(root.as_fd(), &tree.root, &position, WINDOW));
-                    p.run(&tree.root, fd.as_ref(), &mut path)
+                    p.run(&tree.root, fd, &mut path)
                 })?;
             }
-            _ => p.run(&tree.root, fd.as_ref(), &mut path)?,
+            _ => p.run(&tree.root, fd, &mut path)?,
         }
         Ok(p.lazy)
     }

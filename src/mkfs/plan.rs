@@ -5,10 +5,12 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use super::htree::BlockBound;
 use super::layout::block_ranges;
+use super::limits::{check_time, time_range, MAX_INODES, MAX_LINKS};
+use super::populate::clamp;
 use super::size::Human;
 use super::Options;
 use crate::source::{display, Entry, Kind, Tree};
@@ -46,7 +48,15 @@ pub fn needs(tree: &Tree, source: &Path, opts: &Options) -> Result<Needs> {
     };
     let mut path = source.as_os_str().as_encoded_bytes().to_vec();
     let mut multi: HashMap<(u64, u64), u32> = HashMap::new();
+    check_times(&tree.root, opts, &path)?;
     dir(&tree.root, true, opts, &mut n, &mut multi, &mut path)?;
+    if n.inodes > MAX_INODES {
+        bail!(
+            "{}: {} entries need more inodes than the {MAX_INODES} a filesystem holds",
+            display(&path),
+            n.inodes
+        );
+    }
     n.link_counts = multi.into_iter().filter(|&(_, c)| c > 1).collect();
     Ok(n)
 }
@@ -113,10 +123,17 @@ fn entry(
     if !e.is_dir() && e.meta.nlink > 1 {
         let c = multi.entry((e.meta.dev, e.meta.ino)).or_insert(0);
         *c += 1;
+        if *c as u64 > MAX_LINKS {
+            bail!(
+                "{}: more than {MAX_LINKS} names for one file, the most its link count holds",
+                display(path)
+            );
+        }
         if *c > 1 {
             return Ok(()); // another name for an inode already counted
         }
     }
+    check_times(e, opts, path)?;
     n.inodes += 1;
     match &e.kind {
         Kind::Dir { .. } => return dir(e, false, opts, n, multi, path),
@@ -151,6 +168,25 @@ fn entry(
         _ => {}
     }
     n.blocks += xattr_blocks(e, opts, path)?;
+    Ok(())
+}
+
+/// Refuses an entry whose times (as they will be stored: clamped under SOURCE_DATE_EPOCH) lie
+/// outside what its inode holds, rather than store them wrapped round.
+fn check_times(e: &Entry, opts: &Options, path: &[u8]) -> Result<()> {
+    let range = time_range(opts.inode_size);
+    let m = &e.meta;
+    let mut times = vec![(m.mtime, "modification time")];
+    if opts.clamp_time.is_none() {
+        times.extend([(m.atime, "access time"), (m.ctime, "change time")]);
+        if opts.inode_size > 128 {
+            times.push((m.btime, "creation time")); // 128-byte inodes store none
+        }
+    }
+    for (t, what) in times {
+        let t = opts.clamp_time.map_or(t, |limit| clamp(t, limit));
+        check_time(t, range, what).with_context(|| display(path))?;
+    }
     Ok(())
 }
 

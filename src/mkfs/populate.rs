@@ -20,10 +20,11 @@ use super::layout::block_ranges;
 use super::plan::{lost_found_blocks, LINK_MAX};
 use crate::copy::RangeCopier;
 use crate::progress::Progress;
-use crate::source::bytes::{file_bytes, unchanged, FileBytes};
-use crate::source::live::{LiveFile, LiveTree};
+use crate::source::bytes::{dir_of, file_bytes};
+use crate::source::live::{DirId, LiveFile, LiveTree, ROOT};
+use crate::source::open::Stamp;
 use crate::source::readahead::Position;
-use crate::source::{display, open_child_dir, Data, Entry, Kind, Layout, Meta, Timestamp};
+use crate::source::{display, Data, Entry, Kind, Layout, Meta, Spool, Timestamp};
 
 pub struct Populator<'a> {
     pub fs: &'a mut Filesystem,
@@ -40,7 +41,7 @@ pub struct Populator<'a> {
     pub linked: HashMap<(u64, u64), Ino>,
     pub copier: RangeCopier,
     /// The tree's spool file, for files whose data is [`Data::Spool`].
-    pub spool: Option<&'a File>,
+    pub spool: Option<&'a Spool>,
     /// `--owner`: every entry's owner.
     pub owner: Option<(u32, u32)>,
     /// Name hashing for htree directories; None without the dir_index feature.
@@ -53,13 +54,11 @@ pub struct Populator<'a> {
     pub position: Option<&'a Position>,
 }
 
-/// Where a lazily served piece of file data is read from.
+/// Where a lazily served piece of file data is read from: a file of the source (or the
+/// archive's spool), from byte `offset`, checked on every read.
 #[derive(Clone)]
 pub enum LazyData {
-    /// A file of the source directory, from byte `offset`, checked on every read.
     Live { file: Arc<LiveFile>, offset: u64 },
-    /// The tar archive's spool file, from byte `offset`.
-    Spool { file: Arc<File>, offset: u64 },
 }
 
 impl LazyData {
@@ -67,10 +66,6 @@ impl LazyData {
     fn advanced(&self, by: u64) -> LazyData {
         match self {
             LazyData::Live { file, offset } => LazyData::Live {
-                file: file.clone(),
-                offset: offset + by,
-            },
-            LazyData::Spool { file, offset } => LazyData::Spool {
                 file: file.clone(),
                 offset: offset + by,
             },
@@ -88,49 +83,70 @@ pub struct LazyPart {
 /// File data left in the source (`--serve --lazy`): where each data range of each file lies in
 /// the filesystem, and where its bytes are read from.
 pub struct Lazy {
-    /// The source root, for a directory source.
-    pub tree: Option<Arc<LiveTree>>,
+    /// The source, as the scan left it.
+    pub tree: Arc<LiveTree>,
     /// Length of the source root's path at the start of every entry's path.
     pub root_len: usize,
-    /// The tree's spool, for an archive source.
-    pub spool: Option<Arc<File>>,
+    /// The directory being populated, then its parent, and so on up to the root.
+    dirs: Vec<DirId>,
     /// Where each piece of file data goes and where it is read from, in the order placed.
     pub parts: Vec<LazyPart>,
     files: usize,
 }
 
 impl Lazy {
-    pub fn new(tree: Option<Arc<LiveTree>>, root_len: usize, spool: Option<Arc<File>>) -> Lazy {
+    pub fn new(tree: Arc<LiveTree>, root_len: usize) -> Lazy {
         Lazy {
             tree,
             root_len,
-            spool,
+            dirs: Vec::new(),
             parts: Vec::new(),
             files: 0,
         }
     }
 
+    /// Populating enters directory `d` (the root first).
+    fn enter(&mut self, d: &Entry) {
+        let id = match self.dirs.last() {
+            None => ROOT,
+            Some(&parent) => self.tree.add_dir(parent, &d.name, (d.meta.dev, d.meta.ino)),
+        };
+        self.dirs.push(id);
+    }
+
+    /// Populating is done with the directory last entered.
+    fn leave(&mut self) {
+        self.dirs.pop();
+    }
+
     /// Where file `e`'s bytes are read, at its byte 0.
-    fn source(&mut self, e: &Entry, data: Data, size: u64, path: &[u8]) -> Result<LazyData> {
-        Ok(match data {
+    fn source(
+        &mut self,
+        e: &Entry,
+        data: Data,
+        size: u64,
+        spool: Option<&Spool>,
+        path: &[u8],
+    ) -> Result<LazyData> {
+        self.files += 1;
+        let (dir, name, stamp, offset) = match data {
             Data::InTree => {
-                let tree = self.tree.as_ref().with_context(|| {
-                    format!("{}: no source directory to read from", display(path))
-                })?;
-                self.files += 1;
-                let rel = &path[self.root_len.min(path.len())..];
-                LazyData::Live {
-                    file: Arc::new(tree.file(rel, &e.meta, size, self.files)),
-                    offset: 0,
-                }
+                let dir = *self.dirs.last().context("a file outside any directory")?;
+                (dir, &*e.name, Stamp::of_entry(&e.meta, size), 0)
             }
-            Data::Spool { offset } => LazyData::Spool {
-                file: self
-                    .spool
-                    .clone()
-                    .with_context(|| format!("{}: no spool file", display(path)))?,
-                offset,
-            },
+            Data::Spool { offset } => {
+                let spool = spool.with_context(|| format!("{}: no spool file", display(path)))?;
+                (
+                    ROOT,
+                    &path[self.root_len.min(path.len())..],
+                    spool.stamp,
+                    offset,
+                )
+            }
+        };
+        Ok(LazyData::Live {
+            file: Arc::new(self.tree.file(dir, name, stamp, offset, self.files)),
+            offset: 0,
         })
     }
 }
@@ -156,6 +172,9 @@ impl Populator<'_> {
         path: &mut Vec<u8>,
         is_root: bool,
     ) -> Result<()> {
+        if let Some(lazy) = &mut self.lazy {
+            lazy.enter(d);
+        }
         let bs = self.fs.block_size();
         let mut kids: Vec<Child> = Vec::with_capacity(d.children().len() + 1);
         let mut subdirs = 0u64;
@@ -166,7 +185,7 @@ impl Populator<'_> {
             path.extend_from_slice(&c.name);
             let (c_ino, ft) = if is_root && &*c.name == b"lost+found" && c.is_dir() {
                 has_lost_found = true;
-                let child_fd = child_dir(fd, &c.name, path)?;
+                let child_fd = child_dir(fd, c, path)?;
                 self.dir(self.lost_found, ino, c, child_fd.as_ref(), path, false)?;
                 (self.lost_found, FileType::Directory)
             } else {
@@ -232,6 +251,9 @@ impl Populator<'_> {
             }
         }
         debug_assert_eq!(i, blocks.len());
+        if let Some(lazy) = &mut self.lazy {
+            lazy.leave();
+        }
         self.finish_inode(ino, &mut inode, d, path)
     }
 
@@ -289,7 +311,7 @@ impl Populator<'_> {
         let ino = match &e.kind {
             Kind::Dir { .. } => {
                 let ino = self.alloc_ino(parent, FileType::Directory, path)?;
-                let child_fd = child_dir(fd, &e.name, path)?;
+                let child_fd = child_dir(fd, e, path)?;
                 self.dir(ino, parent, e, child_fd.as_ref(), path, false)?;
                 ino
             }
@@ -429,7 +451,7 @@ impl Populator<'_> {
     ) -> Result<()> {
         let pieces = placed(runs, layout, size, self.block_size());
         if let Some(lazy) = &mut self.lazy {
-            let src = lazy.source(e, data, size, path)?;
+            let src = lazy.source(e, data, size, self.spool, path)?;
             for (at, from, len) in pieces {
                 lazy.parts.push(LazyPart {
                     at,
@@ -468,10 +490,7 @@ impl Populator<'_> {
             }
         }
         // A change while it was copied is caught here rather than written.
-        if let FileBytes::Opened(fd) = &bytes {
-            unchanged(fd, e, size, path)?;
-        }
-        Ok(())
+        bytes.check(path)
     }
 }
 
@@ -514,9 +533,10 @@ pub fn clamp(t: Timestamp, limit: i64) -> Timestamp {
     }
 }
 
-/// Opens a child directory when walking a directory source; None for archive sources.
-fn child_dir(parent: Option<&OwnedFd>, name: &[u8], path: &[u8]) -> Result<Option<OwnedFd>> {
-    parent.map(|fd| open_child_dir(fd, name, path)).transpose()
+/// Opens child directory `d` (checked to be the one scanned) when walking a directory source;
+/// None for archive sources.
+fn child_dir(parent: Option<&OwnedFd>, d: &Entry, path: &[u8]) -> Result<Option<OwnedFd>> {
+    parent.map(|fd| dir_of(fd, d, path)).transpose()
 }
 
 fn ft_of(k: &Kind) -> FileType {

@@ -4,14 +4,13 @@
 //! GUIDs from it, so they depend on nothing of the build host (atime, inode numbers, paths).
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use super::bytes::{file_bytes, open_root};
-use super::{display, open_child_dir, Data, Entry, Kind, Layout, Tree};
+use super::bytes::{dir_of, file_bytes, Spool};
+use super::{display, Data, Entry, Kind, Layout, Tree};
 
 /// What the digest normalises, as the image will.
 #[derive(Debug, Clone, Copy)]
@@ -20,9 +19,9 @@ pub struct Normalise {
     pub clamp_time: i64,
 }
 
-/// BLAKE3 of the tree rooted at `source` (a directory, unless the tree has a spool).
+/// BLAKE3 of the tree scanned from `source` (named in messages).
 pub fn digest(tree: &Tree, source: &Path, norm: Normalise) -> Result<[u8; 32]> {
-    let fd = open_root(tree, source)?;
+    let fd = tree.dir.as_deref();
     let mut d = Digester {
         h: blake3::Hasher::new(),
         norm,
@@ -31,7 +30,7 @@ pub fn digest(tree: &Tree, source: &Path, norm: Normalise) -> Result<[u8; 32]> {
         buf: vec![0u8; 1 << 20],
     };
     let mut path = source.as_os_str().as_encoded_bytes().to_vec();
-    d.entry(&tree.root, fd.as_ref(), &mut path)?;
+    d.entry(&tree.root, fd, &mut path)?;
     Ok(*d.h.finalize().as_bytes())
 }
 
@@ -40,7 +39,7 @@ struct Digester<'a> {
     norm: Normalise,
     /// Hard-link identity → order of first appearance.
     links: HashMap<(u64, u64), u64>,
-    spool: Option<&'a File>,
+    spool: Option<&'a Spool>,
     buf: Vec<u8>,
 }
 
@@ -93,7 +92,7 @@ impl Digester<'_> {
                     path.push(b'/');
                     path.extend_from_slice(&c.name);
                     let child_fd = match (&c.kind, dir) {
-                        (Kind::Dir { .. }, Some(fd)) => Some(open_child_dir(fd, &c.name, path)?),
+                        (Kind::Dir { .. }, Some(fd)) => Some(dir_of(fd, c, path)?),
                         _ => None,
                     };
                     self.entry(c, child_fd.as_ref().or(dir), path)?;
@@ -133,6 +132,11 @@ impl Digester<'_> {
         path: &[u8],
     ) -> Result<()> {
         let ranges = layout.data_ranges(size);
+        if ranges.iter().all(|(a, b)| a == b) {
+            // Nothing to read (an empty file): not opened.
+            ranges.iter().for_each(|&(a, _)| self.num(a));
+            return Ok(());
+        }
         let bytes = file_bytes(e, data, size, dir, self.spool, path)?;
         let (fd, base) = (bytes.fd(), bytes.base());
         for (a, b) in ranges {
@@ -150,6 +154,6 @@ impl Digester<'_> {
                 pos += got as u64;
             }
         }
-        Ok(())
+        bytes.check(path)
     }
 }

@@ -5,13 +5,17 @@
 pub mod bytes;
 pub mod digest;
 pub mod live;
+mod mounts;
+pub mod open;
 pub mod readahead;
+pub mod secret;
 pub mod tar;
 mod walk;
 mod xattr;
 
+pub use bytes::Spool;
 pub use tar::{read_archive, ArchiveInput};
-pub use walk::{identity, open_child_dir, open_child_file, scan, ScanOptions};
+pub use walk::{identity, scan, ScanOptions};
 
 /// A time as the source gives it: seconds and nanoseconds since the epoch (seconds may be
 /// negative or past 2038). `mkfs` turns it into the filesystem's encoding.
@@ -149,8 +153,11 @@ impl Entry {
 #[derive(Debug)]
 pub struct Tree {
     pub root: Entry,
+    /// SOURCE's directory as the scan opened it (None for an archive): every later read of the
+    /// tree goes through it, never through SOURCE's path again.
+    pub dir: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
     /// Where [`Data::Spool`] file contents live (None for a directory source).
-    pub spool: Option<std::sync::Arc<std::fs::File>>,
+    pub spool: Option<std::sync::Arc<Spool>>,
     /// Entries below the root (every name, hard links counted each time).
     pub entries: u64,
     /// Sum of regular files' data bytes (holes excluded, hard-linked files once).

@@ -6,12 +6,13 @@
 //! reads, checks and reports every file itself).
 
 use std::collections::VecDeque;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use rustix::fs::{Advice, Mode, OFlags};
+use rustix::fs::Advice;
 
+use super::open::{open_dir, open_file, Stamp};
 use super::{Data, Entry, Kind};
 
 /// How far ahead of the copy reading may run, in bytes of file data.
@@ -82,7 +83,7 @@ impl Walk<'_> {
         for c in d.children() {
             match &c.kind {
                 Kind::Dir { .. } => {
-                    if let Ok(sub) = open(fd, &c.name, OFlags::DIRECTORY) {
+                    if let Ok(sub) = open_dir(fd, &c.name, (c.meta.dev, c.meta.ino)) {
                         self.dir(sub.as_fd(), c)?;
                     } else {
                         self.skip_files(c);
@@ -106,7 +107,9 @@ impl Walk<'_> {
                         continue;
                     }
                     self.wait_for_room(bytes)?;
-                    if let Ok(f) = open(fd, &c.name, OFlags::NOFOLLOW | OFlags::NONBLOCK) {
+                    // Only the file scanned, never what replaced it (see `open`).
+                    let stamp = Stamp::of_entry(&c.meta, *size);
+                    if let Ok(f) = open_file(fd, &c.name, &stamp) {
                         for (s, e) in ranges {
                             let len = std::num::NonZeroU64::new(e - s);
                             let _ = rustix::fs::fadvise(&f, s, len, Advice::WillNeed);
@@ -154,18 +157,10 @@ impl Walk<'_> {
     }
 }
 
-fn open(dir: BorrowedFd<'_>, name: &[u8], extra: OFlags) -> rustix::io::Result<OwnedFd> {
-    rustix::fs::openat(
-        dir,
-        name,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | extra,
-        Mode::empty(),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustix::fs::{Mode, OFlags};
 
     fn tree_of(files: usize) -> (tempfile::TempDir, super::super::Tree) {
         let dir = tempfile::tempdir().unwrap();

@@ -39,7 +39,7 @@ use anyhow::{Context, Result};
 
 use self::decompress::{detect, Compression};
 use self::stream::{NeedSpool, Reader};
-use super::Tree;
+use super::{Spool, Tree};
 
 /// Where the archive comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,10 +69,15 @@ pub fn read_archive(
     on_entry: &mut dyn FnMut(),
 ) -> Result<Tree> {
     let name = input.name();
-    read(input, tmpdir, on_entry).map_err(|e| anyhow::anyhow!("{name}: {e:#}"))
+    read(input, &name, tmpdir, on_entry).map_err(|e| anyhow::anyhow!("{name}: {e:#}"))
 }
 
-fn read(input: ArchiveInput, tmpdir: &Path, on_entry: &mut dyn FnMut()) -> Result<Tree> {
+fn read(
+    input: ArchiveInput,
+    name: &str,
+    tmpdir: &Path,
+    on_entry: &mut dyn FnMut(),
+) -> Result<Tree> {
     let mut file = match input {
         // A file redirected to stdin is read like a named one (in place when uncompressed).
         ArchiveInput::Stdin => File::from(rustix::io::dup(std::io::stdin())?),
@@ -83,7 +88,7 @@ fn read(input: ArchiveInput, tmpdir: &Path, on_entry: &mut dyn FnMut()) -> Resul
         anyhow::bail!("is a directory, not an archive");
     }
     if !meta.is_file() || file.stream_position()? != 0 {
-        return spooled(Box::new(file), tmpdir, 0, on_entry);
+        return spooled(Box::new(file), name, tmpdir, 0, on_entry);
     }
     let mut magic = Vec::new();
     (&mut file)
@@ -91,18 +96,24 @@ fn read(input: ArchiveInput, tmpdir: &Path, on_entry: &mut dyn FnMut()) -> Resul
         .read_to_end(&mut magic)?;
     file.rewind()?;
     if detect(&magic)? != Compression::None {
-        return spooled(Box::new(file), tmpdir, 0, on_entry);
+        return spooled(Box::new(file), name, tmpdir, 0, on_entry);
     }
     let mut seen = 0u64;
     let mut count = || {
         seen += 1;
         on_entry();
     };
-    match collect(Reader::in_place(file.try_clone()?)?, &mut count) {
+    // Read in place, the archive is the spool: as it was before reading, or an error.
+    let before = Spool::new(file.try_clone()?, name.to_string())?;
+    match collect(Reader::in_place(file.try_clone()?)?, name, &mut count) {
         Err(e) if e.chain().any(|c| c.is::<NeedSpool>()) => {
             file.rewind()?;
-            spooled(Box::new(file), tmpdir, seen, on_entry)
+            spooled(Box::new(file), name, tmpdir, seen, on_entry)
         }
+        Ok(tree) => match before.what_changed() {
+            Some(why) => anyhow::bail!("changed while it was read ({why})"),
+            None => Ok(tree),
+        },
         r => r,
     }
 }
@@ -111,6 +122,7 @@ fn read(input: ArchiveInput, tmpdir: &Path, on_entry: &mut dyn FnMut()) -> Resul
 /// were already reported to `on_entry` (by an in-place pass that gave up).
 fn spooled(
     r: Box<dyn Read>,
+    name: &str,
     tmpdir: &Path,
     quiet: u64,
     on_entry: &mut dyn FnMut(),
@@ -128,11 +140,16 @@ fn spooled(
             on_entry();
         }
     };
-    collect(Reader::spooled(r, spool, tmpdir.to_path_buf()), &mut count)
+    let spool_name = format!("the spool file of {name} in {}", tmpdir.display());
+    collect(
+        Reader::spooled(r, spool, tmpdir.to_path_buf()),
+        &spool_name,
+        &mut count,
+    )
 }
 
-/// Reads every member into the tree.
-fn collect(mut r: Reader, on_entry: &mut dyn FnMut()) -> Result<Tree> {
+/// Reads every member into the tree; `name` names the file its bytes end up in (the spool).
+fn collect(mut r: Reader, name: &str, on_entry: &mut dyn FnMut()) -> Result<Tree> {
     let mut b = tree::Builder::default();
     while let Some(m) = r.next_member()? {
         b.add(m)?;
@@ -140,9 +157,11 @@ fn collect(mut r: Reader, on_entry: &mut dyn FnMut()) -> Result<Tree> {
     }
     let file = r.finish()?;
     let built = b.finish();
+    let spool = Spool::new(file, name.to_string()).context("statx of the spool")?;
     Ok(Tree {
         root: built.root,
-        spool: Some(Arc::new(file)),
+        dir: None,
+        spool: Some(Arc::new(spool)),
         entries: built.entries,
         data_bytes: built.data_bytes,
     })
