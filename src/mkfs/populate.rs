@@ -495,13 +495,21 @@ impl Populator<'_> {
 }
 
 /// Where a file's data bytes go: (byte offset in the filesystem, byte offset in the file, length)
-/// for each data range of `layout` (of a `size`-byte file) within each allocated run.
+/// for each data range of `layout` (of a `size`-byte file) within each allocated run. Runs and
+/// ranges are both in file order: one pass over each (a file of many small extents and many
+/// data ranges — a long sparse map — must not cost their product).
 fn placed(runs: &[Run], layout: &Layout, size: u64, bs: u64) -> Vec<(u64, u64, u64)> {
     let data = layout.data_ranges(size);
+    let mut runs = runs.to_vec();
+    runs.sort_unstable_by_key(|r| r.lblk);
     let mut out = Vec::new();
-    for r in runs {
+    let mut first = 0; // the first data range that may still meet a run
+    for r in &runs {
         let (rs, re) = (r.lblk * bs, (r.lblk + r.len) * bs);
-        for &(ds, de) in &data {
+        while first < data.len() && data[first].1 <= rs {
+            first += 1;
+        }
+        for &(ds, de) in data[first..].iter().take_while(|d| d.0 < re) {
             let (a, b) = (rs.max(ds), re.min(de).min(size));
             if a < b {
                 out.push((r.pblk * bs + (a - rs), a, b - a));
@@ -548,5 +556,46 @@ fn ft_of(k: &Kind) -> FileType {
         Kind::BlockDev { .. } => FileType::BlockDevice,
         Kind::Fifo => FileType::Fifo,
         Kind::Socket => FileType::Socket,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placed_pairs_every_run_with_every_data_range_it_meets() {
+        let bs = 4096;
+        // Runs out of order (as a caller might give them); data in and across them.
+        let runs = [
+            Run {
+                lblk: 10,
+                pblk: 500,
+                len: 5,
+            },
+            Run {
+                lblk: 0,
+                pblk: 100,
+                len: 3,
+            },
+            Run {
+                lblk: 3,
+                pblk: 200,
+                len: 7,
+            },
+        ];
+        let size = 15 * bs - 100;
+        let layout = Layout::Sparse(vec![(10, 20), (2 * bs + 5, 4 * bs), (9 * bs, size)]);
+        let got = placed(&runs, &layout, size, bs);
+        let want = vec![
+            (100 * bs + 10, 10, 10),
+            (100 * bs + 2 * bs + 5, 2 * bs + 5, bs - 5),
+            (200 * bs, 3 * bs, bs),
+            (200 * bs + 6 * bs, 9 * bs, bs),
+            (500 * bs, 10 * bs, size - 10 * bs),
+        ];
+        assert_eq!(got, want);
+        let dense = placed(&runs[1..2], &Layout::Dense, 100, bs);
+        assert_eq!(dense, vec![(100 * bs, 0, 100)]);
     }
 }
