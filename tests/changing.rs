@@ -1,15 +1,19 @@
 //! Source files that change between the scan and the copy: grown, shrunk, rewritten in place
-//! (same size), replaced by another file, removed. The scan planned one inode, size and mtime;
-//! the copy finds others: the build stops with one line naming the file and leaves nothing in
-//! OUTPUT's directory — never an image with bytes the plan did not describe. Each change is
-//! made while the build is held (through fanotify, `common::opens`) in its first open of a source
-//! file: after the scan, before the copy reaches the changed file, every time.
+//! (same size, also with the modification time put back), replaced by another file, removed,
+//! swapped for a FIFO or a device. The scan planned one inode, size, mtime and ctime; the copy
+//! finds others: the build stops with one line naming the file and leaves nothing in OUTPUT's
+//! directory — never an image with bytes the plan did not describe — and never opens what was
+//! swapped in (opening a FIFO or a device can block or have side effects: read-ahead and copy
+//! both look before they open). Each change is made while the build is held (through fanotify,
+//! `common::opens`) in its first open of a source file: after the scan, before the copy reaches
+//! the changed file, every time.
 
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use crate::common::opens::Gate;
+use crate::common::opens::{Gate, Watch};
 use crate::common::*;
 
 /// A source of two files that the copy reaches in this order: `a-guard`, then `zz-changing`
@@ -30,6 +34,12 @@ fn source(dir: &Path) -> std::path::PathBuf {
 /// `zz-changing`. There `change` is applied to `zz-changing` and the build let go. Asserts the
 /// one-line error naming the file and an empty output directory.
 fn build_changing(change: impl FnOnce(&Path)) {
+    build_changing_with(change);
+}
+
+/// [`build_changing`], returning what `change` returned once the build has ended (and the temp
+/// dir holding the source).
+fn build_changing_with<T>(change: impl FnOnce(&Path) -> T) -> (T, tempfile::TempDir) {
     let tmp = tempdir();
     let src = source(tmp.path());
     let out = tmp.path().join("out");
@@ -50,10 +60,14 @@ fn build_changing(change: impl FnOnce(&Path)) {
     let held = gate.wait_for(child.id());
     // -v reported the end of the scan before the build opened a file.
     lines.wait_for("reporting the scan", |l| l.contains(" entries, "));
-    change(&src.join("zz-changing"));
+    let kept = change(&src.join("zz-changing"));
     drop(held);
     drop(gate);
-    let status = child.wait().unwrap();
+    // Bounded: a build that opened a FIFO swapped in without O_NONBLOCK would wait for ever.
+    let Some(status) = wait_timeout(&mut child, Duration::from_secs(120)) else {
+        let _ = child.kill();
+        panic!("the build did not end after the change: {:#?}", lines.all());
+    };
     let said = lines.all();
     // -v's lines, then the error: one line naming the file.
     assert_eq!(status.code(), Some(1), "{said:#?}");
@@ -67,6 +81,7 @@ fn build_changing(change: impl FnOnce(&Path)) {
         "left in the output directory: {:?}",
         dir_names(&out)
     );
+    (kept, tmp)
 }
 
 #[test]
@@ -106,4 +121,59 @@ fn a_file_replaced_after_the_scan_stops_the_build_naming_it() {
 #[test]
 fn a_file_removed_after_the_scan_stops_the_build_naming_it() {
     build_changing(|f| std::fs::remove_file(f).unwrap());
+}
+
+#[test]
+fn a_file_rewritten_with_its_mtime_put_back_stops_the_build_naming_it() {
+    // Same size, same inode, same modification time: only the change time tells, and nobody can
+    // set that back.
+    build_changing(|f| {
+        let before = std::fs::metadata(f).unwrap();
+        let file = std::fs::OpenOptions::new().write(true).open(f).unwrap();
+        file.write_all_at(b"bbbb", 0).unwrap();
+        let mtime = (before.mtime(), before.mtime_nsec());
+        entries::set_entry_times(f, mtime, mtime);
+        assert_eq!(std::fs::metadata(f).unwrap().mtime(), before.mtime());
+    });
+}
+
+/// Replaces `f` by a node of type `ft` (a FIFO, or /dev/null's numbers for a character device)
+/// and watches it for opens.
+fn swap_for(f: &Path, ft: rustix::fs::FileType) -> (Watch, std::path::PathBuf) {
+    std::fs::remove_file(f).unwrap();
+    let dev = rustix::fs::makedev(1, 3);
+    let mode = rustix::fs::Mode::from_raw_mode(0o666);
+    rustix::fs::mknodat(rustix::fs::CWD, f, ft, mode, dev).unwrap();
+    (Watch::opens(f), f.to_path_buf())
+}
+
+/// The node the build was given instead of a file was never opened; the watch does see an open
+/// (a control: it is the observable).
+fn assert_never_opened(((watch, node), _tmp): ((Watch, std::path::PathBuf), tempfile::TempDir)) {
+    assert!(
+        !watch.opened(),
+        "{} was opened by the build",
+        node.display()
+    );
+    let flags = rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NONBLOCK;
+    let _fd = rustix::fs::open(&node, flags, rustix::fs::Mode::empty()).unwrap();
+    assert!(
+        watch.opened(),
+        "the watch missed an open of {}",
+        node.display()
+    );
+}
+
+#[test]
+fn a_file_swapped_for_a_fifo_stops_the_build_without_opening_it() {
+    assert_never_opened(build_changing_with(|f| {
+        swap_for(f, rustix::fs::FileType::Fifo)
+    }));
+}
+
+#[test]
+fn a_file_swapped_for_a_device_stops_the_build_without_opening_it() {
+    assert_never_opened(build_changing_with(|f| {
+        swap_for(f, rustix::fs::FileType::CharacterDevice)
+    }));
 }

@@ -11,9 +11,10 @@ use crate::source::Timestamp;
 
 /// Most inodes a filesystem has: the superblock's count is 32 bits.
 pub const MAX_INODES: u64 = u32::MAX as u64;
-/// Most names a regular file may have: the kernel's limit on a link count (ext4's EXT4_LINK_MAX;
-/// the 16-bit field could hold a little more, but the kernel refuses a link beyond this).
-pub const MAX_LINKS: u64 = 65000;
+/// Most names a file may have: its inode's link count is 16 bits (beyond, it wraps round, and
+/// 65,536 names would make a deleted inode that every name still points at). The kernel makes
+/// no more than 65,000 itself, but reads any count the field holds, as e2fsck does.
+pub const MAX_LINKS: u64 = u16::MAX as u64;
 
 /// Refuses option values past the filesystem's limits (see the module's doc).
 pub fn check(opts: &Options) -> Result<()> {

@@ -13,7 +13,7 @@ pub mod opens;
 pub mod tree;
 
 pub use compare::compare_trees;
-pub use mount::{mount_image, LoopDev, TmpfsMount};
+pub use mount::{mount_image, LoopDev, MountGuard, TmpfsMount};
 pub use tree::{
     build_full_tree, build_full_tree_with, build_sized_tree, build_small_tree, FullTree,
 };
