@@ -246,6 +246,9 @@ pub struct ServeArgs {
     /// The filesystem's metadata is built as usual and reads of file data are answered from
     /// SOURCE (or a tar archive's spool) when a client asks, so the server is ready in the time
     /// it takes to scan the tree. The disk is byte for byte the one served without --lazy.
+    /// Files are reached only through the directories the scan opened, and every read checks
+    /// the file's device, inode, size, modification and change time against the scan: a file
+    /// changed since answers EIO and is named once on stderr.
     #[arg(long)]
     pub lazy: bool,
 
