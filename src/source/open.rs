@@ -1,15 +1,15 @@
 //! Opening a scanned entry again, never anything else: a directory by name in its (already
 //! checked) parent, refused unless it has the device and inode the scan saw; a regular file first
 //! as a path only (`O_PATH`: no driver's open, no FIFO handshake, no controlling terminal),
-//! refused unless it is a regular file with the scanned device and inode, and only then opened
-//! for reading through `/proc/self/fd` (the inode already checked, not the name again) with
-//! `O_NOCTTY | O_NONBLOCK`; that descriptor is checked against everything the scan saw (device,
-//! inode, size, modification and change time) before any read. A FIFO or device swapped in for a
-//! file is never opened, and a file rewritten in place is noticed even when its modification time
-//! was put back: no user can set a change time.
+//! refused unless it is a regular file with everything the scan saw (device, inode, size,
+//! modification and change time), and only then opened for reading through `/proc/self/fd` (the
+//! inode already checked, not the name again) with `O_NOCTTY | O_NONBLOCK`. A FIFO or device
+//! swapped in for a file is never opened, and a file rewritten in place is noticed even when its
+//! modification time was put back: no user can set a change time.
 
 use std::fmt;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::OnceLock;
 
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, StatxFlags};
 use rustix::io::Errno;
@@ -124,7 +124,9 @@ pub fn open_dir(parent: impl AsFd, name: &[u8], id: (u64, u64)) -> Result<OwnedF
 
 /// Opens regular file `name` of `parent` for reading, refused unless it still is the file
 /// `want` describes (see the module's doc: nothing but a regular file with the scanned device
-/// and inode is ever opened, and the descriptor is checked before it is returned).
+/// and inode is ever opened). The checks are made on the path-only descriptor, which names the
+/// inode then opened: a change after them is for the reader to notice, checking again after
+/// reading.
 pub fn open_file(parent: impl AsFd, name: &[u8], want: &Stamp) -> Result<OwnedFd, Refused> {
     let path = rfs::openat(
         parent,
@@ -137,31 +139,34 @@ pub fn open_file(parent: impl AsFd, name: &[u8], want: &Stamp) -> Result<OwnedFd
     if ft != FileType::RegularFile {
         return Err(Refused::Changed(format!("it is now {}", kind_name(ft))));
     }
-    if (dev_of(&st), st.stx_ino) != (want.dev, want.ino) {
-        return Err(Refused::Changed(
-            "it was replaced by another file".to_string(),
-        ));
-    }
-    let fd = reopen(&path)?;
-    if let Some(why) = want.what_changed(&Stamp::of(&stat(&fd)?)) {
+    if let Some(why) = want.what_changed(&Stamp::of(&st)) {
         return Err(Refused::Changed(why));
     }
-    Ok(fd)
+    reopen(&path)
 }
 
-/// Opens for reading the inode a path-only descriptor names (through its `/proc/self/fd` link,
-/// which names the inode, not the path it was found by).
+/// Opens for reading the inode a path-only descriptor names, through its link in
+/// `/proc/self/fd` (which names the inode, not the path it was found by; the directory is
+/// opened once).
 fn reopen(path: &OwnedFd) -> Result<OwnedFd, Refused> {
-    let link = format!("/proc/self/fd/{}", path.as_raw_fd());
-    rfs::open(
-        link.as_str(),
+    static FDS: OnceLock<Result<OwnedFd, Errno>> = OnceLock::new();
+    let fds = FDS.get_or_init(|| {
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        rfs::open("/proc/self/fd", flags, Mode::empty())
+    });
+    let fds = fds.as_ref().map_err(|e| {
+        Refused::Changed(format!(
+            "/proc/self/fd: {} (is /proc mounted?)",
+            std::io::Error::from(*e)
+        ))
+    })?;
+    rfs::openat(
+        fds,
+        path.as_raw_fd().to_string().as_str(),
         OFlags::RDONLY | OFlags::NOCTTY | OFlags::NONBLOCK | OFlags::CLOEXEC,
         Mode::empty(),
     )
-    .map_err(|e| match e {
-        Errno::NOENT => Refused::Changed(format!("{link} is missing: is /proc mounted?")),
-        e => Refused::Os(e),
-    })
+    .map_err(Refused::Os)
 }
 
 /// A file type in words, for messages.
