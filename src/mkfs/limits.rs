@@ -1,7 +1,8 @@
 //! The filesystem's limits, checked before anything is read or written: option values (inode
 //! counts, sizes, inode tables) that no ext2/3/4 filesystem of the chosen type and block size
-//! can take, and — per entry, while planning — times outside what an inode stores and more hard
-//! links than a link count holds. Each refusal names the limit.
+//! can take, and — per entry, while planning — more hard links than a link count holds. Each
+//! refusal names the limit. Times outside what an inode stores are clamped to it, as the kernel
+//! stores them, with a warning (rather than wrapped round to another date).
 
 use anyhow::{bail, Result};
 
@@ -61,37 +62,34 @@ pub fn check(opts: &Options) -> Result<()> {
     Ok(())
 }
 
-/// The times an inode of `inode_size` bytes stores, as (first, last) seconds: the 32-bit signed
-/// seconds of the base fields (1901 to 2038), extended by two epoch bits (to 2446) when the
-/// inode has room for the extra fields (libext2fs gives every inode larger than 128 bytes that
-/// room, and the kernel reads them whenever it is there).
-pub fn time_range(inode_size: u16) -> (i64, i64) {
+/// The times an inode stores, as (first, last) seconds: the 32-bit signed seconds of the base
+/// fields (1901 to 2038), extended by two epoch bits (to 2446) when it has the extra fields
+/// (libext2fs gives them to every inode larger than 128 bytes, and the kernel reads them
+/// whenever they are there).
+pub fn time_range(extra_fields: bool) -> (i64, i64) {
     let first = i32::MIN as i64;
-    if inode_size > 128 {
+    if extra_fields {
         (first, first + (1i64 << 34) - 1)
     } else {
         (first, i32::MAX as i64)
     }
 }
 
-/// Refuses time `t` (the entry's `what`, e.g. "modification time") outside `range`.
-pub fn check_time(t: Timestamp, range: (i64, i64), what: &str) -> Result<()> {
+/// `t` brought into `range` as the kernel stores a time its filesystem cannot hold (clamped to
+/// the nearest end: `utimensat` and tar extraction on such a filesystem give the same); None
+/// when it is inside already.
+pub fn fit_time(t: Timestamp, range: (i64, i64)) -> Option<Timestamp> {
     if (range.0..=range.1).contains(&t.sec) {
-        return Ok(());
+        return None;
     }
-    let year = |s: i64| 1970 + s.div_euclid(31_556_952);
-    bail!(
-        "its {what} ({} s since 1970, about the year {}) is outside what the inodes store: {} to {}{}",
-        t.sec,
-        year(t.sec),
-        year(range.0),
-        year(range.1),
-        if range.1 <= i32::MAX as i64 {
-            " (128-byte inodes; -I 256 reaches 2446)"
-        } else {
-            ""
-        }
-    )
+    let sec = t.sec.clamp(range.0, range.1);
+    let nsec = if sec == range.1 { 999_999_999 } else { 0 };
+    Some(Timestamp { sec, nsec })
+}
+
+/// About the year of a time, for messages.
+pub fn year(sec: i64) -> i64 {
+    1970 + sec.div_euclid(31_556_952)
 }
 
 #[cfg(test)]
@@ -135,17 +133,27 @@ mod tests {
     }
 
     #[test]
-    fn times_outside_the_inode_s_fields_are_refused() {
-        let t = |sec| Timestamp { sec, nsec: 0 };
-        let big = time_range(256);
-        let small = time_range(128);
-        check_time(t(1 << 33), big, "mtime").unwrap();
-        check_time(t(-(1 << 31)), big, "mtime").unwrap();
-        assert!(check_time(t(1 << 34), big, "mtime").is_err());
-        assert!(check_time(t(-(1 << 31) - 1), big, "mtime").is_err());
-        let e = check_time(t(1 << 31), small, "mtime")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("2038") && e.contains("-I 256"), "{e}");
+    fn times_outside_the_inode_s_fields_are_clamped_to_them() {
+        let t = |sec| Timestamp { sec, nsec: 5 };
+        let (big, small) = (time_range(true), time_range(false));
+        assert_eq!((year(big.0), year(big.1)), (1901, 2446));
+        assert_eq!(year(small.1), 2038);
+        assert_eq!(fit_time(t(1 << 33), big), None);
+        assert_eq!(fit_time(t(-(1 << 31)), big), None);
+        assert_eq!(
+            fit_time(t(1 << 40), big),
+            Some(Timestamp {
+                sec: big.1,
+                nsec: 999_999_999
+            })
+        );
+        assert_eq!(
+            fit_time(t(i64::MIN), big),
+            Some(Timestamp {
+                sec: big.0,
+                nsec: 0
+            })
+        );
+        assert_eq!(fit_time(t(1 << 31), small).unwrap().sec, i32::MAX as i64);
     }
 }

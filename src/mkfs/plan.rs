@@ -5,11 +5,11 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
 use super::htree::BlockBound;
 use super::layout::block_ranges;
-use super::limits::{check_time, time_range, MAX_INODES, MAX_LINKS};
+use super::limits::{fit_time, time_range, year, MAX_INODES, MAX_LINKS};
 use super::populate::clamp;
 use super::size::Human;
 use super::Options;
@@ -32,6 +32,8 @@ pub struct Needs {
     pub blocks: u64,
     /// For files with several names: (dev, ino) in the source → number of names in the tree.
     pub link_counts: HashMap<(u64, u64), u32>,
+    /// Entries with a time the inodes cannot hold (stored clamped), and the first one in words.
+    pub clamped_times: (u64, Option<String>),
 }
 
 /// Blocks mke2fs gives lost+found: 16 KiB, at least 2 blocks, at most 12 (direct blocks).
@@ -48,8 +50,15 @@ pub fn needs(tree: &Tree, source: &Path, opts: &Options) -> Result<Needs> {
     };
     let mut path = source.as_os_str().as_encoded_bytes().to_vec();
     let mut multi: HashMap<(u64, u64), u32> = HashMap::new();
-    check_times(&tree.root, opts, &path)?;
+    check_times(&tree.root, opts, &mut n, &path);
     dir(&tree.root, true, opts, &mut n, &mut multi, &mut path)?;
+    if let Some(first) = &n.clamped_times.1 {
+        let count = n.clamped_times.0;
+        eprintln!(
+            "linuxdisk-mk: warning: {first}, as the kernel stores such times ({count} {} in all)",
+            if count == 1 { "entry" } else { "entries" }
+        );
+    }
     if n.inodes > MAX_INODES {
         bail!(
             "{}: {} entries need more inodes than the {MAX_INODES} a filesystem holds",
@@ -133,7 +142,7 @@ fn entry(
             return Ok(()); // another name for an inode already counted
         }
     }
-    check_times(e, opts, path)?;
+    check_times(e, opts, n, path);
     n.inodes += 1;
     match &e.kind {
         Kind::Dir { .. } => return dir(e, false, opts, n, multi, path),
@@ -171,10 +180,11 @@ fn entry(
     Ok(())
 }
 
-/// Refuses an entry whose times (as they will be stored: clamped under SOURCE_DATE_EPOCH) lie
-/// outside what its inode holds, rather than store them wrapped round.
-fn check_times(e: &Entry, opts: &Options, path: &[u8]) -> Result<()> {
-    let range = time_range(opts.inode_size);
+/// Notes (in `n.clamped_times`) an entry whose times, as they will be stored (clamped under
+/// SOURCE_DATE_EPOCH), lie outside what its inode holds: populating clamps them, as the kernel
+/// would, rather than store them wrapped round to another date.
+fn check_times(e: &Entry, opts: &Options, n: &mut Needs, path: &[u8]) {
+    let range = time_range(opts.inode_size > 128);
     let m = &e.meta;
     let mut times = vec![(m.mtime, "modification time")];
     if opts.clamp_time.is_none() {
@@ -185,9 +195,23 @@ fn check_times(e: &Entry, opts: &Options, path: &[u8]) -> Result<()> {
     }
     for (t, what) in times {
         let t = opts.clamp_time.map_or(t, |limit| clamp(t, limit));
-        check_time(t, range, what).with_context(|| display(path))?;
+        if let Some(fit) = fit_time(t, range) {
+            let (count, first) = &mut n.clamped_times;
+            *count += 1;
+            first.get_or_insert_with(|| {
+                format!(
+                    "{}: its {what} (about the year {}) is outside what {}-byte inodes store ({} to {}): stored as the year {}",
+                    display(path),
+                    year(t.sec),
+                    opts.inode_size,
+                    year(range.0),
+                    year(range.1),
+                    year(fit.sec)
+                )
+            });
+            return;
+        }
     }
-    Ok(())
 }
 
 /// The largest regular file the filesystem can hold: 2^32 logical blocks with extents; with

@@ -17,6 +17,7 @@ use ext2fs::{
 use super::dirent::DirPacker;
 use super::htree::{indexed_blocks, Child, IndexParams};
 use super::layout::block_ranges;
+use super::limits::{fit_time, time_range};
 use super::plan::{lost_found_blocks, LINK_MAX};
 use crate::copy::RangeCopier;
 use crate::progress::Progress;
@@ -376,21 +377,19 @@ impl Populator<'_> {
 
     /// A new in-memory inode of type `ft` with the source's permissions, owner and times.
     fn new_inode(&self, ft: FileType, m: &Meta, links: u16) -> Inode {
-        let mut inode = Inode::new(ft, m.perm, self.fs.superblock().want_extra_isize());
+        let extra = self.fs.superblock().want_extra_isize();
+        let mut inode = Inode::new(ft, m.perm, extra);
         let (uid, gid) = self.owner.unwrap_or((m.uid, m.gid));
         inode.set_owner(uid, gid);
+        // Times the inode cannot hold are clamped to what it can (see limits::fit_time).
+        let range = time_range(extra > 0);
+        let fit = |t: Timestamp| fit_time(t, range).unwrap_or(t).into();
         match self.clamp_time {
             Some(limit) => {
-                let t = clamp(m.mtime, limit);
-                let t = t.into();
+                let t = fit(clamp(m.mtime, limit));
                 inode.set_times(t, t, t, t);
             }
-            None => inode.set_times(
-                m.atime.into(),
-                m.mtime.into(),
-                m.ctime.into(),
-                m.btime.into(),
-            ),
+            None => inode.set_times(fit(m.atime), fit(m.mtime), fit(m.ctime), fit(m.btime)),
         }
         inode.set_links(links);
         inode
