@@ -35,6 +35,25 @@ fn serve_lazily(source: &Path, script: &str) -> Run {
     run_cmd_timeout(cmd, args, Duration::from_secs(300))
 }
 
+/// A `--run` script: copy the served disk (works), run python `change` on the file `p` then put
+/// its access and modification times back, copy again: that copy must fail with EIO (exit 0
+/// when it does; 10 to 13 say which step went otherwise).
+fn copy_change_copy(tmp: &Path, p: &Path, change: &str) -> String {
+    format!(
+        "nbdcopy \"$uri\" '{first}' || exit 10
+         /usr/bin/python3 -c 'import os, sys
+p = sys.argv[1]; st = os.stat(p)
+{change}
+os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))' '{p}' || exit 11
+         if nbdcopy \"$uri\" '{second}' 2>'{err}'; then exit 12; fi
+         grep -q 'Input/output error' '{err}' || exit 13",
+        first = tmp.join("first.img").display(),
+        second = tmp.join("second.img").display(),
+        err = tmp.join("err").display(),
+        p = p.display(),
+    )
+}
+
 /// Whether `disk` holds a 4 KiB block of `byte` (file data is block-aligned on the disk).
 fn holds_block_of(disk: &[u8], byte: u8) -> bool {
     disk.chunks(4096).any(|c| c.iter().all(|&b| b == byte))
@@ -116,21 +135,11 @@ fn a_file_rewritten_in_place_with_its_mtime_put_back_gives_eio() {
     std::fs::create_dir(&src).unwrap();
     std::fs::write(src.join("big"), entries::Rng::new(9).bytes(1 << 20)).unwrap();
     std::fs::write(src.join("other"), b"unchanged").unwrap();
-    let err = tmp.path().join("err");
-    // Copy once (works); overwrite 4 KiB of `big` in place and put its times back (same
-    // inode, size and mtime); copy again: must fail with EIO.
-    let script = format!(
-        "nbdcopy \"$uri\" '{first}' || exit 10
-         /usr/bin/python3 -c 'import os, sys
-p = sys.argv[1]; st = os.stat(p)
-with open(p, \"r+b\") as f: f.write(b\"X\" * 4096)
-os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))' '{big}' || exit 11
-         if nbdcopy \"$uri\" '{second}' 2>'{err}'; then exit 12; fi
-         grep -q 'Input/output error' '{err}' || exit 13",
-        first = tmp.path().join("first.img").display(),
-        second = tmp.path().join("second.img").display(),
-        big = src.join("big").display(),
-        err = err.display(),
+    // Overwrite 4 KiB of `big` in place and put its times back (same inode, size and mtime).
+    let script = copy_change_copy(
+        tmp.path(),
+        &src.join("big"),
+        "with open(p, \"r+b\") as f: f.write(b\"X\" * 4096)",
     );
     let r = serve_lazily(&src, &script);
     assert_eq!(r.code(), Some(0), "{}", r.describe());
@@ -156,19 +165,13 @@ fn an_archive_rewritten_in_place_while_served_gives_eio() {
     let tar = tmp.path().join("src.tar");
     let t = tar.to_str().unwrap();
     tool_ok("tar", ["-C", src.to_str().unwrap(), "-cf", t, "."]);
-    // An uncompressed archive is served from where its files' bytes lie in it.
-    let script = format!(
-        "nbdcopy \"$uri\" '{first}' || exit 10
-         /usr/bin/python3 -c 'import os, sys
-p = sys.argv[1]; st = os.stat(p)
-with open(p, \"r+b\") as f:
-    at = f.read().find(b\"a\" * 4096); f.seek(at); f.write(b\"X\" * 4096)
-os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))' '{t}' || exit 11
-         if nbdcopy \"$uri\" '{second}' 2>'{err}'; then exit 12; fi
-         grep -q 'Input/output error' '{err}' || exit 13",
-        first = tmp.path().join("first.img").display(),
-        second = tmp.path().join("second.img").display(),
-        err = tmp.path().join("err").display(),
+    // An uncompressed archive is served from where its files' bytes lie in it: overwrite 4 KiB
+    // of them in place and put the archive's times back.
+    let script = copy_change_copy(
+        tmp.path(),
+        &tar,
+        "with open(p, \"r+b\") as f:
+    at = f.read().find(b\"a\" * 4096); f.seek(at); f.write(b\"X\" * 4096)",
     );
     let r = serve_lazily(&tar, &script);
     assert_eq!(r.code(), Some(0), "{}", r.describe());

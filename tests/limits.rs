@@ -24,6 +24,21 @@ fn fails_cleanly(args: &[&str], mentions: &[&str]) {
     );
 }
 
+/// Builds `src` as ext4 into `dir`/ok.img, which e2fsck must find clean; returns its path.
+fn builds_clean_as_ext4(src: &Path, dir: &Path) -> std::path::PathBuf {
+    let out = dir.join("ok.img");
+    run_bin([
+        "-q".as_ref(),
+        "-t".as_ref(),
+        "ext4".as_ref(),
+        src.as_os_str(),
+        out.as_os_str(),
+    ])
+    .assert_ok();
+    with_fs_device(&out, PART_OFFSET, assert_e2fsck_clean);
+    out
+}
+
 #[test]
 fn file_larger_than_the_type_holds_is_refused_before_writing() {
     let dir = tempdir();
@@ -83,16 +98,7 @@ fn sixty_six_thousand_subdirectories_need_dir_nlink() {
             &["/d", "subdirectories", "ext4"],
         );
     }
-    let out = dir.path().join("ok.img");
-    run_bin([
-        "-q",
-        "-t",
-        "ext4",
-        src.to_str().unwrap(),
-        out.to_str().unwrap(),
-    ])
-    .assert_ok();
-    with_fs_device(&out, PART_OFFSET, assert_e2fsck_clean);
+    let out = builds_clean_as_ext4(&src, dir.path());
     let m = mount_image(&out, PART_OFFSET);
     assert_eq!(
         std::fs::read_dir(m.path().join("d")).unwrap().count(),
@@ -250,15 +256,5 @@ fn more_names_for_one_file_than_its_link_count_holds_are_refused() {
     );
     // One name fewer fits.
     std::fs::remove_file(src.join("d/l00001")).unwrap();
-    let dir = tempdir();
-    let out = dir.path().join("ok.img");
-    run_bin([
-        "-q",
-        "-t",
-        "ext4",
-        src.to_str().unwrap(),
-        out.to_str().unwrap(),
-    ])
-    .assert_ok();
-    with_fs_device(&out, PART_OFFSET, assert_e2fsck_clean);
+    builds_clean_as_ext4(&src, tempdir().path());
 }

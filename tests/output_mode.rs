@@ -86,38 +86,24 @@ fn a_replaced_output_loses_group_and_other_access() {
     assert_eq!(mode(&img), 0o600);
 }
 
+/// `tar -C src -cf tar .` (PAX, keeping modes).
+fn tar_of(src: &Path, tar: &Path) {
+    let (s, t) = (src.to_str().unwrap(), tar.to_str().unwrap());
+    tool_ok("tar", ["--format=posix", "-C", s, "-cf", t, "."]);
+}
+
 #[test]
 fn an_archive_holding_a_secret_file_makes_output_0600() {
     let (tmp, src) = etc_tree();
     let tar = tmp.path().join("etc.tar");
-    tool_ok(
-        "tar",
-        [
-            "--format=posix",
-            "-C",
-            src.to_str().unwrap(),
-            "-cf",
-            tar.to_str().unwrap(),
-            ".",
-        ],
-    );
+    tar_of(&src, &tar);
     chmod(&tar, 0o644);
     let img = tmp.path().join("disk.img");
     run_umask_022(&[&tar, &img]).assert_ok();
     assert_eq!(mode(&img), 0o600);
     // No secret inside, but the archive itself is its owner's only.
     chmod(&src.join("etc/shadow"), 0o644);
-    tool_ok(
-        "tar",
-        [
-            "--format=posix",
-            "-C",
-            src.to_str().unwrap(),
-            "-cf",
-            tar.to_str().unwrap(),
-            ".",
-        ],
-    );
+    tar_of(&src, &tar);
     let open = tmp.path().join("open.img");
     run_umask_022(&[&tar, &open]).assert_ok();
     assert_eq!(mode(&open), 0o644);
