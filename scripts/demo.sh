@@ -28,8 +28,8 @@ Inspect it:
   sgdisk -p $out/root.img
   dev=\$(losetup -r -o 1048576 -f --show $out/root.img); mount -o ro \$dev /mnt; ls -l /mnt; umount /mnt; losetup -d \$dev
 
-Serve the same disk over NBD instead (read-only; nbdinfo lists it, Ctrl-C stops):
-  $tool --serve --socket /tmp/appliance.sock -t ext4 $out/root &  nbdinfo 'nbd+unix:///?socket=/tmp/appliance.sock'
+Serve the same disk over NBD instead (read-only; here nbdinfo starts the server and lists it):
+  nbdinfo -- [ $tool --serve -t ext4 $out/root ]
 
 Boot it (qemu under TCG, Debian's kernel fetched and cached by tests/boot/prepare.sh; Ctrl-A X quits):
   make -C $here/examples LINUXDISK_MK=$tool ROOT=$out/root IMG=$out/root.img boot

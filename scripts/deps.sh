@@ -8,12 +8,21 @@ LINUXDISK_MK_PACKAGES=(
 	libext2fs-dev comerr-dev pkg-config libclang-dev gcc make
 	# checking images with real tools
 	e2fsprogs gdisk util-linux mount time
+	# the command line as users meet it: a pseudo-terminal (script), the man page rendered
+	# (groff), the JSON of the examples (jq)
+	bsdutils groff-base jq
+	# filesystems that share extents, for the clone tests (loop-mounted XFS with reflink, btrfs)
+	xfsprogs btrfs-progs
 	# building test trees: xattrs, ACLs, capabilities
 	attr acl libcap2-bin
 	# boot tests and the example appliance: qemu (TCG), a static busybox, initramfs tools
 	qemu-system-x86 busybox-static cpio gzip kmod apt dpkg
 	# the Debian trees of the full-distribution tests (tests/debian/tree.sh)
 	debootstrap
+	# --efi: UEFI firmware for qemu, FAT checkers, systemd-dissect
+	ovmf dosfstools mtools systemd-container
+	# container images: umoci unpacks the reference, skopeo writes docker-save archives
+	umoci skopeo
 	# checking the generated shell completions
 	zsh fish
 	# tar sources: the compressors the tests use, and python for crafting hostile archives

@@ -14,6 +14,9 @@ pub struct Ids {
     pub hash_seed: Uuid,
     pub disk: Uuid,
     pub partition: Uuid,
+    /// `--efi`: the EFI system partition's GUID and its FAT volume serial number.
+    pub esp_partition: Uuid,
+    pub esp_volume_id: u32,
 }
 
 impl Ids {
@@ -23,6 +26,10 @@ impl Ids {
             hash_seed: Uuid::new_v4(),
             disk: Uuid::new_v4(),
             partition: Uuid::new_v4(),
+            esp_partition: Uuid::new_v4(),
+            esp_volume_id: u32::from_le_bytes(
+                Uuid::new_v4().as_bytes()[..4].try_into().expect("4 bytes"),
+            ),
         }
     }
 
@@ -38,6 +45,12 @@ impl Ids {
             hash_seed: one("hash seed"),
             disk: one("disk guid"),
             partition: one("partition guid"),
+            esp_partition: one("esp partition guid"),
+            esp_volume_id: u32::from_le_bytes(
+                one("esp volume id").as_bytes()[..4]
+                    .try_into()
+                    .expect("4 bytes"),
+            ),
         }
     }
 }
@@ -67,7 +80,9 @@ mod tests {
         assert_eq!(a.fs_uuid, b.fs_uuid);
         assert_eq!(a.partition, b.partition);
         assert_ne!(a.fs_uuid, c.fs_uuid);
-        let all = [a.fs_uuid, a.hash_seed, a.disk, a.partition];
+        let all = [a.fs_uuid, a.hash_seed, a.disk, a.partition, a.esp_partition];
+        assert_eq!(a.esp_volume_id, b.esp_volume_id);
+        assert_ne!(a.esp_volume_id, c.esp_volume_id);
         for (i, x) in all.iter().enumerate() {
             assert_eq!(x.get_version_num(), 4);
             assert_eq!(x.get_variant(), uuid::Variant::RFC4122);

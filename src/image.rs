@@ -1,5 +1,5 @@
 //! Write a [`Disk`] to OUTPUT: a sparse temp file beside it, filled region by region (file data
-//! copied with copy_file_range where the source has data), synced, then renamed into place.
+//! copied by [`crate::copy`] where the source has data), synced, then renamed into place.
 
 use std::fs::File;
 use std::fs::Permissions;
@@ -18,6 +18,29 @@ use crate::copy::{write_nonzero, RangeCopier};
 use crate::disk::{Disk, Source};
 use crate::source::live::LiveFile;
 use crate::sparse::next_data;
+
+/// Fails early when SOURCE and OUTPUT look typed the other way round: OUTPUT is an existing
+/// directory while SOURCE is not one, or SOURCE does not exist while OUTPUT does. (Told "OUTPUT
+/// already exists, use --force", a user who swapped them would overwrite their source.)
+pub fn check_order(source: &Path, output: &Path) -> anyhow::Result<()> {
+    if source.as_os_str() == "-" {
+        return Ok(());
+    }
+    let (src, out) = (std::fs::metadata(source), std::fs::metadata(output));
+    let (s, o) = (source.display(), output.display());
+    let hint = format!(
+        "are the arguments swapped? The order is SOURCE OUTPUT: linuxdisk-mk [OPTIONS] {o} {s}"
+    );
+    match (src, out) {
+        (Ok(src), Ok(out)) if out.is_dir() && !src.is_dir() => {
+            bail!("OUTPUT {o} is a directory and SOURCE {s} is not: {hint}")
+        }
+        (Err(e), Ok(_)) if e.kind() == io::ErrorKind::NotFound => {
+            bail!("SOURCE {s} does not exist, but OUTPUT {o} does: {hint}")
+        }
+        _ => Ok(()),
+    }
+}
 
 /// Fails early (before any expensive work) if OUTPUT exists and `!force`, or its directory is
 /// missing/not writable: one clear error naming the path.
@@ -61,7 +84,9 @@ pub fn write_image(
     force: bool,
     on_bytes: &mut dyn FnMut(u64),
 ) -> anyhow::Result<()> {
-    Output::create(output, force, Readers::Anyone)?.finish(disk, on_bytes)
+    let mut out = Output::create(output, force, Readers::Anyone)?;
+    out.write(disk, on_bytes)?;
+    out.commit()
 }
 
 /// Who may read OUTPUT: an image grants no more than the tree it holds.
@@ -76,7 +101,8 @@ pub enum Readers {
 
 /// OUTPUT being made: a sparse temp file beside it (`.NAME.XXXXXX.tmp`), registered with
 /// [`cleanup`] for removal on a signal and removed when dropped unfinished. The filesystem can be
-/// built straight into it (at the partition offset), so file data is written once.
+/// built straight into it (at the partition offset), so file data is written once. Messages
+/// name OUTPUT, never the temp file.
 pub struct Output {
     output: PathBuf,
     force: bool,
@@ -105,12 +131,21 @@ impl Output {
             .rand_bytes(6)
             .permissions(Permissions::from_mode(new_mode))
             .tempfile_in(&dir)
-            .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+            .map_err(cleanup::without_temp_path)
+            .with_context(|| {
+                format!(
+                    "cannot write {}: creating a file in {}",
+                    output.display(),
+                    dir.display()
+                )
+            })?;
         let (file, path) = tmp.into_parts();
+        let file = Arc::new(file);
         // Field order matters: on error the file is deleted first, then unregistered.
         let tmp = TempOutput {
             guard: cleanup::register(path.to_path_buf()),
             path,
+            _open: cleanup::hand_over_on_signal(&file),
         };
         if let Ok(old) = std::fs::metadata(output) {
             let mode = Permissions::from_mode(old.permissions().mode() & keep);
@@ -120,7 +155,7 @@ impl Output {
         Ok(Output {
             output: output.to_path_buf(),
             force,
-            file: Arc::new(file),
+            file,
             tmp,
         })
     }
@@ -130,35 +165,46 @@ impl Output {
         &self.file
     }
 
-    /// The temp file's path (for messages).
-    pub fn temp_path(&self) -> &Path {
-        &self.tmp.path
-    }
-
     /// Writes `disk` into the temp file, sparse: Bytes regions with pwrite, File regions copied
     /// only where the source has data, except regions that are this very file at the same
-    /// offset (already in place); Zero regions stay holes. Then syncs and renames it into place:
-    /// without `force` with RENAME_NOREPLACE (an error if OUTPUT appeared meanwhile), with
-    /// `force` replacing OUTPUT. `on_bytes(n)` reports progress; the calls add up to
-    /// `disk.size()`. On any error the temp file is removed.
-    pub fn finish(self, disk: &Disk, on_bytes: &mut dyn FnMut(u64)) -> anyhow::Result<()> {
+    /// offset (already in place); Zero regions stay holes. `on_bytes(n)` reports progress; the
+    /// calls add up to `disk.size()`. On an error, dropping `self` removes the temp file.
+    pub fn write(&mut self, disk: &Disk, on_bytes: &mut dyn FnMut(u64)) -> anyhow::Result<()> {
+        let writing = || format!("writing {}", self.output.display());
+        self.file.set_len(disk.size()).with_context(writing)?;
+        let mut copier = Copier::new(&self.file);
+        copier.write_disk(disk, on_bytes).with_context(writing)?;
+        Ok(())
+    }
+
+    /// Syncs the written temp file and renames it into place: without `force` with
+    /// RENAME_NOREPLACE (an error if OUTPUT appeared meanwhile), with `force` replacing OUTPUT.
+    /// On any error the temp file is removed.
+    pub fn commit(self) -> anyhow::Result<()> {
         let Output {
             output,
             force,
             file,
             tmp,
         } = self;
-        let writing = || format!("writing {}", output.display());
-        file.set_len(disk.size()).with_context(writing)?;
-        let mut copier = Copier::new(&file);
-        copier.write_disk(disk, on_bytes).with_context(writing)?;
-        file.sync_all().with_context(writing)?;
+        file.sync_all()
+            .with_context(|| format!("writing {}", output.display()))?;
         drop(file);
 
-        let TempOutput { path, guard } = tmp;
+        let TempOutput { path, guard, .. } = tmp;
         guard
             .commit(|| rename_into_place(&path, &output, force))
-            .with_context(|| format!("renaming {} to {}", path.display(), output.display()))?;
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::AlreadyExists => anyhow::anyhow!(
+                    "cannot write {}: it appeared while the image was being made (use --force \
+                     to replace it)",
+                    output.display()
+                ),
+                _ => anyhow::anyhow!(
+                    "cannot write {}: moving the finished image into place: {e}",
+                    output.display()
+                ),
+            })?;
         // Renamed: nothing left to delete.
         let _ = path.keep();
         if let Ok(d) = File::open(parent_dir(&output)) {
@@ -173,6 +219,8 @@ impl Output {
 struct TempOutput {
     path: tempfile::TempPath,
     guard: cleanup::TempPathGuard,
+    /// Handed to a helper on a signal, so that exiting does not wait for its release.
+    _open: cleanup::OpenFileGuard,
 }
 
 /// The directory OUTPUT goes in.
@@ -202,14 +250,14 @@ fn rename_into_place(tmp: &Path, output: &Path, force: bool) -> io::Result<()> {
 /// Copies disk regions into the output file.
 struct Copier<'a> {
     out: &'a File,
-    ranges: RangeCopier,
+    ranges: RangeCopier<'a>,
 }
 
 impl<'a> Copier<'a> {
     fn new(out: &'a File) -> Copier<'a> {
         Copier {
             out,
-            ranges: RangeCopier::new(),
+            ranges: RangeCopier::new(out),
         }
     }
 
@@ -290,9 +338,7 @@ impl<'a> Copier<'a> {
         len: u64,
         on_bytes: &mut dyn FnMut(u64),
     ) -> io::Result<()> {
-        let done = self
-            .ranges
-            .copy(src, src_off, self.out, dst_off, len, on_bytes)?;
+        let done = self.ranges.copy(src, src_off, dst_off, len, on_bytes)?;
         on_bytes(len - done);
         Ok(())
     }
@@ -389,20 +435,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let disk = Disk::bare(fs_file().0, 16 * MIB);
         let out = dir.path().join("new.img");
-        let new = Output::create(&out, false, Readers::Owner).unwrap();
+        let mut new = Output::create(&out, false, Readers::Owner).unwrap();
         let mode = new.file().metadata().unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600 & !umask(), "while it is written");
-        new.finish(&disk, &mut |_| {}).unwrap();
+        new.write(&disk, &mut |_| {}).unwrap();
+        new.commit().unwrap();
         let mode = std::fs::metadata(&out).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600 & !umask());
         // Replacing a 0644 image: group and others lose their access.
         let old = dir.path().join("old.img");
         std::fs::write(&old, b"old").unwrap();
         std::fs::set_permissions(&old, Permissions::from_mode(0o644)).unwrap();
-        Output::create(&old, true, Readers::Owner)
-            .unwrap()
-            .finish(&disk, &mut |_| {})
-            .unwrap();
+        let mut replaced = Output::create(&old, true, Readers::Owner).unwrap();
+        replaced.write(&disk, &mut |_| {}).unwrap();
+        replaced.commit().unwrap();
         let mode = std::fs::metadata(&old).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
     }
@@ -416,7 +462,7 @@ mod tests {
         let out = File::create(&out_path).unwrap();
         out.set_len(disk.size()).unwrap();
         let mut c = Copier::new(&out);
-        c.ranges = RangeCopier::without_copy_file_range();
+        c.ranges = RangeCopier::new(&out).without_clone().without_kernel_copy();
         let mut total = 0;
         c.write_disk(&disk, &mut |n| total += n).unwrap();
         assert_eq!(total, disk.size());

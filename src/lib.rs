@@ -7,7 +7,8 @@
 //! an empty filesystem in a sparse file; populate: inodes, directories, data) → `disk` (GPT +
 //! filesystem as an ordered list of regions) → `image` (write the regions to OUTPUT) or `nbd`
 //! (serve them). Below the stages, what they share; at the bottom, the driver: `cli` (the
-//! command line) and `run` (the job from start to end).
+//! command line), `run` (the job from start to end) and `report` (what was made: the summary
+//! and `--json`).
 //!
 //! libext2fs is reached only through the `ext2fs` workspace crate (the safe wrapper, which holds
 //! all the unsafe code); this crate has none.
@@ -29,4 +30,5 @@ pub mod sparse;
 
 // The driver.
 pub mod cli;
+pub mod report;
 pub mod run;

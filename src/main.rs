@@ -10,7 +10,8 @@ fn main() {
     match result {
         Ok(status) => std::process::exit(status),
         Err(msg) => {
-            eprintln!("linuxdisk-mk: {}", msg.replace('\n', "\\n"));
+            // Never a panic, even when stderr is gone: the exit status still says it failed.
+            linuxdisk_mk::progress::line(&msg.replace('\n', "\\n"));
             std::process::exit(1);
         }
     }

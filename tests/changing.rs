@@ -84,29 +84,26 @@ fn build_changing_with<T>(change: impl FnOnce(&Path) -> T) -> (T, tempfile::Temp
     (kept, tmp)
 }
 
+/// Opens `f` for writing (keeping its bytes) and applies `change` to it.
+fn write_to(f: &Path, change: impl FnOnce(&std::fs::File) -> std::io::Result<()>) {
+    let file = std::fs::OpenOptions::new().write(true).open(f).unwrap();
+    change(&file).unwrap();
+}
+
 #[test]
 fn a_file_grown_after_the_scan_stops_the_build_naming_it() {
-    build_changing(|f| {
-        let file = std::fs::OpenOptions::new().append(true).open(f).unwrap();
-        file.write_all_at(b"more", 0).unwrap();
-    });
+    build_changing(|f| write_to(f, |file| file.write_all_at(b"more", 64 << 10)));
 }
 
 #[test]
 fn a_file_shrunk_after_the_scan_stops_the_build_naming_it() {
-    build_changing(|f| {
-        let file = std::fs::OpenOptions::new().write(true).open(f).unwrap();
-        file.set_len(1000).unwrap();
-    });
+    build_changing(|f| write_to(f, |file| file.set_len(1000)));
 }
 
 #[test]
 fn a_file_rewritten_in_place_after_the_scan_stops_the_build_naming_it() {
     // Same size, same inode, other bytes: the modification time tells.
-    build_changing(|f| {
-        let file = std::fs::OpenOptions::new().write(true).open(f).unwrap();
-        file.write_all_at(b"bbbb", 0).unwrap();
-    });
+    build_changing(|f| write_to(f, |file| file.write_all_at(b"bbbb", 0)));
 }
 
 #[test]

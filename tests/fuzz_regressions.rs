@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use clap::Parser;
 use linuxdisk_mk::cli::Cli;
 use linuxdisk_mk::disk::part_types::parse as parse_part_type;
+use linuxdisk_mk::source::tar::Options;
 use linuxdisk_mk::source::{read_archive, ArchiveInput};
 
 fn input(name: &str) -> PathBuf {
@@ -54,7 +54,12 @@ fn tar_archives_refused_without_panic_or_hang() {
         let dir = spool.path().to_path_buf();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
-            let res = read_archive(ArchiveInput::Path(path), &dir, &mut || {});
+            let res = read_archive(
+                ArchiveInput::Path(path),
+                &dir,
+                Options { block: 4096 },
+                &mut || {},
+            );
             let _ = tx.send(res.map(|_| ()).map_err(|e| format!("{e:#}")));
         });
         match rx.recv_timeout(Duration::from_secs(60)) {
@@ -83,7 +88,7 @@ fn gpt_nil_part_type_is_refused() {
         let e = parse_part_type(s).expect_err(s);
         assert!(e.contains("unused GPT entry"), "{s}: {e}");
         let args = ["linuxdisk-mk", "--part-type", s, "dir", "out.img"];
-        assert!(Cli::try_parse_from(args).is_err(), "{s} accepted");
+        assert!(Cli::parse_from_args(args).is_err(), "{s} accepted");
     }
     let linux = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";
     assert!(parse_part_type(linux).is_ok_and(|g| !g.is_nil()));

@@ -13,10 +13,7 @@ use crate::common::*;
 fn mke2fs_image_of(
     tree_builder: impl FnOnce(&Path),
 ) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
-    let tmp = tempdir();
-    let src = tmp.path().join("src");
-    std::fs::create_dir(&src).unwrap();
-    tree_builder(&src);
+    let (tmp, src) = temp_source(tree_builder);
     let img = tmp.path().join("fs.img");
     mke2fs_d(&src, &img, "ext4", "300M");
     assert_e2fsck_clean(&img);

@@ -13,6 +13,10 @@ use std::path::Path;
 use crate::common::entries::{mkdir, set_times, symlink, write};
 use crate::common::*;
 
+/// The big sources are made on a tmpfs: quick to fill and to empty (on a disk mounted with
+/// `discard`, removing 100,000 files takes longer than building their images).
+const SOURCE_TMPFS: &str = "256M,nr_inodes=120000";
+
 /// The name of entry `i`: mostly 7 to 29 bytes, every 50th up to 255, some with UTF-8 or raw
 /// high bytes (which hash differently with signed and unsigned chars).
 fn name(i: usize) -> Vec<u8> {
@@ -156,7 +160,7 @@ fn check_indexed(fstype: &str, args: &[&str], src: &Path, dir: &str, n: usize, l
 
 #[test]
 fn root_with_30000_entries_is_indexed_ext4_and_ext3() {
-    let tmp = tempdir();
+    let tmp = TmpfsMount::new(SOURCE_TMPFS);
     let src = tmp.path().join("src");
     std::fs::create_dir(&src).unwrap();
     big_dir(&src, b"", 30_000);
@@ -167,7 +171,7 @@ fn root_with_30000_entries_is_indexed_ext4_and_ext3() {
 
 #[test]
 fn directory_of_100000_entries_at_1k_blocks_has_two_index_levels() {
-    let tmp = tempdir();
+    let tmp = TmpfsMount::new(SOURCE_TMPFS);
     let src = tmp.path().join("src");
     std::fs::create_dir(&src).unwrap();
     write(&src, b"small", b"x");
@@ -179,21 +183,9 @@ fn directory_of_100000_entries_at_1k_blocks_has_two_index_levels() {
 
 #[test]
 fn small_directories_stay_linear() {
-    let tmp = tempdir();
-    let src = tmp.path().join("src");
-    std::fs::create_dir(&src).unwrap();
-    big_dir(&src, b"few", 20);
+    let (tmp, src) = temp_source(|s| big_dir(s, b"few", 20));
     let img = tmp.path().join("fs.img");
-    run_bin([
-        "-q",
-        "-t",
-        "ext4",
-        "--partition",
-        "none",
-        src.to_str().unwrap(),
-        img.to_str().unwrap(),
-    ])
-    .assert_ok();
+    build_image(&["-q", "-t", "ext4", "--partition", "none"], &src, &img);
     assert_e2fsck_clean(&img);
     let stat = debugfs(&img, "stat /few");
     assert!(stat.contains("Flags: 0x80000"), "{stat}");

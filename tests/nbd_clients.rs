@@ -28,10 +28,7 @@ struct Setup {
 impl Setup {
     fn new(tree: impl FnOnce(&Path)) -> Setup {
         require_tools(CLIENTS);
-        let tmp = tempdir();
-        let src = tmp.path().join("src");
-        std::fs::create_dir(&src).unwrap();
-        tree(&src);
+        let (tmp, src) = temp_source(tree);
         let sock = tmp.path().join("nbd.sock");
         Setup { tmp, src, sock }
     }
@@ -393,8 +390,7 @@ fn partition_none_serves_the_bare_filesystem() {
     let info = FsInfo::read(&copy);
     assert_eq!(info.size_bytes(), len, "filesystem size = disk size");
     assert_eq!(info.label(), "bare");
-    let mnt = mount_image(&copy, 0);
-    assert_no_diffs(&compare_trees(&s.src, mnt.path()), "--partition none");
+    assert_image_holds(&copy, 0, &s.src, "--partition none");
 }
 
 #[test]

@@ -62,30 +62,16 @@ fn assert_lazy_disk_equals_image(src: &Path, dir: &Path) {
 #[test]
 fn lazily_served_tree_is_the_written_image() {
     require_tools(&["nbdcopy", "sgdisk", "e2fsck", "cmp"]);
-    let tmp = tempdir();
-    let src = tmp.path().join("src");
-    build_full_tree(&src);
+    let (tmp, src) = temp_source(build_full_tree);
     assert_lazy_disk_equals_image(&src, tmp.path());
 }
 
 #[test]
 fn lazily_served_tar_is_the_written_image() {
     require_tools(&["nbdcopy", "sgdisk", "e2fsck", "cmp", "tar"]);
-    let tmp = tempdir();
-    let src = tmp.path().join("src");
-    build_sized_tree(&src, 40, 12 << 20);
+    let (tmp, src) = temp_source(|s| build_sized_tree(s, 40, 12 << 20));
     let tar = tmp.path().join("src.tar");
-    tool_ok(
-        "tar",
-        [
-            "--sparse",
-            "-C",
-            src.to_str().unwrap(),
-            "-cf",
-            tar.to_str().unwrap(),
-            ".",
-        ],
-    );
+    tar_c(&src, &tar, &["--sparse"]);
     assert_lazy_disk_equals_image(&tar, tmp.path());
 }
 

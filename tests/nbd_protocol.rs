@@ -19,10 +19,7 @@ use crate::common::*;
 fn protocol_check(checks: &[&str], export_name: &str) {
     require_tools(&["nbdcopy"]);
     require_python_nbd();
-    let tmp = tempdir();
-    let src = tmp.path().join("src");
-    std::fs::create_dir(&src).unwrap();
-    build_small_tree(&src);
+    let (tmp, src) = temp_source(build_small_tree);
     let sock = tmp.path().join("nbd.sock");
     let srv = ServerGuard::start([
         "--socket".as_ref(),

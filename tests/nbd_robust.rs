@@ -57,9 +57,7 @@ fn threads_settle(pid: u32, want: u64) -> u64 {
 /// disk size as nbdinfo prints it).
 fn small_server() -> (tempfile::TempDir, ServerGuard, std::path::PathBuf, String) {
     require_tools(&["nbdinfo"]);
-    let dir = tempdir();
-    let src = dir.path().join("src");
-    build_small_tree(&src);
+    let (dir, src) = temp_source(build_small_tree);
     let sock = dir.path().join("s.sock");
     let server = ServerGuard::start([
         "-q".as_ref(),
@@ -87,7 +85,7 @@ fn garbage_clients_and_storms_leave_the_server_serving_and_bounded() {
     let mut held = Vec::new();
     for _ in 0..200 {
         let mut c = UnixStream::connect(&sock).expect("connect");
-        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
         let mut greeting = [0u8; 18];
         c.read_exact(&mut greeting).expect("greeting");
         assert_eq!(&greeting[..8], b"NBDMAGIC");
@@ -141,10 +139,7 @@ impl Twin {
     fn new() -> Twin {
         require_tools(&["nbdinfo"]);
         require_python_nbd();
-        let tmp = tempdir();
-        let src = tmp.path().join("src");
-        std::fs::create_dir(&src).unwrap();
-        build_sized_tree(&src, 300, 88 * MIB);
+        let (tmp, src) = temp_source(|s| build_sized_tree(s, 300, 88 * MIB));
         let sparse = std::fs::File::create(src.join("sparse")).unwrap();
         sparse.set_len(40 * MIB).unwrap();
         let mut rng = Rng::new(66);

@@ -21,10 +21,7 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(180);
 
 fn setup() -> (tempfile::TempDir, PathBuf) {
     require_tools(&["nbdinfo", "nbdcopy", "nbdsh", "qemu-io", "e2fsck"]);
-    let tmp = tempdir();
-    let src = tmp.path().join("src");
-    std::fs::create_dir(&src).unwrap();
-    build_small_tree(&src);
+    let (tmp, src) = temp_source(build_small_tree);
     (tmp, src)
 }
 

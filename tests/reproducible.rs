@@ -76,14 +76,7 @@ fn same_tree_gives_byte_identical_images_under_source_date_epoch() {
     );
     // Without SOURCE_DATE_EPOCH: random identifiers.
     let r = dir.path().join("r.img");
-    run_bin([
-        "-q".as_ref(),
-        "-t".as_ref(),
-        "ext4".as_ref(),
-        a.as_os_str(),
-        r.as_os_str(),
-    ])
-    .assert_ok();
+    build_image(&["-q", "-t", "ext4"], &a, &r);
     assert!(!same_bytes(&ia, &r));
 }
 
@@ -160,24 +153,18 @@ fn identifiers_and_partition_type_can_be_given() {
     let a = dir.path().join("a");
     build_small_tree(&a);
     let img = dir.path().join("x.img");
-    run_bin([
-        "-q",
-        "-t",
-        "ext4",
-        "--uuid",
-        "11111111-2222-4333-8444-555555555555",
-        "--disk-guid",
-        "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee",
-        "--part-guid",
-        "12345678-9abc-4def-8123-456789abcdef",
-        "--part-type",
-        "root-x86-64",
-        "--part-label",
-        "root",
-        a.to_str().unwrap(),
-        img.to_str().unwrap(),
-    ])
-    .assert_ok();
+    let ids = [
+        ["--uuid", "11111111-2222-4333-8444-555555555555"],
+        ["--disk-guid", "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee"],
+        ["--part-guid", "12345678-9abc-4def-8123-456789abcdef"],
+        ["--part-type", "root-x86-64"],
+        ["--part-label", "root"],
+    ];
+    build_image(
+        &[&["-q", "-t", "ext4"], ids.as_flattened()].concat(),
+        &a,
+        &img,
+    );
     let g = check_gpt(&img);
     assert_eq!(g.type_guid, "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709", "{g:?}");
     assert_eq!(g.part_guid, "12345678-9ABC-4DEF-8123-456789ABCDEF");
@@ -192,13 +179,11 @@ fn identifiers_and_partition_type_can_be_given() {
         assert_e2fsck_clean(dev);
     });
     let img2 = dir.path().join("y.img");
-    run_bin([
-        "--part-type",
-        "0FC63DAF-8483-4772-8E79-3D69D8477DE5",
-        a.to_str().unwrap(),
-        img2.to_str().unwrap(),
-    ])
-    .assert_ok();
+    build_image(
+        &["--part-type", "0FC63DAF-8483-4772-8E79-3D69D8477DE5"],
+        &a,
+        &img2,
+    );
     assert_eq!(
         check_gpt(&img2).type_guid,
         "0FC63DAF-8483-4772-8E79-3D69D8477DE5"
@@ -212,14 +197,7 @@ fn owner_override_gives_every_entry_that_owner() {
     build_small_tree(&a);
     tool_ok("chown", ["-R", "1234:5678", a.to_str().unwrap()]);
     let img = dir.path().join("x.img");
-    run_bin([
-        "-q",
-        "--owner",
-        "0:0",
-        a.to_str().unwrap(),
-        img.to_str().unwrap(),
-    ])
-    .assert_ok();
+    build_image(&["-q", "--owner", "0:0"], &a, &img);
     let m = mount_image(&img, PART_OFFSET);
     let out = tool_ok(
         "find",
@@ -316,17 +294,7 @@ fn unprivileged_user_builds_from_a_tar_stream() {
     std::fs::write(a.join("passwd"), b"root:x:0:0::/root:/bin/sh\n").unwrap();
     tool_ok("chown", ["0:0", a.join("passwd").to_str().unwrap()]);
     let tar = dir.path().join("a.tar.gz");
-    tool_ok(
-        "tar",
-        [
-            "--numeric-owner",
-            "-C",
-            a.to_str().unwrap(),
-            "-czf",
-            tar.to_str().unwrap(),
-            ".",
-        ],
-    );
+    tar_c(&a, &tar, &["--numeric-owner", "-z"]);
     let outdir = dir.path().join("out");
     std::fs::create_dir(&outdir).unwrap();
     tool_ok("chown", ["65534:65534", outdir.to_str().unwrap()]);

@@ -255,10 +255,7 @@ fn block_size_2048_ext3_holds_the_full_tree_exactly() {
 }
 
 fn small_build(extra: &[&str]) -> (tempfile::TempDir, PathBuf, Run) {
-    let tmp = tempdir();
-    let src = tmp.path().join("src");
-    std::fs::create_dir(&src).unwrap();
-    build_small_tree(&src);
+    let (tmp, src) = temp_source(build_small_tree);
     let out = tmp.path().join("disk.img");
     let mut args: Vec<&OsStr> = extra.iter().map(OsStr::new).collect();
     args.extend([src.as_os_str(), out.as_os_str()]);
@@ -273,11 +270,7 @@ fn default_type_is_ext2() {
     with_fs_device(&out, PART_OFFSET, |dev| {
         assert_features(&FsInfo::read(dev), "ext2")
     });
-    let mnt = mount_image(&out, PART_OFFSET);
-    assert_no_diffs(
-        &compare_trees(&tmp.path().join("src"), mnt.path()),
-        "default type",
-    );
+    assert_image_holds(&out, PART_OFFSET, &tmp.path().join("src"), "default type");
 }
 
 #[test]
@@ -331,10 +324,7 @@ fn quiet_build_prints_nothing() {
 
 #[test]
 fn output_inside_source_is_not_copied_into_itself() {
-    let tmp = tempdir();
-    let src = tmp.path().join("src");
-    std::fs::create_dir(&src).unwrap();
-    build_small_tree(&src);
+    let (_tmp, src) = temp_source(build_small_tree);
     let out = src.join("disk.img");
     run_bin([src.as_os_str(), out.as_os_str()]).assert_ok();
     let mnt = mount_image(&out, PART_OFFSET);
@@ -363,17 +353,7 @@ fn lost_found_of_the_source_is_used() {
     std::fs::set_permissions(src.join("lost+found"), mode).unwrap();
     build_small_tree(&src);
     let out = tmp.path().join("disk.img");
-    run_bin([
-        "-t".as_ref(),
-        "ext4".as_ref(),
-        src.as_os_str(),
-        out.as_os_str(),
-    ])
-    .assert_ok();
+    build_image(&["-t", "ext4"], &src, &out);
     with_fs_device(&out, PART_OFFSET, assert_e2fsck_clean);
-    let mnt = mount_image(&out, PART_OFFSET);
-    assert_no_diffs(
-        &compare_trees(&src, mnt.path()),
-        "source with its own lost+found",
-    );
+    assert_image_holds(&out, PART_OFFSET, &src, "source with its own lost+found");
 }

@@ -14,10 +14,7 @@ use support::*;
 
 /// The full tree and its plain archive, in a fresh temp dir.
 fn tree_and_tar() -> (tempfile::TempDir, PathBuf, PathBuf) {
-    let tmp = tempdir();
-    let src = tmp.path().join("src");
-    std::fs::create_dir(&src).unwrap();
-    build_full_tree(&src);
+    let (tmp, src) = temp_source(build_full_tree);
     let tar = tmp.path().join("x.tar");
     make_tar(&src, &tar);
     (tmp, src, tar)
@@ -30,7 +27,7 @@ fn assert_image_equals_tree(tmp: &Path, src: &Path, archive: &Path, via: Via) {
     std::fs::create_dir_all(&spool).unwrap();
     let out = tmp.join("disk.img");
     let _ = std::fs::remove_file(&out);
-    if let Err(e) = build_image(archive, via, &spool, &out) {
+    if let Err(e) = build_from_archive(archive, via, &spool, &out) {
         panic!("{} via {via:?}: {e}", archive.display());
     }
     assert!(dir_names(&spool).is_empty(), "spool file left behind");
@@ -53,19 +50,17 @@ fn plain_tar_file_gives_the_source_tree() {
 #[test]
 fn uncompressed_archive_file_is_read_in_place() {
     use std::os::unix::fs::MetadataExt;
-    let tmp = tempdir();
-    let src = tmp.path().join("src");
-    std::fs::create_dir(&src).unwrap();
-    build_small_tree(&src);
+    let (tmp, src) = temp_source(build_small_tree);
     let tar = tmp.path().join("small.tar");
     make_tar(&src, &tar);
     let tree = linuxdisk_mk::source::read_archive(
         linuxdisk_mk::source::ArchiveInput::Path(tar.clone()),
         tmp.path(),
+        linuxdisk_mk::source::tar::Options { block: 4096 },
         &mut || {},
     )
     .unwrap();
-    let spool = tree.spool.as_ref().unwrap().metadata().unwrap();
+    let spool = tree.spool(0).unwrap().metadata().unwrap();
     assert_eq!(spool.ino(), std::fs::metadata(&tar).unwrap().ino());
     drop(tree);
     assert_image_equals_tree(tmp.path(), &src, &tar, Via::File);
@@ -77,33 +72,33 @@ fn plain_tar_stream_gives_the_source_tree() {
     assert_image_equals_tree(tmp.path(), &src, &tar, Via::Fifo);
 }
 
+/// The full tree's archive compressed with `prog` (to `.ext`) and read `via` each way.
+fn compressed_tar_gives_the_source_tree(prog: &str, ext: &str, vias: &[Via]) {
+    let (tmp, src, tar) = tree_and_tar();
+    let compressed = compress(&tar, prog, ext);
+    for &via in vias {
+        assert_image_equals_tree(tmp.path(), &src, &compressed, via);
+    }
+}
+
 #[test]
 fn gzip_tar_file_and_stream_give_the_source_tree() {
-    let (tmp, src, tar) = tree_and_tar();
-    let gz = compress(&tar, "gzip", "gz");
-    assert_image_equals_tree(tmp.path(), &src, &gz, Via::File);
-    assert_image_equals_tree(tmp.path(), &src, &gz, Via::Fifo);
+    compressed_tar_gives_the_source_tree("gzip", "gz", &[Via::File, Via::Fifo]);
 }
 
 #[test]
 fn xz_tar_gives_the_source_tree() {
-    let (tmp, src, tar) = tree_and_tar();
-    let xz = compress(&tar, "xz", "xz");
-    assert_image_equals_tree(tmp.path(), &src, &xz, Via::File);
+    compressed_tar_gives_the_source_tree("xz", "xz", &[Via::File]);
 }
 
 #[test]
 fn zstd_tar_gives_the_source_tree() {
-    let (tmp, src, tar) = tree_and_tar();
-    let zst = compress(&tar, "zstd", "zst");
-    assert_image_equals_tree(tmp.path(), &src, &zst, Via::Fifo);
+    compressed_tar_gives_the_source_tree("zstd", "zst", &[Via::Fifo]);
 }
 
 #[test]
 fn bzip2_tar_gives_the_source_tree() {
-    let (tmp, src, tar) = tree_and_tar();
-    let bz2 = compress(&tar, "bzip2", "bz2");
-    assert_image_equals_tree(tmp.path(), &src, &bz2, Via::File);
+    compressed_tar_gives_the_source_tree("bzip2", "bz2", &[Via::File]);
 }
 
 /// The build fails with one line that mentions every string of `mentions`, and leaves neither
@@ -112,7 +107,7 @@ fn assert_refused(tmp: &Path, archive: &Path, via: Via, mentions: &[&str]) {
     let spool = tmp.join("spool");
     std::fs::create_dir_all(&spool).unwrap();
     let out = tmp.join("refused.img");
-    let e = build_image(archive, via, &spool, &out)
+    let e = build_from_archive(archive, via, &spool, &out)
         .err()
         .unwrap_or_else(|| panic!("{} via {via:?} was accepted", archive.display()));
     assert!(!e.contains('\n'), "not one line: {e}");
@@ -186,10 +181,7 @@ fn hostile_archives_are_refused_naming_the_entry() {
 
 #[test]
 fn truncated_and_corrupt_archives_are_refused() {
-    let tmp = tempdir();
-    let src = tmp.path().join("src");
-    std::fs::create_dir(&src).unwrap();
-    build_small_tree(&src);
+    let (tmp, src) = temp_source(build_small_tree);
     let tar = tmp.path().join("small.tar");
     make_tar(&src, &tar);
     let len = std::fs::metadata(&tar).unwrap().len();
@@ -251,7 +243,7 @@ fn a_sparse_member_with_a_200000_entry_map_is_read() {
     let spool = tmp.path().join("spool");
     std::fs::create_dir(&spool).unwrap();
     let out = tmp.path().join("disk.img");
-    build_image(&tar, Via::File, &spool, &out).unwrap_or_else(|e| panic!("{e}"));
+    build_from_archive(&tar, Via::File, &spool, &out).unwrap_or_else(|e| panic!("{e}"));
     with_fs_device(&out, PART_OFFSET, assert_e2fsck_clean);
     let mnt = mount_image(&out, PART_OFFSET);
     let got = std::fs::read(mnt.path().join("sparse")).unwrap();

@@ -4,22 +4,31 @@
 //! that Cargo does not build those files as binaries of their own, and the test below fails when
 //! a file is not declared here (it would not run at all).
 //!
-//! Run one module with `cargo test --test tests NAME::`. libtest starts the tests in the order of
-//! their names, `--test-threads` at a time (scripts/test.sh says how many): the qemu boots, the
-//! longest tests, are in `boot` so that they start first and run beside the rest.
+//! scripts/test.sh runs them with cargo-nextest, each test a process, the longest first (the
+//! qemu boots, two at a time, then the other long ones) as .config/nextest.toml sets out; a new
+//! long test belongs in its priority filters. One module: `cargo nextest run --test tests NAME::`
+//! or `cargo test --test tests NAME::`.
 //!
 //! These tests run as root (CI does) and never skip: without root they panic with a clear message.
 
 mod common;
 
 mod boot;
+mod boot_debian;
 mod changing;
 mod cli_docs;
+mod cli_ux;
+mod clone;
+mod compose;
+mod efi;
+mod efi_boot;
 mod errors;
+mod examples;
 mod fs_options;
 mod fuzz_regressions;
 mod harness;
 mod htree;
+mod interrupt;
 mod lazy_attacks;
 mod limits;
 mod million;
@@ -30,11 +39,15 @@ mod nbd_lazy;
 mod nbd_protocol;
 mod nbd_robust;
 mod nbd_run;
+mod oci;
 mod output_mode;
+mod progress;
+mod report_json;
 mod reproducible;
 mod roundtrip;
 mod sizing;
 mod tar;
+mod zero_blocks;
 
 /// Every `tests/*.rs` file is declared above: with `autotests = false`, one that is not would
 /// never be compiled or run.

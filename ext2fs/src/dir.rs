@@ -52,14 +52,15 @@ impl Filesystem {
 
     /// Creates an unlinked symlink inode holding `target` (in the inode when shorter than 60
     /// bytes, else in one block) and returns its number; the caller links it and sets metadata.
-    pub fn symlink(&mut self, parent: Ino, target: &[u8]) -> Result<Ino> {
+    /// The inode is picked as [`Filesystem::new_inode`] picks one near `near`.
+    pub fn symlink(&mut self, near: Ino, target: &[u8]) -> Result<Ino> {
         let t = c_name("ext2fs_symlink", target)?;
-        let ino = self.new_inode(parent, FileType::Symlink)?;
+        let ino = self.new_inode(near, FileType::Symlink)?;
         // new_inode counted it; ext2fs_symlink counts it again when it writes it.
         self.inode_alloc_stats(ino, false, false);
         // SAFETY: t is NUL-terminated; a null name means "do not link".
         check("ext2fs_symlink", unsafe {
-            sys::ext2fs_symlink(self.raw(), parent, ino, std::ptr::null(), t.as_ptr())
+            sys::ext2fs_symlink(self.raw(), near, ino, std::ptr::null(), t.as_ptr())
         })?;
         Ok(ino)
     }

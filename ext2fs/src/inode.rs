@@ -249,7 +249,10 @@ impl Inode {
 
 impl Filesystem {
     /// Picks a free inode number for a `file_type` inode near `parent` (`ext2fs_new_inode`)
-    /// and counts it as used.
+    /// and counts it as used. The search starts at the first inode of `parent`'s group and
+    /// walks the groups from there: near an inode in the last group used, it is quick however
+    /// many inodes are taken (near a directory's own inode, each pick walks every full group
+    /// after it).
     pub fn new_inode(&mut self, parent: Ino, file_type: FileType) -> Result<Ino> {
         let mut ino: Ino = 0;
         // SAFETY: fs is valid; a null map means the filesystem's own inode bitmap.

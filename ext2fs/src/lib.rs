@@ -17,6 +17,7 @@ mod fs;
 mod hash;
 mod inode;
 mod superblock;
+mod version;
 mod xattr;
 
 pub use blocks::Run;
@@ -26,6 +27,7 @@ pub use fs::{default_journal_blocks, Filesystem, FormatParams};
 pub use hash::{DirHash, HashVersion, NameHash};
 pub use inode::{FileType, Inode, InodeFlags, Timestamp};
 pub use superblock::Superblock;
+pub use version::{library_version, LibraryVersion};
 
 /// An inode number.
 pub type Ino = u32;

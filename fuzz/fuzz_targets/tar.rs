@@ -19,7 +19,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::arbitrary::{Result as AResult, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use linuxdisk_mk::source::tar::{read_archive, ArchiveInput};
+use linuxdisk_mk::source::tar::{read_archive, ArchiveInput, Options};
 use linuxdisk_mk::source::{Data, Entry, Kind, Layout, Tree};
 
 struct Dirs {
@@ -70,8 +70,7 @@ fn dirs() -> &'static Dirs {
 fn check_tree(t: &Tree) {
     assert!(t.root.is_dir() && t.root.name.is_empty());
     let spool_len = t
-        .spool
-        .as_ref()
+        .spool(0)
         .expect("a tar tree has a spool")
         .metadata()
         .unwrap()
@@ -94,7 +93,7 @@ fn check_tree(t: &Tree) {
             assert!(!n.contains(&b'/') && !n.contains(&0), "name {n:?}");
             assert!(c.meta.nlink >= 1);
             if let Kind::File { size, layout, data } = &c.kind {
-                let Data::Spool { offset } = data else {
+                let Data::Spool { offset, .. } = data else {
                     panic!("a tar file's data is in the spool");
                 };
                 let end = offset.checked_add(*size).expect("offset + size overflows");
@@ -455,7 +454,12 @@ fuzz_target!(|data: &[u8]| {
     if let Some(out) = std::env::var_os("TAR_FUZZ_DUMP") {
         std::fs::write(out, data).expect("writing TAR_FUZZ_DUMP");
     }
-    let res = read_archive(ArchiveInput::Path(d.archive.clone()), &d.spool, &mut || {});
+    let res = read_archive(
+        ArchiveInput::Path(d.archive.clone()),
+        &d.spool,
+        Options { block: 4096 },
+        &mut || {},
+    );
     match res {
         Ok(tree) => check_tree(&tree),
         Err(e) => {

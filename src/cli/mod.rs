@@ -1,16 +1,19 @@
 //! The command line: its definition (`args`, with the value parsers of `values`), the checks
 //! across options that clap cannot express, and the conversions from what was typed to the
 //! typed values the stages take. `--generate` prints the man page and completions that
-//! `build.rs` made from the same definition (`generated`).
+//! `build.rs` made from the same definition (`generated`). Habits from mke2fs and cp that mean
+//! something else here get a hint naming our option (`habits`); `--version` names the libext2fs
+//! in use.
 
 mod args;
 pub mod generated;
+mod habits;
 mod values;
 
-pub use args::{Cli, FsTypeArg, Generate, PartitionMode, ServeArgs};
+pub use args::{Cli, EfiArgs, FsTypeArg, Generate, PartitionMode, ServeArgs};
 pub use values::{parse_bytes, SizeArg};
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches};
@@ -18,6 +21,8 @@ use clap::{ArgMatches, Args, CommandFactory, FromArgMatches};
 use crate::disk::part_types;
 use crate::mkfs::fstype::{Features, FsType};
 use crate::mkfs::size::SizeSpec;
+use crate::source::compose::Placement;
+use crate::source::oci::Platform;
 
 impl Cli {
     /// Parses the command line; usage errors (exit 2) include values only checkable together.
@@ -32,10 +37,21 @@ impl Cli {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        let mut cmd = Cli::command();
-        let matches = cmd.try_get_matches_from_mut(args)?;
+        let mut cmd = Cli::command().version(version());
+        let matches = cmd
+            .try_get_matches_from_mut(args)
+            .map_err(habits::with_hint)?;
         needs_serve(&cmd, &matches)?;
-        let cli = Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd))?;
+        needs_flag(
+            &cmd,
+            &matches,
+            EfiArgs::augment_args(clap::Command::new("efi")),
+            "efi",
+        )?;
+        let mut cli = Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd))?;
+        if cli.efi.efi && matches.value_source("part_type") == Some(ValueSource::DefaultValue) {
+            cli.part_type = "root-x86-64".to_string();
+        }
         cli.check()?;
         Ok(cli)
     }
@@ -66,6 +82,41 @@ impl Cli {
     /// Partition 1's type GUID (checked by [`Cli::check`]).
     pub fn part_type(&self) -> uuid::Uuid {
         part_types::parse(&self.part_type).expect("--part-type was checked")
+    }
+
+    /// Partition 1's name: `--part-label`, else the partition type's name (its GUID when it has
+    /// none), as systemd-repart names partitions.
+    pub fn part_label(&self) -> String {
+        if let Some(l) = &self.part_label {
+            return l.clone();
+        }
+        let t = self.part_type();
+        part_types::PART_TYPES
+            .iter()
+            .find(|(_, g)| *g == t)
+            .map_or_else(|| t.to_string(), |(n, _)| n.to_string())
+    }
+
+    /// The `--add` sources in order: SRC and where it goes (checked by [`Cli::check`]).
+    pub fn adds(&self) -> Vec<(PathBuf, Placement)> {
+        self.add
+            .iter()
+            .map(|a| {
+                let (src, dest) = values::split_add(a);
+                let place = dest.map_or_else(Placement::root, |d| {
+                    Placement::parse(&d).expect("--add was checked")
+                });
+                (PathBuf::from(src), place)
+            })
+            .collect()
+    }
+
+    /// `--platform`, else this machine's.
+    pub fn platform(&self) -> Platform {
+        match &self.platform {
+            Some(p) => Platform::parse(p).expect("--platform was checked"),
+            None => Platform::host(),
+        }
     }
 
     /// The filesystem features: the type's defaults with the -O edits applied.
@@ -101,6 +152,40 @@ impl Cli {
                 "{opt}: the nil GUID (all zeros) identifies nothing"
             )));
         }
+        if self.efi.efi && self.partition == PartitionMode::None {
+            return Err(invalid(
+                "--efi needs a partition table: it cannot go with --partition none".to_string(),
+            ));
+        }
+        if let Some(c) = &self.efi.cmdline {
+            if c.chars().any(char::is_control) {
+                return Err(invalid(
+                    "--cmdline: a kernel command line is one line, without control characters"
+                        .to_string(),
+                ));
+            }
+        }
+        let mut stdin = usize::from(self.source().as_os_str() == "-");
+        for a in &self.add {
+            let (src, dest) = values::split_add(a);
+            if src.is_empty() {
+                return Err(invalid(format!("--add {}: no SRC", a.to_string_lossy())));
+            }
+            if let Some(Err(e)) = dest.map(|d| Placement::parse(&d)) {
+                return Err(invalid(format!("--add {}: {e}", a.to_string_lossy())));
+            }
+            stdin += usize::from(src == "-");
+        }
+        if stdin > 1 {
+            return Err(invalid(
+                "standard input (-) can be read only once: as SOURCE or one --add".to_string(),
+            ));
+        }
+        if let Some(p) = &self.platform {
+            if let Err(e) = Platform::parse(p) {
+                return Err(invalid(format!("--platform: {e}")));
+            }
+        }
         if self.inode_size as u32 > self.block_size {
             return Err(invalid(format!(
                 "--inode-size {} is larger than the block size {}",
@@ -111,25 +196,49 @@ impl Cli {
     }
 }
 
-/// A usage error when an option of [`ServeArgs`] was typed without `--serve`.
-fn needs_serve(cmd: &clap::Command, matches: &ArgMatches) -> Result<(), clap::Error> {
-    if matches.get_flag("serve") {
+/// What `--version` prints after the name: the package version and the libext2fs loaded.
+fn version() -> &'static str {
+    let lib = ext2fs::library_version();
+    let text = format!(
+        "{} (libext2fs {}, {})",
+        env!("CARGO_PKG_VERSION"),
+        lib.version,
+        lib.date
+    );
+    // Once per process, for clap's &'static str.
+    Box::leak(text.into_boxed_str())
+}
+
+/// A usage error when an option of `group` (the options of [`ServeArgs`] or [`EfiArgs`]) was
+/// typed without `--flag`.
+fn needs_flag(
+    cmd: &clap::Command,
+    matches: &ArgMatches,
+    group: clap::Command,
+    flag: &str,
+) -> Result<(), clap::Error> {
+    if matches.get_flag(flag) {
         return Ok(());
     }
-    let serving = ServeArgs::augment_args(clap::Command::new("serving"));
-    for arg in serving.get_arguments() {
+    for arg in group.get_arguments() {
         let id = arg.get_id().as_str();
-        if id != "serve" && matches.value_source(id) == Some(ValueSource::CommandLine) {
+        if id != flag && matches.value_source(id) == Some(ValueSource::CommandLine) {
             let name = arg
                 .get_long()
                 .map_or_else(|| id.to_string(), |l| format!("--{l}"));
             return Err(cmd.clone().error(
                 clap::error::ErrorKind::MissingRequiredArgument,
-                format!("{name} needs --serve"),
+                format!("{name} needs --{flag}"),
             ));
         }
     }
     Ok(())
+}
+
+/// A usage error when an option of [`ServeArgs`] was typed without `--serve`.
+fn needs_serve(cmd: &clap::Command, matches: &ArgMatches) -> Result<(), clap::Error> {
+    let serving = ServeArgs::augment_args(clap::Command::new("serving"));
+    needs_flag(cmd, matches, serving, "serve")
 }
 
 #[cfg(test)]
@@ -142,13 +251,83 @@ mod tests {
     }
 
     #[test]
-    fn defaults_follow_the_seed() {
+    fn defaults_follow_nbdkit_linuxdisk() {
         let c = Cli::parse_from_args(["linuxdisk-mk", "dir", "out.img"]).unwrap();
         assert_eq!(c.fs_type(), FsType::Ext2);
         assert_eq!(c.block_size, 4096);
         assert_eq!(c.partition, PartitionMode::Gpt);
         assert_eq!(c.size_spec(), SizeSpec::Auto);
         assert!(!c.serving.serve);
+        assert_eq!(c.part_label(), "linux");
+        assert!(c.adds().is_empty() && !c.sparse);
+    }
+
+    #[test]
+    fn add_splits_at_the_last_colon_slash() {
+        let c = Cli::parse_from_args([
+            "linuxdisk-mk",
+            "--add",
+            "overlay",
+            "--add",
+            "my:dir:/opt/a:b",
+            "--add",
+            "a:/b:/",
+            "--add",
+            "motd:/etc/",
+            "d",
+            "o",
+        ])
+        .unwrap();
+        let got: Vec<(String, Vec<Vec<u8>>, bool)> = c
+            .adds()
+            .into_iter()
+            .map(|(p, pl)| (p.display().to_string(), pl.comps, pl.into))
+            .collect();
+        let v = |s: &[&str]| s.iter().map(|c| c.as_bytes().to_vec()).collect::<Vec<_>>();
+        assert_eq!(
+            got,
+            [
+                ("overlay".to_string(), v(&[]), true),
+                ("my:dir".to_string(), v(&["opt", "a:b"]), false),
+                ("a:/b".to_string(), v(&[]), true),
+                ("motd".to_string(), v(&["etc"]), true),
+            ]
+        );
+        for bad in [
+            &["--add", ":/x"][..],
+            &["--add", "a:/../b"],
+            &["--add", "-", "-"],
+        ] {
+            let mut args = vec!["linuxdisk-mk"];
+            args.extend_from_slice(bad);
+            if args.len() == 3 {
+                args.push("d");
+            }
+            args.push("o");
+            assert!(Cli::parse_from_args(&args).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn part_label_defaults_to_the_type_name() {
+        let c =
+            Cli::parse_from_args(["linuxdisk-mk", "--part-type", "root-x86-64", "d", "o"]).unwrap();
+        assert_eq!(c.part_label(), "root-x86-64");
+        let c = Cli::parse_from_args([
+            "linuxdisk-mk",
+            "--part-type",
+            "root-x86-64",
+            "--part-label",
+            "mine",
+            "d",
+            "o",
+        ])
+        .unwrap();
+        assert_eq!(c.part_label(), "mine");
+        let g = "0fc63daf-8483-4772-8e79-3d69d8477de5";
+        let c = Cli::parse_from_args(["linuxdisk-mk", "--part-type", g, "d", "o"]).unwrap();
+        assert_eq!(c.part_label(), g);
+        assert!(Cli::parse_from_args(["linuxdisk-mk", "--platform", "linux", "d", "o"]).is_err());
     }
 
     #[test]
@@ -222,6 +401,64 @@ mod tests {
             let e = Cli::parse_from_args(&args).expect_err(&format!("{extra:?} without --serve"));
             assert!(e.to_string().contains("--serve"), "{extra:?}: {e}");
         }
+    }
+
+    #[test]
+    fn efi_options_need_efi_and_make_the_root_type_root_x86_64() {
+        for extra in [
+            &["--efi-loader", "/x"][..],
+            &["--kernel", "/boot/vmlinuz"],
+            &["--initrd", "/boot/initrd.img"],
+            &["--cmdline", "quiet"],
+        ] {
+            let mut args = vec!["linuxdisk-mk"];
+            args.extend_from_slice(extra);
+            args.extend_from_slice(&["dir", "out.img"]);
+            let e = Cli::parse_from_args(&args).expect_err(&format!("{extra:?} without --efi"));
+            assert!(e.to_string().contains("needs --efi"), "{extra:?}: {e}");
+        }
+        let c = Cli::parse_from_args(["linuxdisk-mk", "--efi", "d", "o"]).unwrap();
+        assert_eq!(c.part_type(), part_types::parse("root-x86-64").unwrap());
+        let c = Cli::parse_from_args(["linuxdisk-mk", "--efi", "--part-type", "linux", "d", "o"])
+            .unwrap();
+        assert_eq!(c.part_type(), part_types::parse("linux").unwrap());
+        let c = Cli::parse_from_args(["linuxdisk-mk", "d", "o"]).unwrap();
+        assert_eq!(c.part_type(), part_types::parse("linux").unwrap());
+        assert!(
+            Cli::parse_from_args(["linuxdisk-mk", "--efi", "--partition", "none", "d", "o"])
+                .is_err()
+        );
+        assert!(
+            Cli::parse_from_args(["linuxdisk-mk", "--efi", "--cmdline", "a b", "d", "o"]).is_ok()
+        );
+        assert!(
+            Cli::parse_from_args(["linuxdisk-mk", "--efi", "--cmdline", "a\nb", "d", "o"]).is_err()
+        );
+    }
+
+    #[test]
+    fn mke2fs_letters_for_block_size_and_uuid_work() {
+        let c = Cli::parse_from_args([
+            "linuxdisk-mk",
+            "-b",
+            "1024",
+            "-U",
+            "0b0d5b7a-6c4f-4a54-9c33-3f5f0f5e1c01",
+            "d",
+            "o",
+        ])
+        .unwrap();
+        assert_eq!(c.block_size, 1024);
+        assert_eq!(
+            c.uuid.unwrap().to_string(),
+            "0b0d5b7a-6c4f-4a54-9c33-3f5f0f5e1c01"
+        );
+    }
+
+    #[test]
+    fn dry_run_is_not_for_serving() {
+        assert!(Cli::parse_from_args(["linuxdisk-mk", "-n", "d", "o"]).is_ok_and(|c| c.dry_run));
+        assert!(Cli::parse_from_args(["linuxdisk-mk", "--dry-run", "--serve", "d"]).is_err());
     }
 
     #[test]

@@ -90,6 +90,21 @@ pub fn parse_part_label(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
+/// `--add SRC[:DEST]`: SRC is everything before the last `:/`, DEST (an absolute path in the
+/// image) from that `/` on; without a `:/`, all of it is SRC and DEST is None (`/`). So a SRC
+/// may hold `:` (and `:/`, given a DEST: `a:/b:/`), a DEST may hold `:` but not `:/`.
+pub fn split_add(s: &std::ffi::OsStr) -> (std::ffi::OsString, Option<Vec<u8>>) {
+    use std::os::unix::ffi::OsStrExt;
+    let b = s.as_bytes();
+    match b.windows(2).rposition(|w| w == b":/") {
+        Some(i) => (
+            std::ffi::OsStr::from_bytes(&b[..i]).to_owned(),
+            Some(b[i + 1..].to_vec()),
+        ),
+        None => (s.to_owned(), None),
+    }
+}
+
 /// `-L`: at most 16 bytes, what an ext2/3/4 superblock holds.
 pub fn parse_label(s: &str) -> Result<String, String> {
     if s.len() > 16 {

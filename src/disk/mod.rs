@@ -6,6 +6,10 @@
 //! holes, and the NBD server answers reads (and block-status queries) from the same regions, so
 //! the two can never disagree. The GPT bytes themselves are built in [`gpt`].
 
+pub mod boot_entry;
+pub mod boot_files;
+pub mod esp;
+pub mod fat;
 pub mod gpt;
 pub mod part_types;
 
@@ -72,6 +76,15 @@ impl Region {
     }
 }
 
+/// One partition of a GPT disk: its table entry and `len` bytes of contents read from `source`
+/// (a multiple of 512; the partition is rounded up to 1 MiB with zeros).
+#[derive(Debug, Clone)]
+pub struct Part {
+    pub entry: gpt::Entry,
+    pub len: u64,
+    pub source: Source,
+}
+
 /// A virtual disk: sorted, contiguous, non-overlapping, non-empty regions covering `[0, size)`.
 #[derive(Debug, Clone)]
 pub struct Disk {
@@ -91,26 +104,41 @@ impl Disk {
     /// Like [`Disk::partitioned`], with the filesystem at `fs_offset` in `fs` (an image file
     /// whose filesystem was built in place at the partition offset).
     pub fn partitioned_at(fs: Arc<File>, fs_offset: u64, fs_size: u64, guids: &gpt::Guids) -> Disk {
-        let layout = gpt::layout(fs_size, guids);
+        let part = Part {
+            entry: guids.entry(),
+            len: fs_size,
+            source: Source::File {
+                file: fs,
+                offset: fs_offset,
+            },
+        };
+        Disk::gpt(guids.disk, vec![part], 0)
+    }
+
+    /// GPT disk with GUID `disk` and `parts` in table order, placed by [`gpt::place`]: primary
+    /// GPT bytes, each partition's contents followed by zeros to its MiB boundary, zeros, backup
+    /// GPT. Partition `fs` holds the filesystem ([`Disk::partition_offset`]).
+    pub fn gpt(disk: uuid::Uuid, parts: Vec<Part>, fs: usize) -> Disk {
+        let table: Vec<(gpt::Entry, u64)> =
+            parts.iter().map(|p| (p.entry.clone(), p.len)).collect();
+        let layout = gpt::layout_parts(disk, &table);
         let backup_offset = layout.backup_offset();
         let mut b = Builder::default();
         b.push(
             layout.primary.len() as u64,
             Source::Bytes(layout.primary.into(), 0),
         );
-        b.push(
-            fs_size,
-            Source::File {
-                file: fs,
-                offset: fs_offset,
-            },
-        );
+        for (part, placed) in parts.into_iter().zip(&layout.partitions) {
+            b.push(placed.offset - b.end, Source::Zero);
+            b.push(part.len, part.source);
+        }
         b.push(backup_offset - b.end, Source::Zero);
         b.push(
             layout.backup.len() as u64,
             Source::Bytes(layout.backup.into(), 0),
         );
-        b.finish(layout.partition_offset, layout.partition_size)
+        let at = layout.partitions[fs];
+        b.finish(at.offset, at.size)
     }
 
     /// The bare filesystem (like nbdkit's partition filter).
@@ -136,12 +164,12 @@ impl Disk {
         &self.regions
     }
 
-    /// Byte offset of the filesystem on the disk (0 for a bare disk).
+    /// Byte offset of the filesystem's partition on the disk (0 for a bare disk).
     pub fn partition_offset(&self) -> u64 {
         self.partition_offset
     }
 
-    /// Size in bytes of the filesystem.
+    /// Size in bytes of the filesystem's partition (of the filesystem for a bare disk).
     pub fn partition_size(&self) -> u64 {
         self.partition_size
     }
@@ -334,6 +362,41 @@ mod tests {
         assert!(bare.check());
         assert_eq!((bare.size(), bare.partition_offset()), (8192, 0));
         assert_eq!(Disk::bare(sparse_file(0, &[]), 0).regions().len(), 0);
+    }
+
+    #[test]
+    fn two_partitions_tile_the_disk_each_from_its_mib() {
+        let esp = Part {
+            entry: gpt::Entry {
+                part_type: gpt::ESP_TYPE,
+                guid: uuid::Uuid::new_v4(),
+                name: gpt::ESP_NAME.into(),
+            },
+            len: (2 << 20) + 512,
+            source: Source::Bytes(vec![5u8; (2 << 20) + 512].into(), 0),
+        };
+        let fs = Part {
+            entry: gpt::Guids::random().entry(),
+            len: 8192,
+            source: Source::File {
+                file: sparse_file(8192, &[(0, &[6u8; 8192])]),
+                offset: 0,
+            },
+        };
+        let d = Disk::gpt(uuid::Uuid::new_v4(), vec![esp, fs], 1);
+        assert!(d.check());
+        assert_eq!(
+            (d.partition_offset(), d.partition_size()),
+            (4 << 20, 1 << 20)
+        );
+        assert_eq!(d.size(), 6 << 20);
+        let mut all = vec![0u8; d.size() as usize];
+        d.read_at(&mut all, 0).unwrap();
+        let mib = 1 << 20;
+        assert!(all[mib..3 * mib + 512].iter().all(|&b| b == 5));
+        assert!(all[3 * mib + 512..4 * mib].iter().all(|&b| b == 0));
+        assert!(all[4 * mib..4 * mib + 8192].iter().all(|&b| b == 6));
+        assert!(all[4 * mib + 8192..5 * mib].iter().all(|&b| b == 0));
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! Directory blocks built in one pass: `.` and `..` first, then every child, packed as the
 //! kernel packs them (4-byte aligned records, the last record of a block stretched to its end),
-//! with the 12-byte checksum tail reserved in each block when metadata_csum is on. Writing a
-//! directory this way costs O(entries); `ext2fs_link` rescans the directory on every call.
+//! with the 12-byte checksum tail reserved in each block when metadata_csum is on, each block
+//! handed on as soon as it is full. Writing a directory this way costs O(entries) time and one
+//! block of memory; `ext2fs_link` rescans the directory on every call.
 
+use anyhow::Result;
 use ext2fs::{FileType, Ino};
 
 /// Bytes a directory record with a name of `name_len` bytes needs.
@@ -13,14 +15,19 @@ pub fn rec_len(name_len: usize) -> usize {
 /// Size of the metadata_csum tail (`struct ext2_dir_entry_tail`).
 const TAIL: usize = 12;
 
-/// Packs directory entries into blocks. With `write` false it only counts blocks (for planning),
-/// using the same arithmetic as the real thing.
+/// Receives a directory's blocks in order: (logical block number, the block's bytes).
+pub use super::htree::Sink;
+
+/// Packs directory entries into blocks, handing each finished block to a [`Sink`] (only one
+/// block is held at a time). With `write` false it only counts blocks (to allocate them before
+/// writing), using the same arithmetic as the real thing; the sink is never called then.
 pub struct DirPacker {
     block_size: usize,
     usable: usize,
     csum: bool,
     write: bool,
-    blocks: Vec<Vec<u8>>,
+    /// The block being filled (empty unless writing).
+    block: Vec<u8>,
     /// Offset of the next record in the current block, and of the last record written in it.
     off: usize,
     last: usize,
@@ -36,7 +43,7 @@ impl DirPacker {
             usable,
             csum,
             write,
-            blocks: Vec::new(),
+            block: Vec::new(),
             off: usable,
             last: 0,
             count: 0,
@@ -46,19 +53,21 @@ impl DirPacker {
     /// Starts a directory: the `.` and `..` entries.
     pub fn start(block_size: u32, csum: bool, write: bool, ino: Ino, parent: Ino) -> DirPacker {
         let mut p = DirPacker::new(block_size, csum, write);
-        p.add(b".", ino, FileType::Directory);
-        p.add(b"..", parent, FileType::Directory);
+        let mut none =
+            |_: u64, _: &mut [u8]| -> Result<()> { unreachable!("the first block is still open") };
+        p.add(b".", ino, FileType::Directory, &mut none)
+            .and_then(|_| p.add(b"..", parent, FileType::Directory, &mut none))
+            .expect("no block is finished by . and ..");
         p
     }
 
-    pub fn add(&mut self, name: &[u8], ino: Ino, ft: FileType) {
+    pub fn add(&mut self, name: &[u8], ino: Ino, ft: FileType, sink: &mut Sink) -> Result<()> {
         let need = rec_len(name.len());
         if self.off + need > self.usable {
-            self.new_block();
+            self.new_block(sink)?;
         }
         if self.write {
-            let b = self.blocks.last_mut().expect("a block");
-            let o = self.off;
+            let (b, o) = (&mut self.block, self.off);
             b[o..o + 4].copy_from_slice(&ino.to_le_bytes());
             b[o + 4..o + 6].copy_from_slice(&(need as u16).to_le_bytes());
             b[o + 6] = name.len() as u8;
@@ -67,58 +76,60 @@ impl DirPacker {
         }
         self.last = self.off;
         self.off += need;
+        Ok(())
     }
 
-    /// Closes the current block (stretching its last record) and opens a new, empty one.
-    fn new_block(&mut self) {
-        self.close_block();
+    /// Finishes the current block (stretching its last record) and opens a new, empty one.
+    fn new_block(&mut self, sink: &mut Sink) -> Result<()> {
+        self.close_block(sink)?;
         self.count += 1;
         if self.write {
-            let mut b = vec![0u8; self.block_size];
+            self.block.clear();
+            self.block.resize(self.block_size, 0);
             if self.csum {
                 // inode 0, rec_len 12, name_len 0, file_type 0xDE; checksum filled in on write.
                 let t = self.usable;
-                b[t + 4..t + 6].copy_from_slice(&(TAIL as u16).to_le_bytes());
-                b[t + 7] = 0xDE;
+                self.block[t + 4..t + 6].copy_from_slice(&(TAIL as u16).to_le_bytes());
+                self.block[t + 7] = 0xDE;
             }
-            self.blocks.push(b);
         }
         self.off = 0;
         self.last = 0;
+        Ok(())
     }
 
-    fn close_block(&mut self) {
-        if self.count == 0 {
-            return;
+    /// Hands the current block (if any) to `sink`, its records tiling it.
+    fn close_block(&mut self, sink: &mut Sink) -> Result<()> {
+        if self.count == 0 || !self.write {
+            return Ok(());
         }
-        if self.write {
-            let usable = self.usable;
-            let b = self.blocks.last_mut().expect("a block");
-            if self.off == 0 {
-                // An empty block: one unused record (inode 0) spanning it.
-                b[4..6].copy_from_slice(&(usable as u16).to_le_bytes());
-            } else {
-                let l = self.last;
-                b[l + 4..l + 6].copy_from_slice(&((usable - l) as u16).to_le_bytes());
-            }
+        let usable = self.usable;
+        let b = &mut self.block;
+        if self.off == 0 {
+            // An empty block: one unused record (inode 0) spanning it.
+            b[4..6].copy_from_slice(&(usable as u16).to_le_bytes());
+        } else {
+            let l = self.last;
+            b[l + 4..l + 6].copy_from_slice(&((usable - l) as u16).to_le_bytes());
         }
+        sink(self.count - 1, b)
     }
 
     /// Adds empty blocks until there are at least `n` (lost+found is kept at mke2fs's size).
-    pub fn pad_to(&mut self, n: u64) {
+    pub fn pad_to(&mut self, n: u64, sink: &mut Sink) -> Result<()> {
         while self.count < n {
-            self.new_block();
+            self.new_block(sink)?;
         }
+        Ok(())
     }
 
     pub fn block_count(&self) -> u64 {
         self.count
     }
 
-    /// The finished blocks (empty unless built with `write`).
-    pub fn finish(mut self) -> Vec<Vec<u8>> {
-        self.close_block();
-        self.blocks
+    /// Hands the last block to `sink`.
+    pub fn finish(mut self, sink: &mut Sink) -> Result<()> {
+        self.close_block(sink)
     }
 }
 
@@ -143,18 +154,32 @@ mod tests {
         out
     }
 
+    /// Runs `f` on a packer writing into a Vec (checking that blocks come in order, once each).
+    fn collect(p: DirPacker, f: impl FnOnce(&mut DirPacker, &mut Sink)) -> (u64, Vec<Vec<u8>>) {
+        let mut p = p;
+        let mut blocks: Vec<Vec<u8>> = Vec::new();
+        let mut sink = |lblk: u64, b: &mut [u8]| -> Result<()> {
+            assert_eq!(lblk, blocks.len() as u64, "blocks out of order");
+            blocks.push(b.to_vec());
+            Ok(())
+        };
+        f(&mut p, &mut sink);
+        let count = p.block_count();
+        p.finish(&mut sink).unwrap();
+        (count, blocks)
+    }
+
     #[test]
     fn records_tile_each_block_and_round_trip() {
         for csum in [false, true] {
-            let mut p = DirPacker::start(1024, csum, true, 12, 2);
             let names: Vec<Vec<u8>> = (0..200)
                 .map(|i| format!("file-{i:03}-{}", "x".repeat(i % 40)).into_bytes())
                 .collect();
-            for (i, n) in names.iter().enumerate() {
-                p.add(n, 100 + i as u32, FileType::Regular);
-            }
-            let count = p.block_count();
-            let blocks = p.finish();
+            let (count, blocks) = collect(DirPacker::start(1024, csum, true, 12, 2), |p, sink| {
+                for (i, n) in names.iter().enumerate() {
+                    p.add(n, 100 + i as u32, FileType::Regular, sink).unwrap();
+                }
+            });
             assert_eq!(blocks.len() as u64, count);
             let usable = if csum { 1024 - 12 } else { 1024 };
             let all: Vec<_> = blocks.iter().flat_map(|b| records(b, usable)).collect();
@@ -174,23 +199,27 @@ mod tests {
     #[test]
     fn counting_matches_writing() {
         for bs in [1024u32, 2048, 4096] {
-            let mut w = DirPacker::start(bs, true, true, 2, 2);
             let mut c = DirPacker::start(bs, true, false, 2, 2);
-            for i in 0..5000u32 {
-                let name = vec![b'a' + (i % 26) as u8; 1 + (i as usize * 7) % 255];
-                w.add(&name, i + 20, FileType::Regular);
-                c.add(&name, i + 20, FileType::Regular);
-            }
-            assert_eq!(w.block_count(), c.block_count());
-            assert_eq!(w.finish().len() as u64, c.block_count());
+            let mut never = |_: u64, _: &mut [u8]| -> Result<()> {
+                panic!("a counting packer makes no blocks")
+            };
+            let (count, blocks) = collect(DirPacker::start(bs, true, true, 2, 2), |w, sink| {
+                for i in 0..5000u32 {
+                    let name = vec![b'a' + (i % 26) as u8; 1 + (i as usize * 7) % 255];
+                    w.add(&name, i + 20, FileType::Regular, sink).unwrap();
+                    c.add(&name, i + 20, FileType::Regular, &mut never).unwrap();
+                }
+            });
+            assert_eq!(count, c.block_count());
+            assert_eq!(blocks.len() as u64, c.block_count());
         }
     }
 
     #[test]
     fn padding_blocks_are_empty_records() {
-        let mut p = DirPacker::start(4096, false, true, 11, 2);
-        p.pad_to(4);
-        let blocks = p.finish();
+        let (_, blocks) = collect(DirPacker::start(4096, false, true, 11, 2), |p, sink| {
+            p.pad_to(4, sink).unwrap()
+        });
         assert_eq!(blocks.len(), 4);
         assert_eq!(records(&blocks[0], 4096).len(), 2);
         for b in &blocks[1..] {

@@ -23,7 +23,7 @@ pub fn check(opts: &Options) -> Result<()> {
     let max_bytes = opts.features.max_blocks().saturating_mul(bs);
     let type_limit = || {
         format!(
-            "{} with {bs}-byte blocks{} addresses at most {}",
+            "{} with {bs}-byte blocks{} addresses {} at most",
             opts.fstype.name(),
             if opts.features.has_64bit() {
                 ""
@@ -79,10 +79,11 @@ pub fn time_range(extra_fields: bool) -> (i64, i64) {
 /// the nearest end: `utimensat` and tar extraction on such a filesystem give the same); None
 /// when it is inside already.
 pub fn fit_time(t: Timestamp, range: (i64, i64)) -> Option<Timestamp> {
-    if (range.0..=range.1).contains(&t.sec) {
+    let sec = t.sec;
+    if (range.0..=range.1).contains(&sec) {
         return None;
     }
-    let sec = t.sec.clamp(range.0, range.1);
+    let sec = sec.clamp(range.0, range.1);
     let nsec = if sec == range.1 { 999_999_999 } else { 0 };
     Some(Timestamp { sec, nsec })
 }
@@ -154,6 +155,7 @@ mod tests {
                 nsec: 0
             })
         );
-        assert_eq!(fit_time(t(1 << 31), small).unwrap().sec, i32::MAX as i64);
+        let fit = fit_time(t(1 << 31), small).unwrap();
+        assert_eq!({ fit.sec }, i32::MAX as i64);
     }
 }

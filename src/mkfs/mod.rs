@@ -2,11 +2,13 @@
 //! geometry in a sparse temp file) → populate (the tree's entries). This module picks the size:
 //! the smallest that fits with a small margin, an exact `--size`, or `--size +FREE`.
 
+pub mod dirblocks;
 pub mod dirent;
 pub mod format;
 pub mod fstype;
 pub mod htree;
 pub mod layout;
+pub mod lazy;
 pub mod limits;
 pub mod plan;
 pub mod populate;
@@ -14,28 +16,28 @@ pub mod size;
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use ext2fs::{CompatFeatures, DirHash};
+use rustix::io::Errno;
 
 use self::format::{format, journal_blocks, Formatted, Geometry};
 use self::fstype::{Features, FsType, INODE_SIZE};
+use self::lazy::Lazy;
+pub use self::lazy::{LazyData, LazyPart};
 use self::plan::{inodes_with_margin, Needs};
-use self::populate::{Lazy, Populator};
-pub use self::populate::{LazyData, LazyPart};
-use self::size::{Human, SizeSpec};
-use crate::copy::RangeCopier;
-use crate::progress::Progress;
-use crate::source::live::LiveTree;
+use self::populate::Populator;
+use self::size::{auto_margin, kernel_reserve, Human, SizeSpec};
+use crate::copy::{CopyStats, RangeCopier};
+use crate::progress::{ByteSize, Progress};
+use crate::source::dirs::Dirs;
 use crate::source::readahead::{self, FinishOnDrop, Position, WINDOW};
 use crate::source::Tree;
 
 /// Bytes per inode for `--size` filesystems (mke2fs's default inode_ratio).
 const INODE_RATIO: u64 = 16384;
-/// Auto-sized filesystems aim for this fraction (in percent) of blocks free once populated.
-const AUTO_FREE_PERCENT: u64 = 3;
 
 /// What to make.
 #[derive(Debug, Clone)]
@@ -92,8 +94,9 @@ impl Options {
 pub struct Target<'a> {
     pub file: &'a File,
     pub offset: u64,
-    /// The file's name, for messages.
-    pub name: &'a Path,
+    /// What the user knows the file as, for messages: OUTPUT (never the temp file's own name),
+    /// or "a temporary file in TMPDIR".
+    pub name: &'a str,
 }
 
 /// The finished filesystem: its size in bytes and facts for -v.
@@ -102,23 +105,40 @@ pub struct Built {
     pub report: Report,
     /// With [`Options::lazy`]: the file data left out, in filesystem order.
     pub lazy: Vec<LazyPart>,
+    /// How the file data was moved into the filesystem (cloned, copied in the kernel, copied).
+    pub data: CopyStats,
 }
 
-/// Facts about the filesystem made, for -v.
+/// Facts about the filesystem made, read back from its superblock: for -v, the summary and
+/// `--json`.
 #[derive(Debug, Clone)]
 pub struct Report {
     pub blocks: u64,
     pub block_size: u32,
     pub inodes: u64,
     pub free_blocks: u64,
+    /// Of the free blocks, those ordinary users may not take (root's and the kernel's reserves).
+    pub unavailable_blocks: u64,
     pub free_inodes: u64,
+    /// Blocks reserved for root (`-m`): free, but not available to ordinary users.
+    pub reserved_blocks: u64,
     pub journal_blocks: u32,
     pub need_blocks: u64,
     pub need_inodes: u64,
+    pub uuid: [u8; 16],
+    pub label: [u8; 16],
+}
+
+impl Report {
+    /// Free bytes that ordinary users can fill: the free blocks beyond the root reserve.
+    pub fn available_bytes(&self) -> u64 {
+        self.free_blocks.saturating_sub(self.unavailable_blocks) * self.block_size as u64
+    }
 }
 
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let avail = self.free_blocks.saturating_sub(self.unavailable_blocks);
         let pct = |a: u64, b: u64| {
             if b == 0 {
                 0.0
@@ -128,7 +148,7 @@ impl std::fmt::Display for Report {
         };
         write!(
             f,
-            "filesystem: {} ({} blocks of {} bytes), {} inodes; journal {} blocks; free: {} blocks ({:.1}%), {} inodes ({:.1}%)",
+            "filesystem: {} ({} blocks of {} bytes), {} inodes; journal {} blocks; free: {} blocks ({:.1}%), {} inodes ({:.1}%); available to ordinary users: {} ({:.1}%)",
             Human(self.blocks * self.block_size as u64),
             self.blocks,
             self.block_size,
@@ -138,6 +158,8 @@ impl std::fmt::Display for Report {
             pct(self.free_blocks, self.blocks),
             self.free_inodes,
             pct(self.free_inodes, self.inodes),
+            Human(avail * self.block_size as u64),
+            pct(avail, self.blocks),
         )
     }
 }
@@ -160,6 +182,7 @@ pub fn build(
         bail!("-N {n} is too few inodes: the tree needs {}", needs.inodes);
     }
     let maker = Maker {
+        source,
         target,
         opts,
         needs: &needs,
@@ -168,21 +191,22 @@ pub fn build(
     let mut grow = 0u64;
     loop {
         let mut made = maker.format_for(grow)?;
-        progress.start_entries("building", Some(tree.entries));
+        let copied = if opts.lazy { 0 } else { tree.data_bytes };
+        progress.start_copy("building", copied, tree.entries);
         let res = maker.populate(source, tree, &mut made, progress);
         progress.finish();
-        let lazy = match res {
-            Ok(lazy) => lazy,
+        let (lazy, data) = match res {
+            Ok(done) => done,
             Err(e) if is_no_space(&e) => match opts.size {
-                SizeSpec::Total(n) => {
-                    let min = maker.minimum_size()?;
-                    bail!(
-                        "--size {} is too small for {}: it needs at least {}",
-                        Human(n),
-                        source.display(),
-                        Human(min)
-                    );
-                }
+                // Formatting checked that the planned blocks were free, so the plan (an upper
+                // bound) was short: there is no size to name that is sure to build.
+                SizeSpec::Total(n) => bail!(
+                    "--size {} is too small for {}: it ran out of space while populating, \
+                     beyond what the tree was planned to need; give a larger --size or leave \
+                     it out",
+                    Human(n),
+                    source.display(),
+                ),
                 // The plan is an upper bound, so this is rare: grow and start again.
                 _ if attempt < 3 => {
                     attempt += 1;
@@ -202,21 +226,28 @@ pub fn build(
             block_size: made.fs.block_size(),
             inodes: sb.inodes_count() as u64,
             free_blocks: sb.free_blocks(),
+            unavailable_blocks: sb.reserved_blocks()
+                + kernel_reserve(sb.blocks_count(), opts.features.has_extents()),
             free_inodes: sb.free_inodes() as u64,
+            reserved_blocks: sb.reserved_blocks(),
             journal_blocks: made.journal_blocks,
             need_blocks: needs.blocks,
             need_inodes: needs.inodes,
+            uuid: sb.uuid(),
+            label: sb.label(),
         };
         let size = report.blocks * report.block_size as u64;
-        made.fs.close().with_context(|| {
-            format!(
-                "writing the filesystem's metadata to {}",
-                target.name.display()
-            )
-        })?;
+        made.fs
+            .close()
+            .with_context(|| format!("writing the filesystem's metadata to {}", target.name))?;
         let mut lazy = lazy.map(|l| l.parts).unwrap_or_default();
         lazy.sort_unstable_by_key(|p| p.at);
-        return Ok(Built { size, report, lazy });
+        return Ok(Built {
+            size,
+            report,
+            lazy,
+            data,
+        });
     }
 }
 
@@ -228,9 +259,27 @@ fn is_no_space(e: &anyhow::Error) -> bool {
 }
 
 struct Maker<'a> {
+    source: &'a Path,
     target: &'a Target<'a>,
     opts: &'a Options,
     needs: &'a Needs,
+}
+
+/// The largest size the filesystem holding `file` allows a file (below `failed`, a size it
+/// refused), found by resizing `file` (sparse, so nothing is written); None if it cannot tell.
+/// The file is left empty.
+fn largest_file(file: &File, failed: u64) -> Option<u64> {
+    let (mut ok, mut bad) = (0u64, failed);
+    while bad - ok > 1 {
+        let mid = ok + (bad - ok) / 2;
+        match file.set_len(mid) {
+            Ok(()) => ok = mid,
+            Err(e) if Errno::from_io_error(&e) == Some(Errno::FBIG) => bad = mid,
+            Err(_) => return None,
+        }
+    }
+    file.set_len(0).ok()?;
+    Some(ok)
 }
 
 impl Maker<'_> {
@@ -247,25 +296,27 @@ impl Maker<'_> {
     /// Formats the temp file (emptied first, so unwritten blocks are zeros) at `geo`.
     fn format_at(&self, geo: Geometry) -> Result<Formatted> {
         let bs = self.opts.block_size as u64;
-        if geo.blocks > self.opts.features.max_blocks() {
+        let max = self.opts.features.max_blocks();
+        if geo.blocks > max {
             bail!(
-                "a filesystem of {} is larger than {} with {}-byte blocks can address",
+                "a filesystem of {} is larger than {} with {}-byte blocks can address ({} at most)",
                 Human(geo.blocks * bs),
                 self.opts.fstype.name(),
-                bs
+                bs,
+                ByteSize(max * bs)
             );
         }
         let t = self.target;
-        t.file
-            .set_len(0)
-            .and_then(|_| t.file.set_len(t.offset + geo.blocks * bs))
-            .with_context(|| {
-                format!(
-                    "{}: sizing it to {}",
-                    t.name.display(),
-                    Human(t.offset + geo.blocks * bs)
-                )
-            })?;
+        let len = t.offset + geo.blocks * bs;
+        if let Err(e) = t.file.set_len(0).and_then(|_| t.file.set_len(len)) {
+            let limit = match Errno::from_io_error(&e) {
+                Some(Errno::FBIG) => largest_file(t.file, len).map_or(String::new(), |max| {
+                    format!(" (its filesystem holds files of at most {})", ByteSize(max))
+                }),
+                _ => String::new(),
+            };
+            bail!("cannot grow {} to {}: {e}{limit}", t.name, ByteSize(len));
+        }
         format(&self.device(), self.target.offset, geo, self.opts).with_context(|| {
             format!(
                 "formatting {} of {} blocks, {} inodes",
@@ -280,24 +331,18 @@ impl Maker<'_> {
     fn format_for(&self, grow: u64) -> Result<Formatted> {
         let bs = self.opts.block_size as u64;
         match self.opts.size {
-            SizeSpec::Total(n) => {
-                let blocks = n / bs;
-                let inodes =
-                    self.inode_count((n / INODE_RATIO).max(inodes_with_margin(self.needs.inodes)));
-                let made = self.try_format(Geometry { blocks, inodes })?;
-                if made
-                    .as_ref()
-                    .is_none_or(|m| m.fs.superblock().free_blocks() < self.needs.blocks)
-                {
-                    let min = self.minimum_size()?;
+            SizeSpec::Total(n) => match self.total_fits(n)? {
+                Some(made) => Ok(made),
+                None => {
+                    let min = self.minimum_size(n)?;
                     bail!(
-                        "--size {} is too small: the tree needs a filesystem of at least {}",
+                        "--size {} is too small for {}: it needs at least --size {}",
                         Human(n),
+                        self.source.display(),
                         Human(min)
                     );
                 }
-                Ok(made.expect("checked above"))
-            }
+            },
             SizeSpec::Free(extra) => {
                 let extra_blocks = extra.div_ceil(bs) + grow;
                 let inodes =
@@ -306,7 +351,9 @@ impl Maker<'_> {
             }
             SizeSpec::Auto => {
                 let inodes = self.inode_count(inodes_with_margin(self.needs.inodes));
-                self.fit(inodes, &|b| (b * AUTO_FREE_PERCENT / 100).max(16) + grow)
+                let (bs, m) = (self.opts.block_size, self.opts.reserved_percent);
+                let extents = self.opts.features.has_extents();
+                self.fit(inodes, &|b| auto_margin(b, bs, m, extents) + grow)
             }
         }
     }
@@ -326,14 +373,65 @@ impl Maker<'_> {
         }
     }
 
-    /// The smallest size (in bytes, whole MiB) that holds the tree with no margin.
-    fn minimum_size(&self) -> Result<u64> {
-        let m = self.fit(
+    /// What `--size n` makes: `n` in whole blocks, one inode per 16 KiB or as many as the tree
+    /// needs (or `-N`).
+    fn total_geometry(&self, n: u64) -> Geometry {
+        let inodes = (n / INODE_RATIO).max(inodes_with_margin(self.needs.inodes));
+        Geometry {
+            blocks: n / self.opts.block_size as u64,
+            inodes: self.inode_count(inodes),
+        }
+    }
+
+    /// `--size n` formatted, if it leaves the tree's planned blocks free (None if not, or if it
+    /// is too small for libext2fs to lay out).
+    fn total_fits(&self, n: u64) -> Result<Option<Formatted>> {
+        let made = self.try_format(self.total_geometry(n))?;
+        Ok(made.filter(|m| m.fs.superblock().free_blocks() >= self.needs.blocks))
+    }
+
+    /// The smallest `--size` in whole MiB that holds the tree, found by formatting exactly as
+    /// `--size` does (its inode count grows with the size, so a search by [`Maker::fit`] with
+    /// the tree's inode count alone names a size that then fails); `failed` is a size known to
+    /// fail. The size named in the "too small" message: it builds.
+    fn minimum_size(&self, failed: u64) -> Result<u64> {
+        const MIB: u64 = 1 << 20;
+        let bs = self.opts.block_size as u64;
+        // Below this no --size can fit: it has no more free blocks than the tree's inodes alone
+        // leave (rounded down, then one less so that it is a size that fails).
+        let floor = self.fit(
             self.inode_count(inodes_with_margin(self.needs.inodes)),
             &|_| 0,
         )?;
-        let bytes = m.fs.superblock().blocks_count() * self.opts.block_size as u64;
-        Ok(bytes.next_multiple_of(1 << 20))
+        let floor = floor.fs.superblock().blocks_count() * bs / MIB;
+        let mut lo = floor.saturating_sub(1).max(failed / MIB);
+        // Grow by the shortfall (and the inode tables that come with it) until a size fits.
+        let mut hi = lo + 1;
+        for _ in 0..64 {
+            let free = match self.try_format(self.total_geometry(hi * MIB))? {
+                Some(m) => m.fs.superblock().free_blocks(),
+                None => 0,
+            };
+            if free >= self.needs.blocks {
+                // Then the smallest that fits, by bisection: `hi` fits, `lo` does not.
+                while hi - lo > 1 {
+                    let mid = lo + (hi - lo) / 2;
+                    match self.total_fits(mid * MIB)? {
+                        Some(_) => hi = mid,
+                        None => lo = mid,
+                    }
+                }
+                return Ok(hi * MIB);
+            }
+            lo = hi;
+            let short = (self.needs.blocks - free) * bs;
+            hi += (short + short / 32).div_ceil(MIB).max(1);
+        }
+        bail!(
+            "could not find a size that holds the {} blocks {} needs",
+            self.needs.blocks,
+            self.source.display()
+        )
     }
 
     /// The smallest geometry (searched by formatting: overhead depends on the group count) whose
@@ -382,15 +480,9 @@ impl Maker<'_> {
         tree: &Tree,
         made: &mut Formatted,
         progress: &Progress,
-    ) -> Result<Option<Lazy>> {
-        let fd = tree.dir.as_deref();
-        let lazy = match self.opts.lazy {
-            false => None,
-            true => Some(Lazy::new(
-                LiveTree::of(tree, source.as_os_str().as_encoded_bytes())?,
-                source.as_os_str().len(),
-            )),
-        };
+    ) -> Result<(Option<Lazy>, CopyStats)> {
+        let dirs = Dirs::root(tree);
+        let lazy = self.opts.lazy.then(|| Lazy::new(tree));
         let dir_index = made
             .fs
             .superblock()
@@ -404,15 +496,16 @@ impl Maker<'_> {
         let position = Position::default();
         let mut p = Populator {
             fs: &mut made.fs,
-            image: self.target.file,
             image_offset: self.target.offset,
             image_name: self.target.name,
             lost_found: made.lost_found,
             link_counts: &self.needs.link_counts,
             progress,
             linked: HashMap::new(),
-            copier: RangeCopier::new(),
-            spool: tree.spool.as_deref(),
+            last_ino: made.lost_found,
+            copier: RangeCopier::new(self.target.file),
+            tree,
+            root_len: source.as_os_str().len(),
             owner: self.opts.owner,
             clamp_time: self.opts.clamp_time,
             hash,
@@ -420,18 +513,18 @@ impl Maker<'_> {
             position: None,
         };
         let mut path = source.as_os_str().as_encoded_bytes().to_vec();
-        match (fd, p.lazy.is_none()) {
-            // Copying from a directory: read ahead of the copy in a second thread.
-            (Some(root), true) => {
-                p.position = Some(&position);
-                std::thread::scope(|s| {
-                    let _stop = FinishOnDrop(&position);
-                    s.spawn(|| readahead::run(root.as_fd(), &tree.root, &position, WINDOW));
-                    p.run(&tree.root, fd, &mut path)
-                })?;
-            }
-            _ => p.run(&tree.root, fd, &mut path)?,
+        let from_dirs = tree.origins.iter().any(|o| o.host_fd().is_some());
+        if from_dirs && p.lazy.is_none() {
+            // Copying from directories: read ahead of the copy in a second thread.
+            p.position = Some(&position);
+            std::thread::scope(|s| {
+                let _stop = FinishOnDrop(&position);
+                s.spawn(|| readahead::run(tree, &position, WINDOW));
+                p.run(&tree.root, &dirs, &mut path)
+            })?;
+        } else {
+            p.run(&tree.root, &dirs, &mut path)?;
         }
-        Ok(p.lazy)
+        Ok((p.lazy, p.copier.stats()))
     }
 }

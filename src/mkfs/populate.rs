@@ -4,9 +4,6 @@
 //! one pass once its children exist. Inode numbers are kept, never looked up again by name.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::os::fd::OwnedFd;
-use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use ext2fs::{
@@ -14,35 +11,43 @@ use ext2fs::{
     ROOT_INO,
 };
 
-use super::dirent::DirPacker;
-use super::htree::{indexed_blocks, Child, IndexParams};
+use super::dirblocks::{DirLayout, Kids};
+use super::htree::IndexParams;
 use super::layout::block_ranges;
+use super::lazy::{Lazy, LazyPart};
 use super::limits::{fit_time, time_range};
-use super::plan::{lost_found_blocks, LINK_MAX};
+use super::plan::LINK_MAX;
 use crate::copy::RangeCopier;
 use crate::progress::Progress;
-use crate::source::bytes::{dir_of, file_bytes};
-use crate::source::live::{DirId, LiveFile, LiveTree, ROOT};
-use crate::source::open::Stamp;
+use crate::source::bytes::file_bytes;
+use crate::source::dirs::Dirs;
 use crate::source::readahead::Position;
-use crate::source::{display, Data, Entry, Kind, Layout, Meta, Spool, Timestamp};
+use crate::source::{display, Data, Entry, Kind, Layout, Meta, Timestamp, Tree};
 
 pub struct Populator<'a> {
     pub fs: &'a mut Filesystem,
-    /// The file the filesystem lives in, at byte `image_offset`: file data is written to it
-    /// directly.
-    pub image: &'a File,
+    /// Byte offset of the filesystem in the file it lives in (`copier`'s destination): file data
+    /// is written there directly.
     pub image_offset: u64,
-    /// Its name, for messages.
-    pub image_name: &'a std::path::Path,
+    /// What the user knows it as, for messages (OUTPUT, never a temp file's name).
+    pub image_name: &'a str,
     pub lost_found: Ino,
     pub link_counts: &'a HashMap<(u64, u64), u32>,
     pub progress: &'a Progress,
     /// Inodes already made for multiply-linked files, by source identity.
     pub linked: HashMap<(u64, u64), Ino>,
-    pub copier: RangeCopier,
-    /// The tree's spool file, for files whose data is [`Data::Spool`].
-    pub spool: Option<&'a Spool>,
+    /// The highest inode number taken so far: new inodes are looked for from its group on.
+    /// Inodes are taken in order with no gaps, so this picks what a search from the parent
+    /// directory's group would, without walking every full group before it (quadratic in a
+    /// directory of a million entries).
+    pub last_ino: Ino,
+    /// Moves file data into the filesystem's file (cloned where the filesystems allow).
+    pub copier: RangeCopier<'a>,
+    /// The tree populated: where its files are read from (its origins, by [`Data::src`]).
+    pub tree: &'a Tree,
+    /// Length of the SOURCE path at the start of every entry's path: what follows is its path
+    /// in the tree.
+    pub root_len: usize,
     /// `--owner`: every entry's owner.
     pub owner: Option<(u32, u32)>,
     /// Name hashing for htree directories; None without the dir_index feature.
@@ -55,108 +60,21 @@ pub struct Populator<'a> {
     pub position: Option<&'a Position>,
 }
 
-/// Where a lazily served piece of file data is read from: a file of the source (or the
-/// archive's spool), from byte `offset`, checked on every read.
-#[derive(Clone)]
-pub enum LazyData {
-    Live { file: Arc<LiveFile>, offset: u64 },
-}
-
-impl LazyData {
-    /// The same data, `by` bytes further on.
-    fn advanced(&self, by: u64) -> LazyData {
-        match self {
-            LazyData::Live { file, offset } => LazyData::Live {
-                file: file.clone(),
-                offset: offset + by,
-            },
-        }
-    }
-}
-
-/// `len` bytes of file data at byte `at` of the filesystem, left in the source.
-pub struct LazyPart {
-    pub at: u64,
-    pub len: u64,
-    pub data: LazyData,
-}
-
-/// File data left in the source (`--serve --lazy`): where each data range of each file lies in
-/// the filesystem, and where its bytes are read from.
-pub struct Lazy {
-    /// The source, as the scan left it.
-    pub tree: Arc<LiveTree>,
-    /// Length of the source root's path at the start of every entry's path.
-    pub root_len: usize,
-    /// The directory being populated, then its parent, and so on up to the root.
-    dirs: Vec<DirId>,
-    /// Where each piece of file data goes and where it is read from, in the order placed.
-    pub parts: Vec<LazyPart>,
-    files: usize,
-}
-
-impl Lazy {
-    pub fn new(tree: Arc<LiveTree>, root_len: usize) -> Lazy {
-        Lazy {
-            tree,
-            root_len,
-            dirs: Vec::new(),
-            parts: Vec::new(),
-            files: 0,
-        }
-    }
-
-    /// Populating enters directory `d` (the root first).
-    fn enter(&mut self, d: &Entry) {
-        let id = match self.dirs.last() {
-            None => ROOT,
-            Some(&parent) => self.tree.add_dir(parent, &d.name, (d.meta.dev, d.meta.ino)),
-        };
-        self.dirs.push(id);
-    }
-
-    /// Populating is done with the directory last entered.
-    fn leave(&mut self) {
-        self.dirs.pop();
-    }
-
-    /// Where file `e`'s bytes are read, at its byte 0.
-    fn source(
-        &mut self,
-        e: &Entry,
-        data: Data,
-        size: u64,
-        spool: Option<&Spool>,
-        path: &[u8],
-    ) -> Result<LazyData> {
-        self.files += 1;
-        let (dir, name, stamp, offset) = match data {
-            Data::InTree => {
-                let dir = *self.dirs.last().context("a file outside any directory")?;
-                (dir, &*e.name, Stamp::of_entry(&e.meta, size), 0)
-            }
-            Data::Spool { offset } => {
-                let spool = spool.with_context(|| format!("{}: no spool file", display(path)))?;
-                (
-                    ROOT,
-                    &path[self.root_len.min(path.len())..],
-                    spool.stamp,
-                    offset,
-                )
-            }
-        };
-        Ok(LazyData::Live {
-            file: Arc::new(self.tree.file(dir, name, stamp, offset, self.files)),
-            offset: 0,
-        })
-    }
-}
-
 impl Populator<'_> {
-    /// Fills the root directory (inode 2) from `root`, whose directory is open as `fd` (None when
-    /// the tree came from an archive).
-    pub fn run(&mut self, root: &Entry, fd: Option<&OwnedFd>, path: &mut Vec<u8>) -> Result<()> {
-        self.dir(ROOT_INO, ROOT_INO, root, fd, path, true)
+    /// Fills the root directory (inode 2) from `root`, whose source directories are `dirs`;
+    /// `path` is SOURCE's path (of [`Populator::root_len`] bytes).
+    pub fn run(&mut self, root: &Entry, dirs: &Dirs, path: &mut Vec<u8>) -> Result<()> {
+        self.dir(ROOT_INO, ROOT_INO, root, dirs, path, true)
+    }
+
+    /// The path in the tree (`/a/b`) of the entry at `path`.
+    fn rel<'p>(&self, path: &'p [u8]) -> &'p [u8] {
+        &path[self.root_len.min(path.len())..]
+    }
+
+    /// The source directories of directory `d` below `dirs`, at `path`.
+    fn child_dirs(&self, dirs: &Dirs, d: &Entry, path: &[u8]) -> Result<Dirs> {
+        dirs.child(self.tree, d, self.rel(path))
     }
 
     fn block_size(&self) -> u64 {
@@ -169,15 +87,12 @@ impl Populator<'_> {
         ino: Ino,
         parent: Ino,
         d: &Entry,
-        fd: Option<&OwnedFd>,
+        dirs: &Dirs,
         path: &mut Vec<u8>,
         is_root: bool,
     ) -> Result<()> {
-        if let Some(lazy) = &mut self.lazy {
-            lazy.enter(d);
-        }
-        let bs = self.fs.block_size();
-        let mut kids: Vec<Child> = Vec::with_capacity(d.children().len() + 1);
+        // The inode made for each child, in order (4 bytes a child; names stay in the tree).
+        let mut inos: Vec<Ino> = Vec::with_capacity(d.children().len());
         let mut subdirs = 0u64;
         let mut has_lost_found = false;
         for c in d.children() {
@@ -186,21 +101,25 @@ impl Populator<'_> {
             path.extend_from_slice(&c.name);
             let (c_ino, ft) = if is_root && &*c.name == b"lost+found" && c.is_dir() {
                 has_lost_found = true;
-                let child_fd = child_dir(fd, c, path)?;
-                self.dir(self.lost_found, ino, c, child_fd.as_ref(), path, false)?;
+                let sub = self.child_dirs(dirs, c, path)?;
+                self.dir(self.lost_found, ino, c, &sub, path, false)?;
                 (self.lost_found, FileType::Directory)
             } else {
-                self.entry(ino, c, fd, path)?
+                self.entry(ino, c, dirs, path)?
             };
             path.truncate(len);
             if ft == FileType::Directory {
                 subdirs += 1;
             }
-            kids.push((&c.name, c_ino, ft));
+            inos.push(c_ino);
             self.progress.inc_entries(1);
         }
-        if is_root && !has_lost_found {
-            kids.push((b"lost+found", self.lost_found, FileType::Directory));
+        let kids = Kids {
+            entries: d.children(),
+            inos: &inos,
+            lost_found: (is_root && !has_lost_found).then_some(self.lost_found),
+        };
+        if kids.lost_found.is_some() {
             subdirs += 1;
         }
         let reused = is_root || ino == self.lost_found;
@@ -232,70 +151,54 @@ impl Populator<'_> {
                 .free_all_blocks(ino, &mut old)
                 .with_context(|| format!("{}: inode {ino}", display(path)))?;
         }
-        let (mut blocks, indexed) = self.dir_blocks(ino, parent, &kids, bs);
-        if indexed {
+        let p = self.index_params();
+        let layout = DirLayout::plan(ino, &kids, &p, self.hash.as_ref(), ino == self.lost_found);
+        if let DirLayout::Indexed(..) = layout {
             inode.add_flags(InodeFlags::INDEX);
         }
-        self.place(ino, &mut inode, &[(0, blocks.len() as u64)], path)?;
-        inode.set_size(blocks.len() as u64 * self.block_size());
+        let nblocks = layout.blocks();
+        self.place(ino, &mut inode, &[(0, nblocks)], path)?;
+        inode.set_size(nblocks * self.block_size());
         let runs = self
             .fs
             .runs(ino, &inode)
             .with_context(|| format!("{}: inode {ino}", display(path)))?;
-        let mut i = 0usize;
-        for r in runs {
-            for k in 0..r.len {
-                self.fs
-                    .write_dir_block(r.pblk + k, &mut blocks[i], ino)
-                    .with_context(|| format!("{}: writing directory block", display(path)))?;
-                i += 1;
-            }
-        }
-        debug_assert_eq!(i, blocks.len());
-        if let Some(lazy) = &mut self.lazy {
-            lazy.leave();
-        }
+        let fs = &mut *self.fs;
+        let mut written = 0u64;
+        let mut sink = |lblk: u64, block: &mut [u8]| -> Result<()> {
+            written += 1;
+            let i = runs.partition_point(|r| r.lblk + r.len <= lblk);
+            let r = runs.get(i).filter(|r| r.lblk <= lblk).with_context(|| {
+                format!("{}: directory block {lblk} is not allocated", display(path))
+            })?;
+            fs.write_dir_block(r.pblk + (lblk - r.lblk), block, ino)
+                .with_context(|| format!("{}: writing directory block", display(path)))
+        };
+        layout.write(ino, parent, &kids, &p, &mut sink)?;
+        debug_assert_eq!(written, nblocks);
         self.finish_inode(ino, &mut inode, d, path)
     }
 
-    /// The blocks of directory `ino`: an htree index when it needs more than one block (and the
-    /// filesystem has dir_index), else linear blocks; lost+found stays linear, padded to
-    /// mke2fs's size. The flag says whether the directory is indexed.
-    fn dir_blocks(&self, ino: Ino, parent: Ino, kids: &[Child], bs: u32) -> (Vec<Vec<u8>>, bool) {
-        let csum = self
-            .fs
-            .superblock()
-            .ro_compat()
-            .contains(RoCompatFeatures::METADATA_CSUM);
-        if ino != self.lost_found {
-            if let Some(h) = &self.hash {
-                let p = IndexParams {
-                    block_size: bs,
-                    csum,
-                    hash_version: h.root_version(),
-                };
-                if let Some(b) = indexed_blocks(ino, parent, kids, &p, &|n| h.hash(n)) {
-                    return (b, true);
-                }
-            }
+    /// How directory blocks look on this filesystem (the hash version is the filesystem's).
+    fn index_params(&self) -> IndexParams {
+        IndexParams {
+            block_size: self.fs.block_size(),
+            csum: self
+                .fs
+                .superblock()
+                .ro_compat()
+                .contains(RoCompatFeatures::METADATA_CSUM),
+            hash_version: self.hash.as_ref().map_or(0, |h| h.root_version()),
         }
-        let mut packer = DirPacker::start(bs, csum, true, ino, parent);
-        for &(name, i, ft) in kids {
-            packer.add(name, i, ft);
-        }
-        if ino == self.lost_found {
-            packer.pad_to(lost_found_blocks(bs));
-        }
-        (packer.finish(), false)
     }
 
-    /// Creates one non-root entry in directory `parent` (open as `fd`); returns its inode and
-    /// directory-entry file type.
+    /// Creates one non-root entry in directory `parent` (whose source directories are `dirs`);
+    /// returns its inode and directory-entry file type.
     fn entry(
         &mut self,
         parent: Ino,
         e: &Entry,
-        fd: Option<&OwnedFd>,
+        dirs: &Dirs,
         path: &mut Vec<u8>,
     ) -> Result<(Ino, FileType)> {
         if let (Kind::File { .. }, Some(p)) = (&e.kind, self.position) {
@@ -311,13 +214,13 @@ impl Populator<'_> {
         let ft = ft_of(&e.kind);
         let ino = match &e.kind {
             Kind::Dir { .. } => {
-                let ino = self.alloc_ino(parent, FileType::Directory, path)?;
-                let child_fd = child_dir(fd, e, path)?;
-                self.dir(ino, parent, e, child_fd.as_ref(), path, false)?;
+                let ino = self.alloc_ino(FileType::Directory, path)?;
+                let sub = self.child_dirs(dirs, e, path)?;
+                self.dir(ino, parent, e, &sub, path, false)?;
                 ino
             }
             Kind::File { size, layout, data } => {
-                let ino = self.alloc_ino(parent, FileType::Regular, path)?;
+                let ino = self.alloc_ino(FileType::Regular, path)?;
                 let mut inode = self.new_inode(FileType::Regular, &e.meta, links as u16);
                 inode.set_size(*size);
                 let ranges = block_ranges(*size, layout, self.fs.block_size());
@@ -327,7 +230,7 @@ impl Populator<'_> {
                         .fs
                         .runs(ino, &inode)
                         .with_context(|| format!("{}: inode {ino}", display(path)))?;
-                    self.copy_data(fd, e, *data, *size, layout, &runs, path)?;
+                    self.copy_data(dirs, e, *data, *size, layout, &runs, path)?;
                 }
                 self.finish_inode(ino, &mut inode, e, path)?;
                 ino
@@ -335,8 +238,9 @@ impl Populator<'_> {
             Kind::Symlink { target } => {
                 let ino = self
                     .fs
-                    .symlink(parent, target)
+                    .symlink(self.last_ino, target)
                     .with_context(|| format!("{}: creating symlink", display(path)))?;
+                self.last_ino = self.last_ino.max(ino);
                 let mut inode = self
                     .fs
                     .read_inode(ino)
@@ -350,14 +254,14 @@ impl Populator<'_> {
                 ino
             }
             Kind::CharDev { major, minor } | Kind::BlockDev { major, minor } => {
-                let ino = self.alloc_ino(parent, ft, path)?;
+                let ino = self.alloc_ino(ft, path)?;
                 let mut inode = self.new_inode(ft, &e.meta, links as u16);
                 inode.set_device(*major, *minor);
                 self.finish_inode(ino, &mut inode, e, path)?;
                 ino
             }
             Kind::Fifo | Kind::Socket => {
-                let ino = self.alloc_ino(parent, ft, path)?;
+                let ino = self.alloc_ino(ft, path)?;
                 let mut inode = self.new_inode(ft, &e.meta, links as u16);
                 self.finish_inode(ino, &mut inode, e, path)?;
                 ino
@@ -369,10 +273,13 @@ impl Populator<'_> {
         Ok((ino, ft))
     }
 
-    fn alloc_ino(&mut self, parent: Ino, ft: FileType, path: &[u8]) -> Result<Ino> {
-        self.fs
-            .new_inode(parent, ft)
-            .with_context(|| format!("{}: allocating an inode", display(path)))
+    fn alloc_ino(&mut self, ft: FileType, path: &[u8]) -> Result<Ino> {
+        let ino = self
+            .fs
+            .new_inode(self.last_ino, ft)
+            .with_context(|| format!("{}: allocating an inode", display(path)))?;
+        self.last_ino = self.last_ino.max(ino);
+        Ok(ino)
     }
 
     /// A new in-memory inode of type `ft` with the source's permissions, owner and times.
@@ -440,7 +347,7 @@ impl Populator<'_> {
     #[allow(clippy::too_many_arguments)]
     fn copy_data(
         &mut self,
-        dir: Option<&OwnedFd>,
+        dirs: &Dirs,
         e: &Entry,
         data: Data,
         size: u64,
@@ -449,8 +356,10 @@ impl Populator<'_> {
         path: &[u8],
     ) -> Result<()> {
         let pieces = placed(runs, layout, size, self.block_size());
+        let rel = self.rel(path);
+        let origin = &self.tree.origins[data.src() as usize];
         if let Some(lazy) = &mut self.lazy {
-            let src = lazy.source(e, data, size, self.spool, path)?;
+            let src = lazy.source(e, data, size, dirs, rel)?;
             for (at, from, len) in pieces {
                 lazy.parts.push(LazyPart {
                     at,
@@ -460,36 +369,27 @@ impl Populator<'_> {
             }
             return Ok(());
         }
-        let bytes = file_bytes(e, data, size, dir, self.spool, path)?;
-        let (src, base) = (bytes.fd(), bytes.base());
+        let bytes = file_bytes(e, data, size, dirs, &self.tree.origins, rel)?;
+        let (src, base) = (bytes.file(), bytes.base());
         for (at, from, len) in pieces {
             let progress = self.progress;
             let n = self
                 .copier
-                .copy(
-                    src,
-                    base + from,
-                    self.image,
-                    self.image_offset + at,
-                    len,
-                    &mut |n| progress.inc_bytes(n),
-                )
+                .copy(src, base + from, self.image_offset + at, len, &mut |n| {
+                    progress.inc_bytes(n)
+                })
                 .with_context(|| {
-                    format!(
-                        "{}: copying into {}",
-                        display(path),
-                        self.image_name.display()
-                    )
+                    format!("{}: copying into {}", origin.show(rel), self.image_name)
                 })?;
             if n != len {
                 bail!(
                     "{}: changed during the build (it shrank); nothing was written",
-                    display(path)
+                    origin.show(rel)
                 );
             }
         }
         // A change while it was copied is caught here rather than written.
-        bytes.check(path)
+        bytes.check()
     }
 }
 
@@ -540,13 +440,8 @@ pub fn clamp(t: Timestamp, limit: i64) -> Timestamp {
     }
 }
 
-/// Opens child directory `d` (checked to be the one scanned) when walking a directory source;
-/// None for archive sources.
-fn child_dir(parent: Option<&OwnedFd>, d: &Entry, path: &[u8]) -> Result<Option<OwnedFd>> {
-    parent.map(|fd| dir_of(fd, d, path)).transpose()
-}
-
-fn ft_of(k: &Kind) -> FileType {
+/// The directory-entry file type of an entry of kind `k`.
+pub fn ft_of(k: &Kind) -> FileType {
     match k {
         Kind::File { .. } => FileType::Regular,
         Kind::Dir { .. } => FileType::Directory,
@@ -557,7 +452,6 @@ fn ft_of(k: &Kind) -> FileType {
         Kind::Socket => FileType::Socket,
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

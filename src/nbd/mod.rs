@@ -19,6 +19,8 @@ pub mod reply;
 pub mod request;
 pub mod server;
 pub mod session;
+#[cfg(test)]
+pub(crate) mod testing;
 
 pub use export::{Export, Extent};
-pub use server::{check_options, serve, ServeOptions};
+pub use server::{check_options, serve, serve_announcing, ServeOptions};

@@ -545,20 +545,18 @@ mod tests {
 
     #[test]
     fn budget_bounds_bytes_in_flight() {
-        let b = Budget::new(100);
+        let b = Arc::new(Budget::new(100));
         let g1 = b.acquire(60);
         let g0 = b.acquire(0);
-        thread::scope(|s| {
-            let t = s.spawn(|| {
-                let _g = b.acquire(60);
-                let used = *lock(&b.used);
-                used
-            });
-            thread::sleep(std::time::Duration::from_millis(50));
-            assert!(!t.is_finished(), "60 + 60 > 100 must wait");
-            drop(g1);
-            assert_eq!(t.join().unwrap(), 60);
+        let b2 = Arc::clone(&b);
+        let waiter = crate::nbd::testing::Spawned::new(move || {
+            let _g = b2.acquire(60);
+            let used = *lock(&b2.used);
+            used
         });
+        waiter.wait_until_blocked("acquire(60) with 60 of 100 held");
+        drop(g1);
+        assert_eq!(waiter.join("acquire(60) once the 60 held are freed"), 60);
         drop(g0);
         assert_eq!(*lock(&b.used), 0);
         let _big = b.acquire(1000); // alone, anything fits

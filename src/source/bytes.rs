@@ -1,15 +1,17 @@
-//! Reading a tree back while it is used: a regular file's bytes — opened in its scanned
-//! directory (see [`super::open`]: only the file scanned, unchanged) or found in the tree's
-//! [`Spool`] (checked to be the spool as it was read) — and the check, after reading, that they
-//! did not change meanwhile. Populating and the reproducible-build digest both read through here.
+//! Reading a tree back while it is used: a regular file's bytes — opened in its source's
+//! directory as the walk reached it (see [`super::dirs`] and [`super::open`]: only the file
+//! scanned, unchanged) or found in its source's [`Spool`] (checked to be the spool as it was
+//! read) — and the check, after reading, that they did not change meanwhile. Populating, the
+//! reproducible-build digest and the EFI system partition all read through here.
 
 use std::fs::File;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 
 use anyhow::{bail, Context, Result};
 
-use super::open::{open_dir, open_file, stat, Refused, Stamp};
-use super::{display, Data, Entry};
+use super::dirs::{host_name, Dirs};
+use super::open::{open_file, stat, Refused, Stamp};
+use super::{display, Data, Entry, Origin};
 
 /// The file an archive's regular files are read from (the archive itself, or a spool file their
 /// bytes were copied into), with what it was once read: a spool changed since (an archive
@@ -18,15 +20,30 @@ use super::{display, Data, Entry};
 pub struct Spool {
     pub file: File,
     pub stamp: Stamp,
-    /// How messages name it: the archive, or the spool file of an archive.
+    /// The archive (or image), for messages.
     pub name: String,
+    /// Whether `file` is a copy of it (in TMPDIR) rather than the archive itself.
+    pub copy: bool,
 }
 
 impl Spool {
-    /// `file`, as it is now.
-    pub fn new(file: File, name: String) -> std::io::Result<Spool> {
+    /// `file`, as it is now: the archive `name` itself, or (`copy`) a spool file of it.
+    pub fn new(file: File, name: String, copy: bool) -> std::io::Result<Spool> {
         let stamp = Stamp::of(&stat(&file)?);
-        Ok(Spool { file, stamp, name })
+        Ok(Spool {
+            file,
+            stamp,
+            name,
+            copy,
+        })
+    }
+
+    /// The file, in words: the archive, or the spool file of one.
+    pub fn what(&self) -> String {
+        match self.copy {
+            true => format!("the spool file of {}", self.name),
+            false => self.name.clone(),
+        }
     }
 
     /// How the file differs from when it was read; None when it does not.
@@ -48,37 +65,48 @@ impl std::ops::Deref for Spool {
 /// Where a regular file's bytes are read: a descriptor, and the offset of the file's byte 0 in
 /// it.
 pub enum FileBytes<'a> {
-    Opened(OwnedFd, Stamp),
+    /// A file of a directory source, as scanned (`stamp`), named `shown` in messages.
+    Opened {
+        file: File,
+        stamp: Stamp,
+        shown: String,
+    },
     Spool(&'a Spool, u64),
 }
 
 impl FileBytes<'_> {
     pub fn fd(&self) -> BorrowedFd<'_> {
+        self.file().as_fd()
+    }
+
+    /// The file the bytes are in.
+    pub fn file(&self) -> &File {
         match self {
-            FileBytes::Opened(f, _) => f.as_fd(),
-            FileBytes::Spool(s, _) => s.file.as_fd(),
+            FileBytes::Opened { file, .. } => file,
+            FileBytes::Spool(s, _) => &s.file,
         }
     }
 
     pub fn base(&self) -> u64 {
         match self {
-            FileBytes::Opened(..) => 0,
+            FileBytes::Opened { .. } => 0,
             FileBytes::Spool(_, offset) => *offset,
         }
     }
 
-    /// After reading: fails unless the bytes read are still those scanned (file `path`, or the
+    /// After reading: fails unless the bytes read are still those scanned (the file, or the
     /// spool, unchanged).
-    pub fn check(&self, path: &[u8]) -> Result<()> {
+    pub fn check(&self) -> Result<()> {
         let why = match self {
-            FileBytes::Opened(f, want) => {
-                let st = stat(f).with_context(|| display(path))?;
-                want.what_changed(&Stamp::of(&st))
-                    .map(|why| format!("{}: changed during the build ({why})", display(path)))
+            FileBytes::Opened { file, stamp, shown } => {
+                let st = stat(file).with_context(|| shown.clone())?;
+                stamp
+                    .what_changed(&Stamp::of(&st))
+                    .map(|why| format!("{shown}: changed during the build ({why})"))
             }
             FileBytes::Spool(s, _) => s
                 .what_changed()
-                .map(|why| format!("{}: changed during the build ({why})", s.name)),
+                .map(|why| format!("{}: changed during the build ({why})", s.what())),
         };
         match why {
             Some(why) => bail!("{why}; nothing was written"),
@@ -87,51 +115,54 @@ impl FileBytes<'_> {
     }
 }
 
-/// The bytes of regular file `e` (`data` and `size` from its kind): opened by name in `dir` for
-/// a directory source — refused if it is no longer the file scanned — or at its offset in
-/// `spool`.
+/// The bytes of regular file `e` at `rel` in the tree (`data` and `size` from its kind): opened
+/// by name in its source's directory among `dirs` — refused if it is no longer the file scanned
+/// — or at its offset in its source's spool (refused if the spool changed).
 pub fn file_bytes<'a>(
     e: &Entry,
     data: Data,
     size: u64,
-    dir: Option<&OwnedFd>,
-    spool: Option<&'a Spool>,
-    path: &[u8],
+    dirs: &Dirs,
+    origins: &'a [Origin],
+    rel: &[u8],
 ) -> Result<FileBytes<'a>> {
-    match data {
-        Data::InTree => {
-            let dir = dir
-                .with_context(|| format!("{}: no source directory to read from", display(path)))?;
+    let origin = origins
+        .get(data.src() as usize)
+        .with_context(|| format!("{}: no such source", display(rel)))?;
+    match (data, origin) {
+        (Data::InTree { src }, _) => {
+            let shown = origin.show(rel);
+            let dir = dirs.get(src).with_context(|| {
+                format!("{shown}: changed during the build (its directory is gone); nothing was written")
+            })?;
             let stamp = Stamp::of_entry(&e.meta, size);
-            let f = open_file(dir, &e.name, &stamp).map_err(|r| refused(path, r))?;
-            Ok(FileBytes::Opened(f, stamp))
+            let f = open_file(dir, host_name(origin, &e.name), &stamp)
+                .map_err(|r| refused(&shown, r))?;
+            Ok(FileBytes::Opened {
+                file: File::from(f),
+                stamp,
+                shown,
+            })
         }
-        Data::Spool { offset } => {
-            let spool = spool.with_context(|| format!("{}: no spool file", display(path)))?;
+        (Data::Spool { offset, .. }, Origin::Spool(spool)) => {
             if let Some(why) = spool.what_changed() {
                 bail!(
                     "{}: changed during the build ({why}); nothing was written",
-                    spool.name
+                    spool.what()
                 );
             }
             Ok(FileBytes::Spool(spool, offset))
         }
+        _ => bail!("{}: no spool file", origin.show(rel)),
     }
 }
 
-/// Opens directory `d` (an entry of the tree) in its parent `dir`, refused unless it is the
-/// directory scanned.
-pub fn dir_of(dir: &OwnedFd, d: &Entry, path: &[u8]) -> Result<OwnedFd> {
-    open_dir(dir, &d.name, (d.meta.dev, d.meta.ino)).map_err(|r| refused(path, r))
-}
-
-/// The error for entry `path` that could not be opened again during the build.
-pub fn refused(path: &[u8], r: Refused) -> anyhow::Error {
+/// The error for entry `shown` that could not be opened again during the build.
+pub fn refused(shown: &str, r: Refused) -> anyhow::Error {
     match r {
-        Refused::Os(e) => anyhow::anyhow!("{}: {}", display(path), std::io::Error::from(e)),
-        Refused::Changed(why) => anyhow::anyhow!(
-            "{}: changed during the build ({why}); nothing was written",
-            display(path)
-        ),
+        Refused::Os(e) => anyhow::anyhow!("{shown}: {}", std::io::Error::from(e)),
+        Refused::Changed(why) => {
+            anyhow::anyhow!("{shown}: changed during the build ({why}); nothing was written")
+        }
     }
 }

@@ -1,16 +1,16 @@
 //! A digest of a scanned tree as it will be stored: names, types, permissions, owners (after
 //! `--owner`), mtimes (clamped), sizes, link targets, device numbers, hard-link structure,
-//! extended attributes and every byte of content. Reproducible builds derive their UUIDs and
-//! GUIDs from it, so they depend on nothing of the build host (atime, inode numbers, paths).
+//! extended attributes and every byte of content, whichever source (SOURCE or an `--add`) each
+//! came from. Reproducible builds derive their UUIDs and GUIDs from it, so they depend on nothing
+//! of the build host (atime, inode numbers, paths).
 
 use std::collections::HashMap;
-use std::os::fd::OwnedFd;
-use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use super::bytes::{dir_of, file_bytes, Spool};
-use super::{display, Data, Entry, Kind, Layout, Tree};
+use super::bytes::file_bytes;
+use super::dirs::Dirs;
+use super::{Data, Entry, Kind, Layout, Tree};
 
 /// What the digest normalises, as the image will.
 #[derive(Debug, Clone, Copy)]
@@ -19,18 +19,17 @@ pub struct Normalise {
     pub clamp_time: i64,
 }
 
-/// BLAKE3 of the tree scanned from `source` (named in messages).
-pub fn digest(tree: &Tree, source: &Path, norm: Normalise) -> Result<[u8; 32]> {
-    let fd = tree.dir.as_deref();
+/// BLAKE3 of the tree, its files read from their sources.
+pub fn digest(tree: &Tree, norm: Normalise) -> Result<[u8; 32]> {
+    let dirs = Dirs::root(tree);
     let mut d = Digester {
         h: blake3::Hasher::new(),
         norm,
         links: HashMap::new(),
-        spool: tree.spool.as_deref(),
+        tree,
         buf: vec![0u8; 1 << 20],
     };
-    let mut path = source.as_os_str().as_encoded_bytes().to_vec();
-    d.entry(&tree.root, fd, &mut path)?;
+    d.entry(&tree.root, &dirs, &mut Vec::new())?;
     Ok(*d.h.finalize().as_bytes())
 }
 
@@ -39,7 +38,7 @@ struct Digester<'a> {
     norm: Normalise,
     /// Hard-link identity → order of first appearance.
     links: HashMap<(u64, u64), u64>,
-    spool: Option<&'a Spool>,
+    tree: &'a Tree,
     buf: Vec<u8>,
 }
 
@@ -53,7 +52,8 @@ impl Digester<'_> {
         self.h.update(&n.to_le_bytes());
     }
 
-    fn entry(&mut self, e: &Entry, dir: Option<&OwnedFd>, path: &mut Vec<u8>) -> Result<()> {
+    /// Hashes `e`, at `rel` in the tree (`/a/b`), whose parent's source directories are `dirs`.
+    fn entry(&mut self, e: &Entry, dirs: &Dirs, rel: &mut Vec<u8>) -> Result<()> {
         let m = &e.meta;
         self.put(&e.name);
         let (uid, gid) = self.norm.owner.unwrap_or((m.uid, m.gid));
@@ -88,21 +88,22 @@ impl Digester<'_> {
                 self.num(1);
                 self.num(children.len() as u64);
                 for c in children {
-                    let len = path.len();
-                    path.push(b'/');
-                    path.extend_from_slice(&c.name);
-                    let child_fd = match (&c.kind, dir) {
-                        (Kind::Dir { .. }, Some(fd)) => Some(dir_of(fd, c, path)?),
-                        _ => None,
-                    };
-                    self.entry(c, child_fd.as_ref().or(dir), path)?;
-                    path.truncate(len);
+                    let len = rel.len();
+                    rel.push(b'/');
+                    rel.extend_from_slice(&c.name);
+                    if c.is_dir() {
+                        let sub = dirs.child(self.tree, c, rel)?;
+                        self.entry(c, &sub, rel)?;
+                    } else {
+                        self.entry(c, dirs, rel)?;
+                    }
+                    rel.truncate(len);
                 }
             }
             Kind::File { size, layout, data } => {
                 self.num(2);
                 self.num(*size);
-                self.content(e, dir, *size, layout, *data, path)?;
+                self.content(e, dirs, *size, layout, *data, rel)?;
             }
             Kind::Symlink { target } => {
                 self.num(3);
@@ -125,11 +126,11 @@ impl Digester<'_> {
     fn content(
         &mut self,
         e: &Entry,
-        dir: Option<&OwnedFd>,
+        dirs: &Dirs,
         size: u64,
         layout: &Layout,
         data: Data,
-        path: &[u8],
+        rel: &[u8],
     ) -> Result<()> {
         let ranges = layout.data_ranges(size);
         if ranges.iter().all(|(a, b)| a == b) {
@@ -137,7 +138,10 @@ impl Digester<'_> {
             ranges.iter().for_each(|&(a, _)| self.num(a));
             return Ok(());
         }
-        let bytes = file_bytes(e, data, size, dir, self.spool, path)?;
+        let tree = self.tree;
+        let origins = &tree.origins;
+        let bytes = file_bytes(e, data, size, dirs, origins, rel)?;
+        let path = || origins[data.src() as usize].show(rel);
         let (fd, base) = (bytes.fd(), bytes.base());
         for (a, b) in ranges {
             self.num(a);
@@ -146,14 +150,14 @@ impl Digester<'_> {
                 let n = ((b - pos) as usize).min(self.buf.len());
                 let got = rustix::io::pread(fd, &mut self.buf[..n], base + pos)
                     .map_err(std::io::Error::from)
-                    .with_context(|| format!("{}: reading", display(path)))?;
+                    .with_context(|| format!("{}: reading", path()))?;
                 if got == 0 {
-                    anyhow::bail!("{}: shrank during the build", display(path));
+                    anyhow::bail!("{}: shrank during the build", path());
                 }
                 self.h.update(&self.buf[..got]);
                 pos += got as u64;
             }
         }
-        bytes.check(path)
+        bytes.check()
     }
 }

@@ -1,171 +1,136 @@
 //! Source files read while serving (`--serve --lazy`): the disk's file-data regions are answered
-//! from the files in the tree (or an archive's spool) rather than from a copy.
+//! from the files in the tree (or an archive's spool) rather than from a copy, for every source
+//! of the tree (SOURCE, each `--add`).
 //!
-//! Only through what the scan opened: SOURCE's root descriptor (SOURCE is never resolved again,
-//! so a symlink repointed meanwhile leads nowhere new), and below it the directories the disk
-//! was built from, each reopened by name from its parent and refused unless it has the device
-//! and inode scanned. A few directory and file descriptors are kept open (the least recently
-//! used closed first), so deep or wide trees hold a bounded number. Every read checks the file
-//! (or the spool) against what was scanned — device, inode, size, modification and change time —
-//! before and after reading: a file changed since gives an I/O error and one warning naming it,
-//! never other bytes.
+//! Only through what the scans opened: each source's root descriptor (a path is never resolved
+//! again, so a symlink repointed meanwhile leads nowhere new), and below it the directories the
+//! disk was built from ([`DirNode`]s, as the walk of [`super::dirs`] reached them), each reopened
+//! by name from its parent and refused unless it has the device and inode scanned. A few
+//! directory and file descriptors are kept open (the least recently used closed first), so deep
+//! or wide trees hold a bounded number. Every read checks the file (or the spool) against what
+//! was scanned — device, inode, size, modification and change time — before and after reading:
+//! a file changed since gives an I/O error and one warning naming it, never other bytes.
 
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
-use super::bytes::Spool;
+use super::dirs::{host_name, DirNode, Dirs};
 use super::open::{open_dir, open_file, stat, Refused, Stamp};
-use super::{display, Tree};
+use super::{display, Data, Entry, Origin};
 
 /// Most directories kept open at once (others are reopened from their parents when needed).
 const OPEN_DIRS: usize = 64;
 /// Most source files kept open at once.
 const OPEN_FILES: usize = 256;
 
-/// A directory of the tree, by its index in [`LiveTree`]'s table (the root is [`ROOT`]).
-pub type DirId = u32;
-/// The source root.
-pub const ROOT: DirId = 0;
-
-/// A directory below the root: its parent, name and (dev, ino) as scanned.
-struct DirNode {
-    parent: DirId,
-    name: Box<[u8]>,
-    id: (u64, u64),
-}
-
-/// Where the tree's files are read.
-enum Origin {
-    /// A directory: the scan's descriptor of its root and the directories below it.
-    Dir {
-        root: Arc<OwnedFd>,
-        dirs: RwLock<Vec<DirNode>>,
-    },
-    /// An archive: the spool holding its files' bytes.
-    Spool(Arc<Spool>),
-}
-
-/// The served tree: where its files are, and the descriptors kept open.
+/// The served tree's sources, and the descriptors kept open.
 pub struct LiveTree {
-    origin: Origin,
-    /// SOURCE as given, for messages.
-    name: Vec<u8>,
-    dirs_open: Mutex<Recent<DirId, Arc<OwnedFd>>>,
+    /// The tree's sources (their scans' descriptors), indexed by [`super::Data::src`].
+    origins: Vec<Origin>,
+    dirs_open: Mutex<Recent<u64, Arc<OwnedFd>>>,
     files_open: Mutex<Recent<usize, Arc<std::fs::File>>>,
 }
 
+/// Where a served file is.
+pub enum Place {
+    /// Named `name` in a directory of its source.
+    Dir { dir: Arc<DirNode>, name: Box<[u8]> },
+    /// In source `src`'s spool, its byte 0 at `offset`; `rel` is its path in the tree.
+    Spool {
+        src: u16,
+        offset: u64,
+        rel: Box<[u8]>,
+    },
+}
+
 impl LiveTree {
-    /// The tree scanned from `source` (named in messages): through its root descriptor, or its
-    /// spool for an archive.
-    pub fn of(tree: &Tree, source: &[u8]) -> anyhow::Result<Arc<LiveTree>> {
-        let origin = match (&tree.dir, &tree.spool) {
-            (_, Some(spool)) => Origin::Spool(spool.clone()),
-            (Some(root), None) => Origin::Dir {
-                root: root.clone(),
-                dirs: RwLock::new(vec![DirNode {
-                    parent: ROOT,
-                    name: Box::new([]),
-                    id: (tree.root.meta.dev, tree.root.meta.ino),
-                }]),
-            },
-            (None, None) => anyhow::bail!("{}: no source to read from", display(source)),
-        };
-        Ok(Arc::new(LiveTree {
-            origin,
-            name: source.to_vec(),
+    /// The tree whose sources are `origins`.
+    pub fn new(origins: &[Origin]) -> Arc<LiveTree> {
+        Arc::new(LiveTree {
+            origins: origins.to_vec(),
             dirs_open: Mutex::new(Recent::new(OPEN_DIRS)),
             files_open: Mutex::new(Recent::new(OPEN_FILES)),
-        }))
+        })
     }
 
-    /// Records directory `name` of `parent`, scanned with identity `id` (dev, ino).
-    pub fn add_dir(&self, parent: DirId, name: &[u8], id: (u64, u64)) -> DirId {
-        let Origin::Dir { dirs, .. } = &self.origin else {
-            return ROOT; // an archive has no directories to open
-        };
-        let mut dirs = dirs.write().unwrap_or_else(|e| e.into_inner());
-        dirs.push(DirNode {
-            parent,
-            name: name.into(),
-            id,
-        });
-        DirId::try_from(dirs.len() - 1).expect("fewer than 2^32 directories")
-    }
-
-    /// A regular file as it was scanned (`stamp`): `name` in directory `dir`, or for an archive
-    /// the member at `name` (its path) whose bytes start at `offset` in the spool. `id` keys the
-    /// descriptor cache.
-    pub fn file(
-        self: &Arc<Self>,
-        dir: DirId,
-        name: &[u8],
-        stamp: Stamp,
-        offset: u64,
-        id: usize,
-    ) -> LiveFile {
+    /// A regular file as it was scanned (`stamp`; for a spool, the spool as read), at `place`.
+    /// `id` keys the descriptor cache.
+    pub fn file(self: &Arc<Self>, place: Place, stamp: Stamp, id: usize) -> LiveFile {
         LiveFile {
             tree: self.clone(),
-            dir,
-            name: name.into(),
+            place,
             stamp,
-            base: offset,
             id,
             warned: AtomicBool::new(false),
         }
     }
 
-    /// The open directory `id`, walked to from the nearest open ancestor (or the root), each
-    /// step checked against the scan.
-    fn dir(&self, id: DirId) -> Result<Arc<OwnedFd>, Refused> {
-        let Origin::Dir { root, dirs } = &self.origin else {
-            unreachable!("an archive has no directories");
-        };
-        let cached = |d: DirId| lock(&self.dirs_open).get(&d);
-        let dirs = dirs.read().unwrap_or_else(|e| e.into_inner());
-        let mut below = Vec::new();
-        let mut at = id;
-        let mut fd = loop {
-            if at == ROOT {
-                break root.clone();
+    /// File `e` at `rel` in the tree (`data` and `size` from its kind) as served: by name in
+    /// its source's directory among `dirs` (as the walk reached it), or in its source's spool.
+    /// `id` keys the descriptor cache.
+    pub fn entry(
+        self: &Arc<Self>,
+        e: &Entry,
+        data: Data,
+        size: u64,
+        dirs: &Dirs,
+        rel: &[u8],
+        id: usize,
+    ) -> anyhow::Result<LiveFile> {
+        use anyhow::Context;
+        let origin = self
+            .origins
+            .get(data.src() as usize)
+            .with_context(|| format!("{}: no such source", display(rel)))?;
+        let (place, stamp) = match (data, origin) {
+            (Data::InTree { src }, _) => {
+                let dir = dirs.node(src).with_context(|| {
+                    format!(
+                        "{}: changed during the build (its directory is gone); nothing was written",
+                        origin.show(rel)
+                    )
+                })?;
+                let place = Place::Dir {
+                    dir: dir.clone(),
+                    name: host_name(origin, &e.name).into(),
+                };
+                (place, Stamp::of_entry(&e.meta, size))
             }
-            if let Some(fd) = cached(at) {
+            (Data::Spool { src, offset }, Origin::Spool(spool)) => {
+                let rel = rel.into();
+                (Place::Spool { src, offset, rel }, spool.stamp)
+            }
+            _ => anyhow::bail!("{}: no source to read from", origin.show(rel)),
+        };
+        Ok(self.file(place, stamp, id))
+    }
+
+    /// Directory `node`, open: walked to from its nearest open ancestor (or its source's root),
+    /// each step checked against the scan.
+    fn dir(&self, node: &Arc<DirNode>) -> Result<Arc<OwnedFd>, Refused> {
+        let mut below = Vec::new();
+        let mut at = node;
+        let mut fd = loop {
+            let Some(parent) = &at.parent else {
+                let origin = &self.origins[at.src as usize];
+                let root = origin.host_fd().expect("a directory's source has one");
+                break root.clone();
+            };
+            if let Some(fd) = lock(&self.dirs_open).get(&at.key) {
                 break fd;
             }
             below.push(at);
-            at = dirs[at as usize].parent;
+            at = parent;
         };
-        for &d in below.iter().rev() {
-            let node = &dirs[d as usize];
-            fd = Arc::new(open_dir(&*fd, &node.name, node.id)?);
-            lock(&self.dirs_open).put(d, fd.clone());
+        for d in below.iter().rev() {
+            fd = Arc::new(open_dir(&*fd, &d.name, d.id)?);
+            lock(&self.dirs_open).put(d.key, fd.clone());
         }
         Ok(fd)
-    }
-
-    /// The path of `name` in directory `dir`, as the user named SOURCE.
-    fn path(&self, dir: DirId, name: &[u8]) -> Vec<u8> {
-        let mut parts: Vec<Box<[u8]>> = vec![name.into()];
-        if let Origin::Dir { dirs, .. } = &self.origin {
-            let dirs = dirs.read().unwrap_or_else(|e| e.into_inner());
-            let mut at = dir;
-            while at != ROOT {
-                let node = &dirs[at as usize];
-                parts.push(node.name.clone());
-                at = node.parent;
-            }
-        }
-        let mut p = self.name.clone();
-        for part in parts.iter().rev() {
-            if !p.ends_with(b"/") && !part.starts_with(b"/") {
-                p.push(b'/');
-            }
-            p.extend_from_slice(part);
-        }
-        p
     }
 }
 
@@ -176,13 +141,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// One regular file of a served tree, identified as it was when the disk was built.
 pub struct LiveFile {
     tree: Arc<LiveTree>,
-    dir: DirId,
-    /// Its name in `dir` (for an archive: its path in the archive).
-    name: Box<[u8]>,
-    /// The file as scanned (for an archive: the spool as read).
+    place: Place,
+    /// The file as scanned (for a spool: the spool as read).
     stamp: Stamp,
-    /// Where its byte 0 is in the spool (0 for a file of a directory).
-    base: u64,
     /// Its index in the tree, the key of the descriptor cache.
     id: usize,
     /// A change has been reported on stderr already.
@@ -196,12 +157,22 @@ impl std::fmt::Debug for LiveFile {
 }
 
 impl LiveFile {
-    /// The file's path as the user named it (for an archive: its path in the archive), for
+    /// The file's path as the user named its source (for an archive: ARCHIVE:/path), for
     /// messages.
     pub fn path(&self) -> String {
-        match &self.tree.origin {
-            Origin::Spool(_) => display(&self.name),
-            Origin::Dir { .. } => display(&self.tree.path(self.dir, &self.name)),
+        match &self.place {
+            Place::Dir { dir, name } => {
+                let origin = &self.tree.origins[dir.src as usize];
+                let mut p = origin
+                    .host_dir()
+                    .map_or(Vec::new(), |d| d.as_os_str().as_encoded_bytes().to_vec());
+                while p.len() > 1 && p.ends_with(b"/") {
+                    p.pop();
+                }
+                p.extend_from_slice(&dir.rel(name));
+                display(&p)
+            }
+            Place::Spool { src, rel, .. } => self.tree.origins[*src as usize].show(rel),
         }
     }
 
@@ -212,28 +183,33 @@ impl LiveFile {
         let res = self.checked_read(buf, offset);
         if let Err(e) = &res {
             if !self.warned.swap(true, Ordering::Relaxed) {
-                eprintln!("linuxdisk-mk: warning: {e}");
+                crate::progress::warn(&e.to_string());
             }
         }
         res
     }
 
     fn checked_read(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        let file = match &self.tree.origin {
-            Origin::Spool(spool) => {
+        let file = match &self.place {
+            Place::Spool {
+                src, offset: base, ..
+            } => {
+                let Some(Origin::Spool(spool)) = self.tree.origins.get(*src as usize) else {
+                    return Err(self.changed("its spool is gone"));
+                };
                 let f = &spool.file;
                 self.check(f)?;
-                self.read_all(f, buf, self.base + offset)?;
+                self.read_all(f, buf, base + offset)?;
                 // A change racing with the read is caught here rather than served.
                 return self.check(f);
             }
-            Origin::Dir { .. } => match self.cached() {
+            Place::Dir { dir, name } => match self.cached() {
                 Some(f) => f,
                 None => {
                     let fd = self
                         .tree
-                        .dir(self.dir)
-                        .and_then(|d| open_file(&*d, &self.name, &self.stamp))
+                        .dir(dir)
+                        .and_then(|d| open_file(&*d, name, &self.stamp))
                         .map_err(|r| self.refused(r))?;
                     let f = Arc::new(std::fs::File::from(fd));
                     lock(&self.tree.files_open).put(self.id, f.clone());
@@ -281,9 +257,12 @@ impl LiveFile {
     }
 
     fn changed(&self, why: &str) -> io::Error {
-        let what = match &self.tree.origin {
-            Origin::Spool(s) => format!("{}, holding {}", s.name, self.path()),
-            Origin::Dir { .. } => self.path(),
+        let what = match &self.place {
+            Place::Spool { src, rel, .. } => match &self.tree.origins[*src as usize] {
+                Origin::Spool(s) => format!("{}, holding {}", s.what(), display(rel)),
+                o => o.show(rel),
+            },
+            Place::Dir { .. } => self.path(),
         };
         io::Error::other(format!(
             "{what}: changed since the disk was built ({why}); files must not change while served with --lazy"
@@ -334,19 +313,21 @@ impl<K: PartialEq, V: Clone> Recent<K, V> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::{scan, Entry, Kind};
+    use crate::source::dirs::Dirs;
+    use crate::source::{scan, Entry, Kind, Tree};
     use std::os::unix::fs::FileExt;
 
-    /// Scans `dir` and makes the LiveFile of every regular file, registering directories as
+    /// Scans `dir` and makes the LiveFile of every regular file, walking the directories as
     /// populating does: (path below the root, file).
     fn served(dir: &std::path::Path) -> (Arc<LiveTree>, Vec<(String, LiveFile)>) {
         let tree = scan(dir, Default::default(), &mut || {}).unwrap();
-        let live = LiveTree::of(&tree, dir.as_os_str().as_encoded_bytes()).unwrap();
+        let live = LiveTree::new(&tree.origins);
         let mut files = Vec::new();
         fn walk(
+            tree: &Tree,
             live: &Arc<LiveTree>,
             d: &Entry,
-            id: DirId,
+            dirs: &Dirs,
             rel: &str,
             out: &mut Vec<(String, LiveFile)>,
         ) {
@@ -354,19 +335,23 @@ mod tests {
                 let rel = format!("{rel}/{}", String::from_utf8_lossy(&c.name));
                 match &c.kind {
                     Kind::Dir { .. } => {
-                        let sub = live.add_dir(id, &c.name, (c.meta.dev, c.meta.ino));
-                        walk(live, c, sub, &rel, out);
+                        let sub = dirs.child(tree, c, rel.as_bytes()).unwrap();
+                        walk(tree, live, c, &sub, &rel, out);
                     }
                     Kind::File { size, .. } => {
+                        let place = Place::Dir {
+                            dir: dirs.node(0).unwrap().clone(),
+                            name: c.name.clone(),
+                        };
                         let stamp = Stamp::of_entry(&c.meta, *size);
                         let n = out.len();
-                        out.push((rel, live.file(id, &c.name, stamp, 0, n)));
+                        out.push((rel, live.file(place, stamp, n)));
                     }
                     _ => {}
                 }
             }
         }
-        walk(&live, &tree.root, ROOT, "", &mut files);
+        walk(&tree, &live, &tree.root, &Dirs::root(&tree), "", &mut files);
         (live, files)
     }
 

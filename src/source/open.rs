@@ -30,9 +30,10 @@ pub struct Stamp {
 impl Stamp {
     /// A regular file of `size` bytes as the scan saw it.
     pub fn of_entry(m: &Meta, size: u64) -> Stamp {
+        let (dev, ino) = m.host_id();
         Stamp {
-            dev: m.dev,
-            ino: m.ino,
+            dev,
+            ino,
             size,
             mtime: m.mtime,
             ctime: m.ctime,

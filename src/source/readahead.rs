@@ -2,41 +2,69 @@
 //! the tree in the same order and asks the kernel to start reading the next files
 //! (`posix_fadvise(WILLNEED)`, which returns once the reads are queued), at most a window of
 //! bytes ahead. A cold tree of many small files is then read with many requests in flight instead
-//! of one at a time. Purely an optimisation: anything that fails here is ignored (populating
-//! reads, checks and reports every file itself).
+//! of one at a time. It walks the sources' directories as populating does ([`Dirs`]) and opens
+//! only what the scan saw ([`super::open`]). Purely an optimisation: anything that fails here is
+//! ignored (populating reads, checks and reports every file itself).
 
 use std::collections::VecDeque;
-use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Condvar, Mutex, MutexGuard};
 
 use rustix::fs::Advice;
 
-use super::open::{open_dir, open_file, Stamp};
-use super::{Data, Entry, Kind};
+use super::dirs::{host_name, Dirs};
+use super::open::{open_file, Stamp};
+use super::{Data, Entry, Kind, Tree};
 
 /// How far ahead of the copy reading may run, in bytes of file data.
 pub const WINDOW: u64 = 128 << 20;
 /// Files with more data than this are left to the kernel's sequential read-ahead.
 pub const LARGEST: u64 = 4 << 20;
 
-/// Where the copy is: the number of regular-file entries it has reached, in tree order
-/// (depth first, children in order, hard links counted each time), and whether it has finished.
+/// Where the copy is, and a condition variable that wakes the reading ahead when it moves.
 #[derive(Default)]
 pub struct Position {
-    files: AtomicU64,
-    done: AtomicBool,
+    copy: Mutex<Copy>,
+    moved: Condvar,
+}
+
+/// The number of regular-file entries the copy has reached, in tree order (depth first,
+/// children in order, hard links counted each time), whether it has finished, and whether
+/// reading ahead is waiting for it to move.
+#[derive(Default)]
+struct Copy {
+    files: u64,
+    done: bool,
+    waited_on: bool,
 }
 
 impl Position {
     /// The copy has reached one more regular-file entry.
     pub fn advance(&self) {
-        self.files.fetch_add(1, Ordering::Relaxed);
+        let mut copy = self.lock();
+        copy.files += 1;
+        self.wake(copy);
     }
 
     /// The copy is over (finished or failed): reading ahead stops.
     pub fn finish(&self) {
-        self.done.store(true, Ordering::Relaxed);
+        let mut copy = self.lock();
+        copy.done = true;
+        self.wake(copy);
+    }
+
+    /// Wakes reading ahead if it waits (the copy calls this once a file: no system call when
+    /// nobody waits).
+    fn wake(&self, copy: MutexGuard<'_, Copy>) {
+        let waited_on = copy.waited_on;
+        drop(copy);
+        if waited_on {
+            self.moved.notify_one();
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Copy> {
+        // The counters are consistent whatever panicked while holding the lock.
+        self.copy.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -49,10 +77,11 @@ impl Drop for FinishOnDrop<'_> {
     }
 }
 
-/// Reads ahead of `pos` through the tree under `root` (the source root's directory); returns
-/// when the whole tree has been asked for or the copy has finished.
-pub fn run(root: BorrowedFd<'_>, tree: &Entry, pos: &Position, window: u64) {
+/// Reads ahead of `pos` through `tree`'s files in its directory sources; returns when the whole
+/// tree has been asked for or the copy has finished.
+pub fn run(tree: &Tree, pos: &Position, window: u64) {
     let mut walk = Walk {
+        tree,
         pos,
         window,
         largest: LARGEST.min(window),
@@ -60,10 +89,11 @@ pub fn run(root: BorrowedFd<'_>, tree: &Entry, pos: &Position, window: u64) {
         ahead: VecDeque::new(),
         ahead_bytes: 0,
     };
-    let _ = walk.dir(root, tree);
+    let _ = walk.dir(&Dirs::root(tree), &tree.root, &mut Vec::new());
 }
 
 struct Walk<'a> {
+    tree: &'a Tree,
     pos: &'a Position,
     window: u64,
     /// Larger files are not read ahead.
@@ -79,47 +109,60 @@ struct Walk<'a> {
 struct Done;
 
 impl Walk<'_> {
-    fn dir(&mut self, fd: BorrowedFd<'_>, d: &Entry) -> Result<(), Done> {
+    /// Reads ahead below directory `d` (at `rel` in the tree), whose sources' directories are
+    /// `dirs`.
+    fn dir(&mut self, dirs: &Dirs, d: &Entry, rel: &mut Vec<u8>) -> Result<(), Done> {
         for c in d.children() {
-            match &c.kind {
-                Kind::Dir { .. } => {
-                    if let Ok(sub) = open_dir(fd, &c.name, (c.meta.dev, c.meta.ino)) {
-                        self.dir(sub.as_fd(), c)?;
-                    } else {
-                        self.skip_files(c);
+            let len = rel.len();
+            rel.push(b'/');
+            rel.extend_from_slice(&c.name);
+            let r = self.entry(dirs, c, rel);
+            rel.truncate(len);
+            r?;
+        }
+        Ok(())
+    }
+
+    fn entry(&mut self, dirs: &Dirs, c: &Entry, rel: &mut Vec<u8>) -> Result<(), Done> {
+        match &c.kind {
+            Kind::Dir { .. } => match dirs.child(self.tree, c, rel) {
+                Ok(sub) => self.dir(&sub, c, rel)?,
+                Err(_) => self.skip_files(c),
+            },
+            Kind::File { size, layout, data } => {
+                let index = self.next;
+                self.next += 1;
+                // Nothing to read ahead (or in a spool, read in order anyway), or the copy has
+                // got there first.
+                let Data::InTree { src } = *data else {
+                    return Ok(());
+                };
+                let Some(dir) = dirs.get(src) else {
+                    return Ok(());
+                };
+                if *size == 0 || index < self.pos.lock().files {
+                    return Ok(());
+                }
+                let ranges = layout.data_ranges(*size);
+                let bytes: u64 = ranges.iter().map(|(s, e)| e - s).sum();
+                // A large file is read sequentially, where the kernel's own read-ahead does as
+                // well; asking for it here only competes with the copy.
+                if bytes > self.largest {
+                    return Ok(());
+                }
+                self.wait_for_room(bytes)?;
+                // Only the file scanned, never what replaced it (see `open`).
+                let name = host_name(&self.tree.origins[src as usize], &c.name);
+                if let Ok(f) = open_file(dir, name, &Stamp::of_entry(&c.meta, *size)) {
+                    for (s, e) in ranges {
+                        let len = std::num::NonZeroU64::new(e - s);
+                        let _ = rustix::fs::fadvise(&f, s, len, Advice::WillNeed);
                     }
                 }
-                Kind::File { size, layout, data } => {
-                    let index = self.next;
-                    self.next += 1;
-                    // Nothing to read ahead, or the copy has got there first.
-                    if *data != Data::InTree
-                        || *size == 0
-                        || index < self.pos.files.load(Ordering::Relaxed)
-                    {
-                        continue;
-                    }
-                    let ranges = layout.data_ranges(*size);
-                    let bytes: u64 = ranges.iter().map(|(s, e)| e - s).sum();
-                    // A large file is read sequentially, where the kernel's own read-ahead
-                    // does as well; asking for it here only competes with the copy.
-                    if bytes > self.largest {
-                        continue;
-                    }
-                    self.wait_for_room(bytes)?;
-                    // Only the file scanned, never what replaced it (see `open`).
-                    let stamp = Stamp::of_entry(&c.meta, *size);
-                    if let Ok(f) = open_file(fd, &c.name, &stamp) {
-                        for (s, e) in ranges {
-                            let len = std::num::NonZeroU64::new(e - s);
-                            let _ = rustix::fs::fadvise(&f, s, len, Advice::WillNeed);
-                        }
-                    }
-                    self.ahead.push_back((index, bytes));
-                    self.ahead_bytes += bytes;
-                }
-                _ => {}
+                self.ahead.push_back((index, bytes));
+                self.ahead_bytes += bytes;
             }
+            _ => {}
         }
         Ok(())
     }
@@ -135,15 +178,16 @@ impl Walk<'_> {
         }
     }
 
-    /// Waits until `bytes` more fit in the window ahead of the copy.
+    /// Waits until `bytes` more fit in the window ahead of the copy (woken each time the copy
+    /// moves on).
     fn wait_for_room(&mut self, bytes: u64) -> Result<(), Done> {
+        let mut copy = self.pos.lock();
         loop {
-            if self.pos.done.load(Ordering::Relaxed) {
+            if copy.done {
                 return Err(Done);
             }
-            let reached = self.pos.files.load(Ordering::Relaxed);
             while let Some(&(i, b)) = self.ahead.front() {
-                if i >= reached {
+                if i >= copy.files {
                     break;
                 }
                 self.ahead.pop_front();
@@ -152,7 +196,9 @@ impl Walk<'_> {
             if self.ahead_bytes + bytes <= self.window || self.ahead.is_empty() {
                 return Ok(());
             }
-            std::thread::sleep(Duration::from_millis(1));
+            copy.waited_on = true;
+            copy = self.pos.moved.wait(copy).unwrap_or_else(|e| e.into_inner());
+            copy.waited_on = false;
         }
     }
 }
@@ -160,9 +206,17 @@ impl Walk<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rustix::fs::{Mode, OFlags};
+    use crate::nbd::testing::Spawned;
+    use std::sync::Arc;
 
-    fn tree_of(files: usize) -> (tempfile::TempDir, super::super::Tree) {
+    /// A scanned tree of `files` files of 1000 bytes, open, with a copy that has not started.
+    struct Fixture {
+        tree: super::super::Tree,
+        pos: Position,
+        _dir: tempfile::TempDir,
+    }
+
+    fn fixture(files: usize) -> Arc<Fixture> {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("sub")).unwrap();
         for i in 0..files {
@@ -170,34 +224,45 @@ mod tests {
             std::fs::write(p.join(format!("f{i}")), vec![1u8; 1000]).unwrap();
         }
         let tree = super::super::scan(dir.path(), Default::default(), &mut || {}).unwrap();
-        (dir, tree)
+        Arc::new(Fixture {
+            tree,
+            pos: Position::default(),
+            _dir: dir,
+        })
+    }
+
+    /// Reads ahead through the fixture's tree with a window of `window` bytes, on a thread.
+    fn walk(f: &Arc<Fixture>, window: u64) -> Spawned<()> {
+        let f = Arc::clone(f);
+        Spawned::new(move || run(&f.tree, &f.pos, window))
+    }
+
+    /// With a window of one file, reading ahead waits for the copy after the first file, goes
+    /// on as the copy moves, and ends by itself once the copy has reached the last file.
+    #[test]
+    fn waits_at_the_window_and_goes_on_as_the_copy_moves() {
+        let f = fixture(6);
+        let walker = walk(&f, 1000);
+        walker.wait_until_blocked("reading ahead with the copy at the first file");
+        for _ in 0..5 {
+            f.pos.advance();
+        }
+        // The copy is at the last of 6 files: it fits, and the walk is over.
+        walker.join("reading ahead with the copy at the last file");
     }
 
     #[test]
-    fn stops_at_the_window_until_the_copy_moves_or_finishes() {
-        let (dir, tree) = tree_of(6);
-        let root = rustix::fs::open(
-            dir.path(),
-            OFlags::RDONLY | OFlags::DIRECTORY,
-            Mode::empty(),
-        )
-        .unwrap();
-        let pos = Position::default();
-        std::thread::scope(|s| {
-            // A window of one file: the walk must wait for the copy after the first.
-            let walker = s.spawn(|| run(root.as_fd(), &tree.root, &pos, 1000));
-            std::thread::sleep(Duration::from_millis(100));
-            assert!(!walker.is_finished(), "read ahead beyond its window");
-            for _ in 0..3 {
-                pos.advance();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-            assert!(!walker.is_finished(), "read ahead beyond its window");
-            pos.finish();
-            walker.join().unwrap();
-        });
-        // A window larger than the tree: the walk ends by itself.
-        let pos = Position::default();
-        run(root.as_fd(), &tree.root, &pos, 1 << 20);
+    fn finishing_the_copy_ends_a_waiting_walk() {
+        let f = fixture(6);
+        let walker = walk(&f, 1000);
+        walker.wait_until_blocked("reading ahead at its window");
+        f.pos.finish();
+        walker.join("reading ahead after the copy finished");
+    }
+
+    #[test]
+    fn a_window_larger_than_the_tree_ends_by_itself() {
+        let f = fixture(6);
+        run(&f.tree, &f.pos, 1 << 20);
     }
 }

@@ -2,9 +2,15 @@
 //! more readable than the tree: a regular file others may not read, a directory others may not
 //! list or enter (what lies below it is theirs to see only through it), an extended attribute of
 //! the trusted namespace (only root reads those). Symlinks, devices, FIFOs and sockets hold no
-//! content of their own.
+//! content of their own. Each input counts too (SOURCE and every `--add`): an archive others may
+//! not read, or a directory merged into the tree (whose own mode the tree does not keep) that
+//! they may not list or enter.
 
-use super::{display, Entry, Kind};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use super::open::stat;
+use super::{display, Entry, Kind, Origin};
 
 /// The first entry of the tree under `root` (depth first, in name order) whose content others
 /// may not read, in words: "PATH is not readable by others (mode 0640)". `source` is how the
@@ -31,6 +37,32 @@ fn find(e: &Entry, path: &mut Vec<u8>) -> Option<String> {
         }
     }
     None
+}
+
+/// Why input `path`, read as `origin`, is not for everyone's eyes, in words; None when it is
+/// (or when nothing names it: stdin). A directory is looked at through the descriptor its scan
+/// kept; an archive (or image layout) by its path.
+pub fn input_secret(path: &Path, origin: &Origin) -> Option<String> {
+    let (perm, dir) = match origin {
+        Origin::Dir { dir, .. } => ((stat(&**dir).ok()?.stx_mode & 0o7777), true),
+        Origin::File { .. } => return None, // its entry is in the tree, mode and all
+        Origin::Spool(_) if path.as_os_str() == "-" => return None,
+        Origin::Spool(_) => {
+            let m = std::fs::metadata(path).ok()?;
+            ((m.permissions().mode() & 0o7777) as u16, m.is_dir())
+        }
+    };
+    match (dir, perm & 0o004 != 0, perm & 0o001 != 0) {
+        (false, false, _) => Some(format!(
+            "{} is not readable by others (mode {perm:04o})",
+            path.display()
+        )),
+        (true, r, x) if !(r && x) => Some(format!(
+            "{} cannot be listed or entered by others (mode {perm:04o})",
+            path.display()
+        )),
+        _ => None,
+    }
 }
 
 /// Why entry `e` itself is not for everyone's eyes.
@@ -77,7 +109,7 @@ mod tests {
         let kind = Kind::File {
             size: 1,
             layout: Layout::Dense,
-            data: Data::InTree,
+            data: Data::InTree { src: 0 },
         };
         entry(name, perm, kind)
     }

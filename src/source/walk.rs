@@ -15,7 +15,7 @@ use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, StatxFlags};
 use rustix::io::Errno;
 
 use super::open::{dev_of, open_dir, open_file, Stamp};
-use super::{display, mounts, xattr, Data, Entry, Kind, Layout, Meta, Tree};
+use super::{display, mounts, xattr, zeros, Data, Entry, Kind, Layout, Meta, Origin, Tree};
 use crate::source::Timestamp;
 
 /// How to scan.
@@ -28,10 +28,13 @@ pub struct ScanOptions {
     pub skip_unreadable: bool,
     /// `--one-file-system`: keep mount points without what is mounted on them.
     pub one_file_system: bool,
+    /// `--sparse`: the filesystem's block size, whose all-zero blocks in files become holes.
+    pub sparse: Option<u32>,
 }
 
 /// Scans the tree at `root`. `on_entry` is called once per entry (for a progress display).
 pub fn scan(root: &Path, opts: ScanOptions, on_entry: &mut dyn FnMut()) -> Result<Tree> {
+    let root_path = root;
     let fd = rfs::open(
         root,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -44,13 +47,7 @@ pub fn scan(root: &Path, opts: ScanOptions, on_entry: &mut dyn FnMut()) -> Resul
     let st = rfs::statx(&fd, "", AtFlags::EMPTY_PATH, wanted())
         .with_context(|| format!("{}: statx", root.display()))?;
     let mut path = root.as_os_str().as_encoded_bytes().to_vec();
-    let mut s = Scanner {
-        opts,
-        on_entry,
-        entries: 0,
-        data_bytes: 0,
-        seen: HashSet::new(),
-    };
+    let mut s = Scanner::new(opts, on_entry);
     let xattrs = xattr::read(&xattr::proc_path(&fd, None), true)
         .with_context(|| format!("{}: reading extended attributes", root.display()))?;
     let children = s.dir(&fd, mounts::of(&st), &mut path)?;
@@ -60,13 +57,46 @@ pub fn scan(root: &Path, opts: ScanOptions, on_entry: &mut dyn FnMut()) -> Resul
         meta: meta(&st),
         xattrs,
     };
-    Ok(Tree {
-        root,
-        dir: Some(Arc::new(fd)),
-        spool: None,
-        entries: s.entries,
-        data_bytes: s.data_bytes,
-    })
+    let origin = Origin::Dir {
+        root: root_path.to_path_buf(),
+        dest: Vec::new(),
+        dir: Arc::new(fd),
+    };
+    Ok(Tree::new(root, origin, s.entries, s.data_bytes))
+}
+
+/// Scans the one entry `path` (no symlink in it: see [`Origin::File`]) into a tree whose root is
+/// that entry, named `name`. Its parent directory is opened once: later reads go through it.
+pub fn scan_one(
+    path: &Path,
+    name: &[u8],
+    opts: ScanOptions,
+    on_entry: &mut dyn FnMut(),
+) -> Result<Tree> {
+    let (dir, file) = match (path.parent(), path.file_name()) {
+        (Some(d), Some(f)) => (d, f.as_encoded_bytes().to_vec()),
+        _ => bail!("{}: not a file", path.display()),
+    };
+    let fd = rfs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .with_context(|| dir.display().to_string())?;
+    let st = rfs::statx(&fd, "", AtFlags::EMPTY_PATH, wanted())
+        .with_context(|| format!("{}: statx", dir.display()))?;
+    let mut s = Scanner::new(opts, on_entry);
+    let mut shown = path.as_os_str().as_encoded_bytes().to_vec();
+    let Some(mut root) = s.entry(&fd, mounts::of(&st), file.into(), &mut shown)? else {
+        bail!("{}: vanished or unreadable", path.display());
+    };
+    root.name = name.into();
+    let origin = Origin::File {
+        path: path.to_path_buf(),
+        dest: Vec::new(),
+        dir: Arc::new(fd),
+    };
+    Ok(Tree::new(root, origin, s.entries, s.data_bytes))
 }
 
 /// The (dev, ino) identity the scanner uses, of an existing file (following symlinks).
@@ -111,7 +141,7 @@ fn meta(st: &rfs::Statx) -> Meta {
         btime,
         dev: dev_of(st),
         ino: st.stx_ino,
-        nlink: st.stx_nlink as u64,
+        nlink: st.stx_nlink,
     }
 }
 
@@ -140,7 +170,17 @@ fn os_err(path: &[u8], what: &str, e: Errno) -> anyhow::Error {
     anyhow::anyhow!("{}: {what}{}", display(path), std::io::Error::from(e))
 }
 
-impl Scanner<'_> {
+impl<'a> Scanner<'a> {
+    fn new(opts: ScanOptions, on_entry: &'a mut dyn FnMut()) -> Scanner<'a> {
+        Scanner {
+            opts,
+            on_entry,
+            entries: 0,
+            data_bytes: 0,
+            seen: HashSet::new(),
+        }
+    }
+
     /// Reads one directory's entries (recursively), sorted by name. They are examined in inode
     /// number order, which on a cold cache reads the inode tables front to back instead of
     /// jumping about (names are hashed or in creation order, not laid out by name). `mount` is
@@ -152,7 +192,7 @@ impl Scanner<'_> {
             let ent = ent.map_err(|e| os_err(path, "reading directory: ", e))?;
             let name = ent.file_name().to_bytes();
             if name != b"." && name != b".." {
-                names.push((ent.ino(), name.to_vec()));
+                names.push((ent.ino(), Box::<[u8]>::from(name)));
             }
         }
         drop(dir);
@@ -176,10 +216,10 @@ impl Scanner<'_> {
         &mut self,
         parent: &OwnedFd,
         parent_mount: u64,
-        name: Vec<u8>,
+        name: Box<[u8]>,
         path: &mut Vec<u8>,
     ) -> Result<Option<Entry>> {
-        let st = match rfs::statx(parent, name.as_slice(), AtFlags::SYMLINK_NOFOLLOW, wanted()) {
+        let st = match rfs::statx(parent, &*name, AtFlags::SYMLINK_NOFOLLOW, wanted()) {
             Ok(st) => st,
             Err(Errno::NOENT) => return Ok(None), // vanished since readdir
             Err(e) => return Err(os_err(path, "", e)),
@@ -196,7 +236,7 @@ impl Scanner<'_> {
         }
         if self.opts.skip_unreadable && !hollow {
             if let Err(e) = readable(parent, &name, &st) {
-                eprintln!("linuxdisk-mk: warning: {}: skipped, {e}", display(path));
+                crate::progress::warn(&format!("{}: skipped, {e}", display(path)));
                 return Ok(None);
             }
         }
@@ -217,19 +257,28 @@ impl Scanner<'_> {
             FileType::RegularFile if hollow => Kind::File {
                 size: 0,
                 layout: Layout::Dense,
-                data: Data::InTree,
+                data: Data::InTree { src: 0 },
             },
             FileType::RegularFile => {
                 let size = st.stx_size;
-                let layout = if st.stx_blocks * 512 >= size || size == 0 {
-                    Layout::Dense
-                } else {
-                    let f = open_file(parent, &name, &Stamp::of(&st)).map_err(|e| {
+                let holes = st.stx_blocks * 512 < size && size > 0;
+                let zeros = self.opts.sparse.filter(|_| size > 0);
+                // Opened only to look at its data (never anything but the file scanned).
+                let f = match holes || zeros.is_some() {
+                    true => Some(open_file(parent, &name, &Stamp::of(&st)).map_err(|e| {
                         anyhow::anyhow!("{}: {e} (while it was scanned)", display(path))
-                    })?;
-                    data_ranges(&f, size)
-                        .with_context(|| format!("{}: finding holes", display(path)))?
+                    })?),
+                    false => None,
                 };
+                let mut layout = match (&f, holes) {
+                    (Some(f), true) => data_ranges(f, size)
+                        .with_context(|| format!("{}: finding holes", display(path)))?,
+                    _ => Layout::Dense,
+                };
+                if let (Some(f), Some(block)) = (&f, zeros) {
+                    layout = zeros::scan_file(f, size, &layout, block)
+                        .with_context(|| format!("{}: finding zero blocks", display(path)))?;
+                }
                 if m.nlink < 2 || self.seen.insert((m.dev, m.ino)) {
                     self.data_bytes += match &layout {
                         Layout::Dense => size,
@@ -239,11 +288,11 @@ impl Scanner<'_> {
                 Kind::File {
                     size,
                     layout,
-                    data: Data::InTree,
+                    data: Data::InTree { src: 0 },
                 }
             }
             FileType::Symlink => {
-                let target = rfs::readlinkat(parent, name.as_slice(), Vec::new())
+                let target = rfs::readlinkat(parent, &*name, Vec::new())
                     .map_err(|e| os_err(path, "reading symlink: ", e))?;
                 Kind::Symlink {
                     target: target.into_bytes(),
@@ -266,7 +315,7 @@ impl Scanner<'_> {
             ),
         };
         Ok(Some(Entry {
-            name: name.into_boxed_slice(),
+            name,
             kind,
             meta: m,
             xattrs,
@@ -287,10 +336,10 @@ impl Scanner<'_> {
                 display(path)
             );
         }
-        eprintln!(
-            "linuxdisk-mk: warning: {}: another filesystem is mounted here; its contents are included (-x, --one-file-system, leaves them out)",
+        crate::progress::warn(&format!(
+            "{}: another filesystem is mounted here; its contents are included (-x, --one-file-system, leaves them out)",
             display(path)
-        );
+        ));
         Ok(false)
     }
 }

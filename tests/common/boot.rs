@@ -1,8 +1,11 @@
 //! Booting the seed's busybox appliance under qemu (TCG), shared by tests/boot.rs (image files)
 //! and tests/nbd_boot.rs (served disks): the kernel and initramfs from tests/boot/prepare.sh
 //! (cached in /var/tmp/linuxdisk-mk-boot-cache, or `$LINUXDISK_MK_BOOT_CACHE`), the appliance
-//! tree from examples/appliance/make-root.sh, and one watcher that runs a command whose output is
-//! the serial console until the appliance's marker appears and the guest powers off.
+//! tree from examples/appliance/make-root.sh, and one watcher ([`watch_console`]) that runs a
+//! command whose output is the serial console until a marker appears and the guest powers off
+//! (tests/boot_debian.rs watches its own marker with it). For disks that boot on their own
+//! (tests/efi_boot.rs): qemu's arguments for UEFI firmware (OVMF) and a watcher that waits for
+//! the guest's verdict line.
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -109,18 +112,31 @@ impl Drop for Group {
     }
 }
 
-/// Runs `cmd` with KERNEL and INITRD in its environment and its output (the serial console) in
-/// `log`, until it exits or the timeouts pass; asserts the appliance came up cleanly (marker, no
-/// ext4 errors, busybox installed) and `cmd` exited 0. `what` names the boot in messages.
-pub fn assert_boots(mut cmd: Command, log: &Path, what: &str) {
-    let kit = boot_kit();
+/// How a run watched on its console ended.
+pub struct Console {
+    /// Everything it printed.
+    pub text: String,
+    /// When the marker appeared.
+    pub marker_at: Option<Duration>,
+    /// Its exit status, or why it was killed.
+    pub ended: Result<std::process::ExitStatus, String>,
+}
+
+/// Runs `cmd` in a process group of its own with its output (the serial console) in `log`,
+/// until it exits; killed if `marker` has not appeared after `boot_timeout`, or `grace` after
+/// it did.
+pub fn watch_console(
+    mut cmd: Command,
+    log: &Path,
+    marker: &str,
+    boot_timeout: Duration,
+    grace: Duration,
+) -> Console {
     let console = File::create(log).expect("create console log");
     let shown = format!("{cmd:?}");
     let start = Instant::now();
     let mut g = Group(
-        cmd.env("KERNEL", &kit.kernel)
-            .env("INITRD", &kit.initrd)
-            .stdin(Stdio::null())
+        cmd.stdin(Stdio::null())
             .stdout(console.try_clone().expect("clone console log"))
             .stderr(console)
             .process_group(0)
@@ -131,13 +147,13 @@ pub fn assert_boots(mut cmd: Command, log: &Path, what: &str) {
     let mut marker_at = None;
     let ended = loop {
         std::thread::sleep(Duration::from_millis(250));
-        if marker_at.is_none() && read_log().contains(MARKER) {
+        if marker_at.is_none() && read_log().contains(marker) {
             marker_at = Some(start.elapsed());
         }
         if let Some(st) = g.0.try_wait().expect("wait for the boot") {
             break Ok(st);
         }
-        let limit = marker_at.map_or(BOOT_TIMEOUT, |t| t + POWEROFF_GRACE);
+        let limit = marker_at.map_or(boot_timeout, |t| t + grace);
         if start.elapsed() > limit {
             drop(g);
             break Err(format!(
@@ -146,7 +162,35 @@ pub fn assert_boots(mut cmd: Command, log: &Path, what: &str) {
             ));
         }
     };
-    let text = read_log();
+    Console {
+        text: read_log(),
+        marker_at,
+        ended,
+    }
+}
+
+/// The last [`TAIL_LINES`] lines of a console, for failure messages.
+pub fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(TAIL_LINES)..]
+        .iter()
+        .map(|l| l.trim_end_matches('\r'))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Runs `cmd` with KERNEL and INITRD in its environment and its output (the serial console) in
+/// `log`, until it exits or the timeouts pass; asserts the appliance came up cleanly (marker, no
+/// ext4 errors, busybox installed) and `cmd` exited 0. `what` names the boot in messages.
+pub fn assert_boots(mut cmd: Command, log: &Path, what: &str) {
+    let kit = boot_kit();
+    let shown = format!("{cmd:?}");
+    cmd.env("KERNEL", &kit.kernel).env("INITRD", &kit.initrd);
+    let Console {
+        text,
+        marker_at,
+        ended,
+    } = watch_console(cmd, log, MARKER, BOOT_TIMEOUT, POWEROFF_GRACE);
     let mut problems = Vec::new();
     if !text.contains(MARKER) {
         problems.push("the appliance's marker never appeared".to_owned());
@@ -167,12 +211,7 @@ pub fn assert_boots(mut cmd: Command, log: &Path, what: &str) {
     if !problems.is_empty() {
         let kept = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{what}.console.log"));
         let _ = fs::copy(log, &kept);
-        let lines: Vec<&str> = text.lines().collect();
-        let tail = lines[lines.len().saturating_sub(TAIL_LINES)..]
-            .iter()
-            .map(|l| l.trim_end_matches('\r'))
-            .collect::<Vec<_>>()
-            .join("\n");
+        let tail = tail(&text);
         panic!(
             "booting {what} failed: {}\ncommand: {shown}\nfull console log: {}\n--- last \
              {TAIL_LINES} console lines ---\n{tail}",
@@ -181,4 +220,115 @@ pub fn assert_boots(mut cmd: Command, log: &Path, what: &str) {
         );
     }
     eprintln!("{what}: marker after {marker_at:.1?}; {ended:?}");
+}
+
+/// OVMF (Debian package ovmf): the firmware, mapped read-only, and the variable store template.
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE.fd";
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS.fd";
+/// Firmware, boot loader, kernel and systemd under TCG take one to three minutes here; this only
+/// bounds a guest (or server) that is stuck.
+const UEFI_BOOT_TIMEOUT: Duration = Duration::from_secs(1200);
+
+/// qemu-system-x86_64's arguments to boot `drive` (a -drive value) through OVMF under TCG, with
+/// no -kernel: q35, 1 GiB, the serial console on stdout, a private copy of the variable store
+/// in `work`, and exit instead of rebooting.
+pub fn ovmf_qemu_args(work: &Path, drive: &str) -> Vec<String> {
+    let vars = work.join("OVMF_VARS.fd");
+    fs::copy(OVMF_VARS, &vars).unwrap_or_else(|e| panic!("copy {OVMF_VARS} (package ovmf): {e}"));
+    [
+        "-machine",
+        "q35,accel=tcg",
+        "-m",
+        "1024",
+        "-nographic",
+        "-no-reboot",
+        "-drive",
+        &format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"),
+        "-drive",
+        &format!("if=pflash,format=raw,file={}", vars.display()),
+        "-drive",
+        drive,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// What a UEFI boot showed on its console.
+pub struct UefiBoot {
+    /// The first console line starting with the verdict prefix.
+    pub verdict: String,
+    /// When the first login prompt and the verdict appeared (from the command's start).
+    pub login_after: Option<Duration>,
+    pub verdict_after: Duration,
+}
+
+/// Runs `cmd` (qemu, or a server whose --run starts qemu) with its output (the serial console)
+/// in `log` until a line starting with `verdict` appears and `cmd` exits 0 (the guest powers
+/// off), or [`UEFI_BOOT_TIMEOUT`] passes; panics with the console's tail otherwise.
+pub fn boot_until_verdict(mut cmd: Command, log: &Path, what: &str, verdict: &str) -> UefiBoot {
+    let console = File::create(log).expect("create console log");
+    let shown = format!("{cmd:?}");
+    let start = Instant::now();
+    let mut g = Group(
+        cmd.stdin(Stdio::null())
+            .stdout(console.try_clone().expect("clone console log"))
+            .stderr(console)
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {shown}: {e}")),
+    );
+    let read_log = || String::from_utf8_lossy(&fs::read(log).unwrap_or_default()).into_owned();
+    let find = |text: &str| {
+        text.lines()
+            .map(|l| l.trim_end_matches('\r'))
+            .find_map(|l| l.find(verdict).map(|i| l[i..].to_string()))
+    };
+    let (mut login_after, mut verdict_at) = (None, None);
+    let ended = loop {
+        std::thread::sleep(Duration::from_millis(250));
+        let text = read_log();
+        if login_after.is_none() && text.contains(" login: ") {
+            login_after = Some(start.elapsed());
+        }
+        if verdict_at.is_none() && find(&text).is_some() {
+            verdict_at = Some(start.elapsed());
+        }
+        if let Some(st) = g.0.try_wait().expect("wait for the boot") {
+            break Ok(st);
+        }
+        let limit = verdict_at.map_or(UEFI_BOOT_TIMEOUT, |t| t + POWEROFF_GRACE);
+        if start.elapsed() > limit {
+            drop(g);
+            break Err(format!(
+                "killed after {:.1?} (still running)",
+                start.elapsed()
+            ));
+        }
+    };
+    let text = read_log();
+    let problem = match (&ended, find(&text)) {
+        (_, None) => Some(format!("no line starting with {verdict:?} appeared")),
+        (Ok(st), Some(_)) if !st.success() => Some(format!("it exited with {st}")),
+        (Err(e), Some(_)) => Some(e.clone()),
+        _ => None,
+    };
+    if let Some(problem) = problem {
+        let kept = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{what}.console.log"));
+        let _ = fs::copy(log, &kept);
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n");
+        panic!(
+            "booting {what} failed: {problem}\ncommand: {shown}\nfull console log: {}\n--- last \
+             {TAIL_LINES} console lines ---\n{tail}",
+            kept.display()
+        );
+    }
+    let verdict_after = verdict_at.unwrap_or_else(|| start.elapsed());
+    eprintln!("{what}: login prompt after {login_after:.1?}, verdict after {verdict_after:.1?}");
+    UefiBoot {
+        verdict: find(&text).expect("found above"),
+        login_after,
+        verdict_after,
+    }
 }

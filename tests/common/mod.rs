@@ -9,7 +9,9 @@ pub mod compare;
 pub mod entries;
 pub mod mount;
 pub mod nbd;
+pub mod oci;
 pub mod opens;
+pub mod terminal;
 pub mod tree;
 
 pub use compare::compare_trees;
@@ -63,6 +65,15 @@ pub fn tempdir() -> tempfile::TempDir {
          remount it relatime (the default) or noatime to run these tests"
     );
     dir
+}
+
+/// A fresh [`tempdir`] holding a source tree, `src`, that `make` fills.
+pub fn temp_source(make: impl FnOnce(&Path)) -> (tempfile::TempDir, std::path::PathBuf) {
+    let tmp = tempdir();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).expect("create src");
+    make(&src);
+    (tmp, src)
 }
 
 /// What a run of the binary produced.
@@ -500,6 +511,30 @@ pub fn mke2fs_d(tree: &Path, img: &Path, fstype: &str, size: &str) {
             img.as_os_str(),
         ],
     );
+}
+
+/// Mounts the filesystem at `offset` of `img` and asserts it holds `src` exactly (`what`
+/// names the image in the message).
+pub fn assert_image_holds(img: &Path, offset: u64, src: &Path, what: &str) {
+    let mnt = mount_image(img, offset);
+    assert_no_diffs(&compare_trees(src, mnt.path()), what);
+}
+
+/// Writes the image that build options `opts` make of `src` at `out` (the build must succeed);
+/// returns its size.
+pub fn build_image(opts: &[&str], src: &Path, out: &Path) -> u64 {
+    let mut a: Vec<&OsStr> = opts.iter().map(OsStr::new).collect();
+    a.extend([src.as_os_str(), out.as_os_str()]);
+    run_bin(&a).assert_ok();
+    std::fs::metadata(out).unwrap().len()
+}
+
+/// `tar OPTS -C src -cf archive .` (`-z` and the like in `opts` compress).
+pub fn tar_c(src: &Path, archive: &Path, opts: &[&str]) {
+    let mut a: Vec<&OsStr> = opts.iter().map(OsStr::new).collect();
+    a.extend([OsStr::new("-C"), src.as_os_str(), OsStr::new("-cf")]);
+    a.extend([archive.as_os_str(), OsStr::new(".")]);
+    tool_ok("tar", a);
 }
 
 /// Asserts a comparator result is empty, printing (the first 200 of) the differences.

@@ -15,7 +15,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{require_root, run_bin, run_cmd_timeout, wait_timeout, Run, BIN};
+use super::{require_root, run_cmd_timeout, wait_timeout, Run, BIN};
 
 /// How long a server may take to build its disk and say it is serving.
 pub const START_TIMEOUT: Duration = Duration::from_secs(120);
@@ -396,14 +396,6 @@ pub fn nbdcopy(uri: &str, dest: &Path, connections: u32) {
             dest.as_os_str(),
         ],
     );
-}
-
-/// Writes the image file that build options `opts` make of `src` (to compare with what is served).
-pub fn build_image(opts: &[&str], src: &Path, out: &Path) -> u64 {
-    let mut a: Vec<&OsStr> = opts.iter().map(OsStr::new).collect();
-    a.extend([src.as_os_str(), out.as_os_str()]);
-    run_bin(&a).assert_ok();
-    std::fs::metadata(out).unwrap().len()
 }
 
 /// Every entry under `dir` with its type, mode, owner, size, ns mtime, content or link target: equal

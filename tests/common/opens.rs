@@ -1,4 +1,4 @@
-//! Opens and reads of one path by other processes, as events. A [`Gate`] (fanotify permission
+//! Opens and reads of one path by the binary under test, as events. A [`Gate`] (fanotify permission
 //! events, root only) holds each one until the test lets it through, so that a test acts at a
 //! known point of the binary's work: the build opening its first source file means its scan is
 //! over; opening OUTPUT's directory means the image has been renamed into place. A [`Watch`]
@@ -37,8 +37,8 @@ struct Event {
 impl Group {
     fn new(path: &Path, class: u32, mask: u64) -> Group {
         super::require_root();
-        // O_NONBLOCK: the kernel opens the path for each event, and a FIFO would otherwise
-        // wait for a writer.
+        // The kernel opens the path (a regular file or a directory: fanotify reports no
+        // others) for each event, with these flags.
         let event_flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_LARGEFILE;
         let init = class | libc::FAN_CLOEXEC | libc::FAN_NONBLOCK;
         // SAFETY: fanotify_init takes flags only; a negative result is checked before use.

@@ -69,7 +69,12 @@ pub enum Via {
 /// (TMPDIR): `linuxdisk-mk -t ext4 ARCHIVE OUT`, or for [`Via::Fifo`] the archive's bytes
 /// through a pipe on stdin (`linuxdisk-mk -t ext4 - OUT`). Err: the binary's error line (it must
 /// exit 1).
-pub fn build_image(archive: &Path, via: Via, spool_dir: &Path, out: &Path) -> Result<(), String> {
+pub fn build_from_archive(
+    archive: &Path,
+    via: Via,
+    spool_dir: &Path,
+    out: &Path,
+) -> Result<(), String> {
     use std::io::Write;
     use std::process::{Command, Stdio};
     let mut cmd = Command::new(crate::common::BIN);

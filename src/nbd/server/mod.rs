@@ -72,6 +72,16 @@ pub fn check_options(opts: &ServeOptions) -> anyhow::Result<()> {
 /// Serves `export` until a signal or, with `--run`, until the command exits; returns the exit
 /// status for the process: 0 after a signal, the command's status in captive mode.
 pub fn serve(export: Arc<dyn Export>, opts: &ServeOptions) -> anyhow::Result<i32> {
+    serve_announcing(export, opts, &mut |_| Ok(()))
+}
+
+/// [`serve`], calling `listening(uri)` once the server listens, before the pidfile is written
+/// and any `--run` command starts (for `--json`); an error from it stops the server.
+pub fn serve_announcing(
+    export: Arc<dyn Export>,
+    opts: &ServeOptions,
+    listening: &mut dyn FnMut(&str) -> anyhow::Result<()>,
+) -> anyhow::Result<i32> {
     cleanup::install_signal_handlers()?;
     let stop = Arc::new(Stop::new()?);
     let child: Arc<OnceLock<Signaller>> = Arc::new(OnceLock::new());
@@ -90,8 +100,9 @@ pub fn serve(export: Arc<dyn Export>, opts: &ServeOptions) -> anyhow::Result<i32
     let bound = listen::listen(opts)?;
     let uri = bound.uri(&opts.export_name);
     if opts.run.is_none() && !opts.quiet {
-        eprintln!("linuxdisk-mk: serving {uri}");
+        crate::progress::line(&format!("serving {uri}"));
     }
+    listening(&uri)?;
     if let Some(pidfile) = &opts.pidfile {
         write_pidfile(pidfile)?;
     }
@@ -126,7 +137,9 @@ pub fn serve(export: Arc<dyn Export>, opts: &ServeOptions) -> anyhow::Result<i32
     accept_loop(&bound, &stop, &conns, &export, &info);
     let left = conns.close_all();
     if left > 0 {
-        eprintln!("linuxdisk-mk: {left} connection(s) did not finish; stopping anyway");
+        crate::progress::line(&format!(
+            "{left} connection(s) did not finish; stopping anyway"
+        ));
     }
     let status = match captive {
         Some(c) => c.wait()?,
@@ -146,9 +159,11 @@ fn write_pidfile(path: &std::path::Path) -> anyhow::Result<()> {
         let mut tmp = tempfile::Builder::new()
             .prefix(".linuxdisk-mk-pid")
             .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
-            .tempfile_in(dir)?;
+            .tempfile_in(dir)
+            .map_err(cleanup::without_temp_path)?;
         writeln!(tmp, "{}", std::process::id())?;
-        tmp.persist(path).map_err(|e| e.error)?;
+        tmp.persist(path)
+            .map_err(|e| cleanup::without_temp_path(e.error))?;
         Ok(())
     };
     write().with_context(|| format!("writing the pidfile {}", path.display()))
@@ -204,7 +219,7 @@ fn accept_loop(
         match poll(&mut fds, None) {
             Ok(_) | Err(rustix::io::Errno::INTR) => {}
             Err(e) => {
-                eprintln!("linuxdisk-mk: waiting for connections: {e}");
+                crate::progress::line(&format!("waiting for connections: {e}"));
                 std::thread::sleep(Duration::from_millis(100));
                 continue;
             }
@@ -232,16 +247,16 @@ fn accept_ready(
             Err(e) if transient_accept_error(&e) => continue,
             Err(e) => {
                 // Out of descriptors or memory: say so, and give connections time to end.
-                eprintln!("linuxdisk-mk: accepting on {}: {e}", listener.describe());
+                crate::progress::line(&format!("accepting on {}: {e}", listener.describe()));
                 std::thread::sleep(Duration::from_millis(100));
                 return;
             }
         };
         let Some(id) = conns.add(&stream) else {
             if !conns.is_closing() {
-                eprintln!(
-                    "linuxdisk-mk: {peer}: refused, {MAX_CONNECTIONS} connections already open"
-                );
+                crate::progress::line(&format!(
+                    "{peer}: refused, {MAX_CONNECTIONS} connections already open"
+                ));
             }
             continue;
         };
@@ -258,7 +273,7 @@ fn accept_ready(
         if let Err(e) = spawned {
             // The closure (and the stream) was dropped: forget the connection.
             conns.remove(id);
-            eprintln!("linuxdisk-mk: {peer}: cannot start a thread: {e}");
+            crate::progress::line(&format!("{peer}: cannot start a thread: {e}"));
         }
     }
 }
@@ -331,7 +346,7 @@ fn log_connection_error(peer: &str, e: &io::Error, closing: bool) {
         UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe | NotConnected
     );
     if !vanished && !closing {
-        eprintln!("linuxdisk-mk: {peer}: {e}");
+        crate::progress::line(&format!("{peer}: {e}"));
     }
 }
 

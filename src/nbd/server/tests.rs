@@ -200,24 +200,19 @@ fn stop_wakes_the_accept_loop() {
         ..opts()
     })
     .unwrap();
-    let s2 = Arc::clone(&stop);
-    let t = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(50));
-        s2.trigger();
-    });
     let export: Arc<dyn Export> = Arc::new(crate::nbd::export::MemExport::new(vec![0; 512], false));
     let info = Arc::new(ExportInfo {
         name: String::new(),
         description: String::new(),
     });
-    accept_loop(
-        &bound,
-        &stop,
-        &Arc::new(Registry::default()),
-        &export,
-        &info,
-    );
-    t.join().unwrap();
+    let s2 = Arc::clone(&stop);
+    let looping = crate::nbd::testing::Spawned::new(move || {
+        accept_loop(&bound, &s2, &Arc::new(Registry::default()), &export, &info)
+    });
+    // Asleep in poll(2), with no client: only the stop's wake-up can end it.
+    looping.wait_until_blocked("the accept loop");
+    stop.trigger();
+    looping.join("the accept loop after the stop");
 }
 
 #[test]

@@ -74,8 +74,22 @@ impl Names {
             }
         }
         // Made or grown: rebuilt from the names, the old table freed first.
-        self.tables.remove(&ino);
-        let size = (2 * n).next_power_of_two();
+        self.reindex(dir);
+        Ok(pos)
+    }
+
+    fn hash(&self, name: &[u8]) -> u64 {
+        self.hasher.hash_one(name)
+    }
+
+    /// Makes `dir`'s index again after children were taken out of it (their positions moved).
+    pub fn reindex(&mut self, dir: &Entry) {
+        self.tables.remove(&dir.meta.ino);
+        let children = dir.children();
+        if children.len() <= SMALL {
+            return;
+        }
+        let size = (2 * children.len()).next_power_of_two();
         let mut t = Table {
             slots: vec![0; size],
             tags: vec![0; size],
@@ -83,12 +97,7 @@ impl Names {
         for (p, c) in children.iter().enumerate() {
             t.insert(self.hash(&c.name), p);
         }
-        self.tables.insert(ino, t);
-        Ok(pos)
-    }
-
-    fn hash(&self, name: &[u8]) -> u64 {
-        self.hasher.hash_one(name)
+        self.tables.insert(dir.meta.ino, t);
     }
 
     /// Drops the index of the directory `ino` (being discarded).

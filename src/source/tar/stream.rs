@@ -2,7 +2,9 @@
 //! long names `L`/`K`, PAX `x`/`g`, old GNU sparse extension blocks) into the member they
 //! describe, and places each regular file's bytes: either where they already are in an
 //! uncompressed archive file (no copy), or copied into the spool file at their logical offsets
-//! (holes of sparse files, and runs of zero blocks, left as holes).
+//! (holes of sparse files, and runs of zero blocks, left as holes). Either way every file's
+//! bytes are read once here, and its all-zero filesystem blocks become holes in its layout
+//! ([`DataMap`]).
 
 use std::fs::File;
 use std::io::{self, BufReader, Read};
@@ -15,6 +17,7 @@ use super::header::{is_zero, padding, sparse_pairs, GnuSparse, Header, BLOCK};
 use super::member::{self, Member, MemberKind};
 use super::pax::{self, Extended};
 use super::sparse;
+use crate::source::zeros::DataMap;
 use crate::source::{display, Data, Layout};
 
 /// Largest extension record (long name, PAX header) accepted: far beyond any real path or
@@ -23,7 +26,8 @@ const MAX_EXTENSION: u64 = 8 << 20;
 /// Largest member size accepted (a PAX `size` may say anything): what a file offset can hold,
 /// so that skipping a member's data plus its padding cannot overflow.
 const MAX_SIZE: u64 = i64::MAX as u64;
-/// Files start in the spool on this boundary, so that their holes are the spool's holes.
+/// Files start in the spool on this boundary, so that their holes are the spool's holes (and
+/// a filesystem block of theirs, at most this big, is one of the spool's).
 const SPOOL_ALIGN: u64 = 4096;
 const COPY_BUF: usize = 1 << 20;
 
@@ -53,6 +57,13 @@ enum Dest {
     Spool { file: File, dir: PathBuf, end: u64 },
 }
 
+/// How a reader looks at file data.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// The filesystem's block size: all-zero blocks of this size become holes.
+    pub block: u32,
+}
+
 pub struct Reader {
     src: Src,
     dest: Dest,
@@ -62,31 +73,35 @@ pub struct Reader {
     /// The last member's path, for errors between members.
     last: Option<Vec<u8>>,
     buf: Vec<u8>,
+    opts: Options,
 }
 
 impl Reader {
     /// Reads an uncompressed archive file, leaving file data where it is.
-    pub fn in_place(file: File) -> io::Result<Reader> {
+    pub fn in_place(file: File, opts: Options) -> io::Result<Reader> {
         let len = file.metadata()?.len();
         Ok(Reader::new(
             Src::File(BufReader::with_capacity(64 << 10, file)),
             Dest::InPlace { len },
+            opts,
         ))
     }
 
-    /// Reads a stream (decompressed already), copying file data into `spool` (made in `dir`).
-    pub fn spooled(r: Box<dyn Read>, spool: File, dir: PathBuf) -> Reader {
+    /// Reads a stream (decompressed already), copying file data into `spool` (made in `dir`)
+    /// after its first `end` bytes (already used: another layer of an image).
+    pub fn spooled(r: Box<dyn Read>, spool: File, dir: PathBuf, end: u64, opts: Options) -> Reader {
         Reader::new(
             Src::Stream(BufReader::with_capacity(256 << 10, r)),
             Dest::Spool {
                 file: spool,
                 dir,
-                end: 0,
+                end,
             },
+            opts,
         )
     }
 
-    fn new(src: Src, dest: Dest) -> Reader {
+    fn new(src: Src, dest: Dest, opts: Options) -> Reader {
         Reader {
             src,
             dest,
@@ -94,22 +109,23 @@ impl Reader {
             global: Extended::default(),
             last: None,
             buf: Vec::new(),
+            opts,
         }
     }
 
     /// After the end-of-archive marker: the file the tree's data lives in (the archive, or the
-    /// spool sized to cover every file). A stream is read to its end first, so that a damaged
-    /// compressed tail is still an error.
-    pub fn finish(self) -> Result<File> {
+    /// spool sized to cover every file) and where its used part ends. A stream is read to its
+    /// end first, so that a damaged compressed tail is still an error.
+    pub fn finish(self) -> Result<(File, u64)> {
         match (self.src, self.dest) {
-            (Src::File(r), Dest::InPlace { .. }) => Ok(r.into_inner()),
+            (Src::File(r), Dest::InPlace { len }) => Ok((r.into_inner(), len)),
             (mut src, Dest::Spool { file, dir, end }) => {
                 if let Src::Stream(r) = &mut src {
                     io::copy(r, &mut io::sink()).context("reading the end of the archive")?;
                 }
                 file.set_len(end)
                     .with_context(|| format!("{}: sizing the spool file", dir.display()))?;
-                Ok(file)
+                Ok((file, end))
             }
             _ => unreachable!("an in-place reader reads a file"),
         }
@@ -322,28 +338,24 @@ impl Reader {
     }
 
     fn dense_file(&mut self, size: u64) -> Result<MemberKind> {
-        let data = match &mut self.dest {
+        let mut map = DataMap::new(self.opts.block, size);
+        let offset = match &mut self.dest {
             Dest::InPlace { len } => {
                 if self.pos + size > *len {
                     bail!("truncated: the archive ends inside this file's data");
                 }
                 let offset = self.pos;
-                self.skip(size + padding(size))?;
-                Data::Spool { offset }
+                self.read_data(0, size, None, &mut map)?;
+                offset
             }
             Dest::Spool { end, .. } => {
                 let base = place(end, size)?;
-                self.copy_to_spool(base, size)?;
-                self.skip(padding(size))?;
-                Data::Spool { offset: base }
+                self.read_data(0, size, Some(base), &mut map)?;
+                base
             }
         };
-        Ok(MemberKind::File {
-            size,
-            layout: Layout::Dense,
-            data,
-            bytes: size,
-        })
+        self.skip(padding(size))?;
+        Ok(file_kind(size, map.finish(), offset))
     }
 
     fn sparse_file(&mut self, map: Vec<(u64, u64)>, real: u64, stored: u64) -> Result<MemberKind> {
@@ -355,24 +367,23 @@ impl Reader {
             return Err(NeedSpool.into());
         };
         let base = place(end, real)?;
+        let mut data = DataMap::new(self.opts.block, real);
         for &(off, len) in &map {
-            self.copy_to_spool(base + off, len)?;
+            self.read_data(off, len, Some(base + off), &mut data)?;
         }
         self.skip(padding(stored))?;
-        let bytes = match &layout {
-            Layout::Dense => real,
-            Layout::Sparse(r) => r.iter().map(|(a, b)| b - a).sum(),
-        };
-        Ok(MemberKind::File {
-            size: real,
-            layout,
-            data: Data::Spool { offset: base },
-            bytes,
-        })
+        Ok(file_kind(real, data.finish(), base))
     }
 
-    /// Copies `n` bytes of the archive to `at` in the spool, leaving all-zero blocks unwritten.
-    fn copy_to_spool(&mut self, mut at: u64, mut n: u64) -> Result<()> {
+    /// Reads `n` bytes of the archive, the file's bytes from offset `at`, into `map`; with
+    /// `spool`, writes them at that offset in the spool, leaving all-zero blocks unwritten.
+    fn read_data(
+        &mut self,
+        mut at: u64,
+        mut n: u64,
+        mut spool: Option<u64>,
+        map: &mut DataMap,
+    ) -> Result<()> {
         let mut buf = std::mem::take(&mut self.buf);
         buf.resize(COPY_BUF, 0);
         let res = (|| {
@@ -382,13 +393,20 @@ impl Reader {
                 if got < want {
                     bail!("truncated: the archive ends inside this file's data");
                 }
-                let Dest::Spool { file, dir, .. } = &self.dest else {
-                    unreachable!("copying only into a spool")
-                };
-                write_nonzero(file, &buf[..want], at)
-                    .with_context(|| format!("writing to the spool file in {}", dir.display()))?;
+                let chunk = &buf[..want];
+                match (spool, &self.dest) {
+                    (Some(to), Dest::Spool { file, dir, .. }) => map
+                        .feed(at, chunk, &mut |s, e| {
+                            file.write_all_at(&chunk[s..e], to + s as u64)
+                        })
+                        .with_context(|| {
+                            format!("writing to the spool file in {}", dir.display())
+                        })?,
+                    _ => map.feed(at, chunk, &mut |_, _| Ok(()))?,
+                }
                 at += want as u64;
                 n -= want as u64;
+                spool = spool.map(|s| s + want as u64);
             }
             Ok(())
         })();
@@ -483,31 +501,15 @@ fn trim_nul(mut v: Vec<u8>) -> Vec<u8> {
     v
 }
 
-/// Writes `data` at `at` in `f`, skipping 4 KiB blocks (aligned in the file) that are all zero.
-fn write_nonzero(f: &File, data: &[u8], at: u64) -> io::Result<()> {
-    let mut i = 0usize;
-    while i < data.len() {
-        let blk_end = |p: usize| {
-            let abs = at + p as u64;
-            (p + (SPOOL_ALIGN - abs % SPOOL_ALIGN) as usize).min(data.len())
-        };
-        let e = blk_end(i);
-        if data[i..e].iter().all(|&b| b == 0) {
-            i = e;
-            continue;
-        }
-        let mut j = e;
-        while j < data.len() {
-            let k = blk_end(j);
-            if data[j..k].iter().all(|&b| b == 0) {
-                break;
-            }
-            j = k;
-        }
-        f.write_all_at(&data[i..j], at + i as u64)?;
-        i = j;
+/// A regular file of `size` bytes laid out as `layout`, its bytes at `offset` in the spool.
+fn file_kind(size: u64, layout: Layout, offset: u64) -> MemberKind {
+    let bytes = layout.data_bytes(size);
+    MemberKind::File {
+        size,
+        layout,
+        data: Data::Spool { src: 0, offset },
+        bytes,
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -520,12 +522,39 @@ mod tests {
         let mut data = vec![0u8; 5 * 4096];
         data[4096 + 7] = 1;
         data[4 * 4096] = 2;
-        write_nonzero(&f, &data, 4096).unwrap();
-        f.set_len(6 * 4096).unwrap();
-        let mut back = vec![0u8; 6 * 4096];
-        f.read_exact_at(&mut back, 0).unwrap();
-        assert_eq!(&back[4096..], &data[..]);
+        // After a first file of 100 bytes: this one starts at 4096 in the spool.
+        let mut a = super::super::testutil::Ar::new();
+        a.file("first", &[1u8; 100]).file("f", &data);
+        let a = a.end();
+        let r = Reader::spooled(
+            Box::new(std::io::Cursor::new(a)),
+            f.try_clone().unwrap(),
+            "/var/tmp".into(),
+            0,
+            Options { block: 4096 },
+        );
+        let mut r = r;
+        r.next_member().unwrap().unwrap();
+        let m = r.next_member().unwrap().unwrap();
+        let MemberKind::File {
+            layout,
+            data: Data::Spool { offset, .. },
+            bytes,
+            ..
+        } = m.kind
+        else {
+            panic!()
+        };
+        assert_eq!(offset, 4096);
+        assert_eq!(layout, Layout::Sparse(vec![(4096, 8192), (16384, 20480)]));
+        assert_eq!(bytes, 8192);
+        assert!(r.next_member().unwrap().is_none());
+        let (f, end) = r.finish().unwrap();
+        assert_eq!(end, 6 * 4096);
+        let mut back = vec![0u8; 5 * 4096];
+        f.read_exact_at(&mut back, 4096).unwrap();
+        assert_eq!(back, data);
         use std::os::unix::fs::MetadataExt;
-        assert!(f.metadata().unwrap().blocks() * 512 <= 2 * 4096 + 4096);
+        assert!(f.metadata().unwrap().blocks() * 512 <= 3 * 4096);
     }
 }

@@ -11,6 +11,9 @@ use super::*;
 use crate::source::Timestamp;
 use crate::source::{Data, Entry, Kind, Layout};
 
+/// 4 KiB blocks, as the default.
+const OPTS: Options = Options { block: 4096 };
+
 fn tmp() -> tempfile::TempDir {
     tempfile::Builder::new()
         .prefix("ldmk-tar-unit-")
@@ -21,7 +24,7 @@ fn tmp() -> tempfile::TempDir {
 fn read_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<Tree> {
     let p = dir.join(name);
     std::fs::write(&p, bytes).unwrap();
-    read_archive(ArchiveInput::Path(p), dir, &mut || {})
+    read_archive(ArchiveInput::Path(p), dir, OPTS, &mut || {})
 }
 
 fn read(bytes: &[u8]) -> Result<Tree> {
@@ -51,18 +54,14 @@ fn names(e: &Entry) -> Vec<String> {
 fn content(t: &Tree, e: &Entry) -> Vec<u8> {
     let Kind::File {
         size,
-        data: Data::Spool { offset },
+        data: Data::Spool { offset, .. },
         ..
     } = e.kind
     else {
         panic!("not a spooled file");
     };
     let mut v = vec![0u8; size as usize];
-    t.spool
-        .as_ref()
-        .unwrap()
-        .read_exact_at(&mut v, offset)
-        .unwrap();
+    t.spool(0).unwrap().read_exact_at(&mut v, offset).unwrap();
     v
 }
 
@@ -88,7 +87,7 @@ fn entries_out_of_order_like_tar_extraction() {
     assert_eq!(content(&t, find(&t.root, "x/y/f")), b"data");
     // No `./` entry: the root is 0755 0:0 with the newest mtime.
     assert_eq!((t.root.meta.perm, t.root.meta.uid), (0o755, 0));
-    assert_eq!(t.root.meta.mtime.sec, 700);
+    assert_eq!({ t.root.meta.mtime.sec }, 700);
     assert_eq!((t.entries, t.data_bytes), (4, 6));
 }
 
@@ -297,7 +296,7 @@ fn plain_files_are_read_in_place_compressed_ones_spooled() {
     let d = tmp();
     let t = read_file(d.path(), "p.tar", &plain).unwrap();
     let Kind::File {
-        data: Data::Spool { offset },
+        data: Data::Spool { offset, .. },
         ..
     } = find(&t.root, "f").kind
     else {
@@ -305,13 +304,13 @@ fn plain_files_are_read_in_place_compressed_ones_spooled() {
     };
     assert_eq!(offset, 512, "points into the archive");
     assert_eq!(
-        t.spool.as_ref().unwrap().metadata().unwrap().len(),
+        t.spool(0).unwrap().metadata().unwrap().len(),
         plain.len() as u64
     );
     let t = read_file(d.path(), "p.tgz", &gzip(&plain)).unwrap();
     assert_eq!(content(&t, find(&t.root, "f")), b"in place");
     let Kind::File {
-        data: Data::Spool { offset },
+        data: Data::Spool { offset, .. },
         ..
     } = find(&t.root, "f").kind
     else {
@@ -356,7 +355,7 @@ fn gnu_tar_sparse_files() {
             .unwrap();
         assert!(st.success());
         let mut calls = 0;
-        let t = read_archive(ArchiveInput::Path(ar), d.path(), &mut || calls += 1).unwrap();
+        let t = read_archive(ArchiveInput::Path(ar), d.path(), OPTS, &mut || calls += 1).unwrap();
         let format = format!("{format} {version}");
         assert_eq!(calls, 3, "{format}: progress once per member");
         let e = find(&t.root, "sparse");
@@ -391,8 +390,8 @@ fn stdin_file_in_place_and_pipe_spooled() {
     const CHILD: &str = "LDMK_TAR_STDIN_CHILD";
     let me = "source::tar::tests::stdin_file_in_place_and_pipe_spooled";
     if let Some(dir) = std::env::var_os(CHILD) {
-        let t = read_archive(ArchiveInput::Stdin, Path::new(&dir), &mut || {}).unwrap();
-        let spool = t.spool.as_ref().unwrap().metadata().unwrap().ino();
+        let t = read_archive(ArchiveInput::Stdin, Path::new(&dir), OPTS, &mut || {}).unwrap();
+        let spool = t.spool(0).unwrap().metadata().unwrap().ino();
         let stdin = std::fs::metadata("/proc/self/fd/0").unwrap().ino();
         let f = content(&t, find(&t.root, "f"));
         println!("CHILD {} {}", spool == stdin, String::from_utf8_lossy(&f));

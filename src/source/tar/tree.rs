@@ -10,6 +10,9 @@
 //! ([`Names`]), a replaced entry overwritten in place. At the end each directory's children are
 //! sorted by name and the link counts set; only inodes that hard links were made to need a
 //! count per inode. Nothing recurses: archives can be deep.
+//!
+//! The layers of a container image are read into one builder ([`Builder::layered`]), one after
+//! the other, with the OCI whiteouts ([`whiteout`]); each entry's `dev` is the layer that made it.
 
 use std::collections::{HashMap, HashSet};
 
@@ -18,6 +21,8 @@ use anyhow::{bail, Context, Result};
 use super::member::{Member, MemberKind};
 use super::names::Names;
 use super::path::components;
+
+mod whiteout;
 use crate::source::Timestamp;
 use crate::source::{display, Entry, Kind, Layout, Meta, Xattr};
 
@@ -30,6 +35,10 @@ pub struct Builder {
     next_ino: u64,
     newest: Option<Timestamp>,
     root_given: bool,
+    /// The layer being read (0 for a plain archive): every entry made gets it as its `dev`.
+    layer: u64,
+    /// Whether `.wh.` names are OCI whiteouts (in an image's layers) or plain names.
+    whiteouts: bool,
 }
 
 impl Default for Builder {
@@ -37,7 +46,7 @@ impl Default for Builder {
         Builder {
             root: dir(
                 b"",
-                implicit_meta(Timestamp { sec: 0, nsec: 0 }, 1),
+                implicit_meta(Timestamp { sec: 0, nsec: 0 }, 0, 1),
                 Vec::new(),
             ),
             names: Names::default(),
@@ -45,6 +54,8 @@ impl Default for Builder {
             next_ino: 2,
             newest: None,
             root_given: false,
+            layer: 0,
+            whiteouts: false,
         }
     }
 }
@@ -57,9 +68,9 @@ impl Drop for Builder {
     }
 }
 
-/// A directory the archive implies but does not (yet) describe.
-fn implicit_meta(t: Timestamp, ino: u64) -> Meta {
-    Meta::at(t, 0o755, 0, ino)
+/// A directory the archive implies but does not (yet) describe, made in layer `dev`.
+fn implicit_meta(t: Timestamp, dev: u64, ino: u64) -> Meta {
+    Meta::at(t, 0o755, dev, ino)
 }
 
 /// An empty directory.
@@ -82,6 +93,19 @@ pub struct Built {
 }
 
 impl Builder {
+    /// A builder for the layers of a container image: `.wh.` names are whiteouts; call
+    /// [`Builder::next_layer`] before each layer.
+    pub fn layered() -> Builder {
+        let mut b = Builder::default();
+        b.whiteouts = true;
+        b
+    }
+
+    /// The members added from now on belong to the next layer.
+    pub fn next_layer(&mut self) {
+        self.layer += 1;
+    }
+
     /// Adds one member (errors name it).
     pub fn add(&mut self, m: Member) -> Result<()> {
         let path = m.path.clone();
@@ -94,6 +118,9 @@ impl Builder {
         // bytes an entry, mostly for nothing).
         m.xattrs.shrink_to_fit();
         let comps = components(&m.path)?;
+        if self.whiteouts && self.whiteout(&comps, m.mtime)? {
+            return Ok(());
+        }
         if self
             .newest
             .is_none_or(|t| (m.mtime.sec, m.mtime.nsec) > (t.sec, t.nsec))
@@ -108,7 +135,7 @@ impl Builder {
             mtime: m.mtime,
             ctime: m.ctime,
             btime: m.mtime,
-            dev: 0,
+            dev: self.layer,
             ino: 0,
             nlink: 1,
         };
@@ -133,9 +160,10 @@ impl Builder {
             root,
             names,
             next_ino,
+            layer,
             ..
         } = self;
-        let parent = parent_dir(root, names, next_ino, parents, m.mtime)?;
+        let parent = parent_dir(root, names, (*layer, next_ino), parents, m.mtime)?;
         let existing = names.find(parent, name);
         let kind = match kind {
             Some(kind) => kind,
@@ -173,7 +201,7 @@ impl Builder {
         parent_dir(
             &mut self.root,
             &mut self.names,
-            &mut self.next_ino,
+            (self.layer, &mut self.next_ino),
             parents,
             t,
         )?;
@@ -195,7 +223,7 @@ impl Builder {
         let parent = parent_dir(
             &mut self.root,
             &mut self.names,
-            &mut self.next_ino,
+            (self.layer, &mut self.next_ino),
             parents,
             t,
         )?;
@@ -210,10 +238,10 @@ impl Builder {
         self.names = Names::default(); // not needed any more: free it before sorting
         if !self.root_given {
             let t = self.newest.unwrap_or(Timestamp { sec: 0, nsec: 0 });
-            root.meta = implicit_meta(t, 1);
+            root.meta = implicit_meta(t, 0, 1);
         }
         // Names per hard-linked inode, over what is reachable.
-        let mut links: HashMap<u64, u64> = self.linked.drain().map(|ino| (ino, 0)).collect();
+        let mut links: HashMap<u64, u32> = self.linked.drain().map(|ino| (ino, 0)).collect();
         let (mut entries, mut data_bytes) = (0u64, 0u64);
         let mut stack = vec![&mut root];
         while let Some(Entry { kind, meta, .. }) = stack.pop() {
@@ -222,16 +250,16 @@ impl Builder {
             };
             sort_by_name(children);
             entries += children.len() as u64;
-            let mut subdirs = 0;
+            let mut subdirs = 0u32;
             for c in children.iter_mut() {
                 if c.is_dir() {
-                    subdirs += 1;
+                    subdirs = subdirs.saturating_add(1);
                     stack.push(c);
                     continue;
                 }
                 let first = match links.get_mut(&c.meta.ino) {
                     Some(n) => {
-                        *n += 1;
+                        *n = n.saturating_add(1);
                         *n == 1
                     }
                     None => true,
@@ -240,7 +268,7 @@ impl Builder {
                     data_bytes += data_len(*size, layout);
                 }
             }
-            meta.nlink = 2 + subdirs;
+            meta.nlink = subdirs.saturating_add(2);
         }
         if !links.is_empty() {
             let mut stack = vec![&mut root];
@@ -268,11 +296,12 @@ fn serial(next_ino: &mut u64) -> u64 {
     *next_ino - 1
 }
 
-/// The directory at `comps` below `root`, made (implicitly, with time `t`) where missing.
+/// The directory at `comps` below `root`, made (implicitly, with time `t`, in layer `dev`) where
+/// missing.
 fn parent_dir<'a>(
     root: &'a mut Entry,
     names: &mut Names,
-    next_ino: &mut u64,
+    (dev, next_ino): (u64, &mut u64),
     comps: &[&[u8]],
     t: Timestamp,
 ) -> Result<&'a mut Entry> {
@@ -283,7 +312,7 @@ fn parent_dir<'a>(
             Some(_) => bail!("'{}' is not a directory", display(&comps[..=i].join(&b'/'))),
             None => {
                 let ino = serial(next_ino);
-                names.push(cur, dir(c, implicit_meta(t, ino), Vec::new()))?
+                names.push(cur, dir(c, implicit_meta(t, dev, ino), Vec::new()))?
             }
         };
         cur = &mut cur.children_mut()[pos];
@@ -380,11 +409,11 @@ fn leaf(k: MemberKind) -> Kind {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::source::Data;
 
-    fn member(path: &str, kind: MemberKind, mtime: i64) -> Member {
+    pub(super) fn member(path: &str, kind: MemberKind, mtime: i64) -> Member {
         let t = Timestamp {
             sec: mtime,
             nsec: 0,
@@ -402,11 +431,11 @@ mod tests {
         }
     }
 
-    fn file(size: u64) -> MemberKind {
+    pub(super) fn file(size: u64) -> MemberKind {
         MemberKind::File {
             size,
             layout: Layout::Dense,
-            data: Data::Spool { offset: 0 },
+            data: Data::Spool { src: 0, offset: 0 },
             bytes: size,
         }
     }
@@ -415,7 +444,7 @@ mod tests {
         MemberKind::HardLink(target.as_bytes().to_vec())
     }
 
-    fn find<'a>(e: &'a Entry, path: &str) -> &'a Entry {
+    pub(super) fn find<'a>(e: &'a Entry, path: &str) -> &'a Entry {
         path.split('/').fold(e, |e, c| {
             let ch = e.children();
             ch.iter()
@@ -424,7 +453,7 @@ mod tests {
         })
     }
 
-    fn names(e: &Entry) -> Vec<String> {
+    pub(super) fn names(e: &Entry) -> Vec<String> {
         let v = e.children().iter();
         v.map(|c| String::from_utf8_lossy(&c.name).into_owned())
             .collect()
