@@ -4,10 +4,11 @@
 //! nowhere new; a file rewritten in place with its mtime put back, or an archive rewritten under
 //! the server, gives EIO and one warning naming it (the change time tells); a tree with many
 //! more directories and files than the server keeps open is served whole with a bounded number
-//! of descriptors.
+//! of descriptors. The same holds for a directory given with `--add`.
 //!
 //! Root only (tmpfs mounts, fanotify); never skips. See tests/common/nbd.rs.
 
+use std::ffi::OsStr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -19,19 +20,20 @@ use crate::common::*;
 
 const EPOCH: &str = "1700000000";
 
-/// `--serve --lazy ARGS... SOURCE` with `--run SCRIPT` and SOURCE_DATE_EPOCH, bounded.
+/// `--serve --lazy -t ext4 SOURCE` with `--run SCRIPT` and SOURCE_DATE_EPOCH, bounded.
 fn serve_lazily(source: &Path, script: &str) -> Run {
+    serve_lazily_with(&[], source, script)
+}
+
+/// [`serve_lazily`] with more options.
+fn serve_lazily_with(more: &[&OsStr], source: &Path, script: &str) -> Run {
     let mut cmd = Command::new(server_bin());
     cmd.env("SOURCE_DATE_EPOCH", EPOCH);
-    let args = [
-        "--serve".as_ref(),
-        "--lazy".as_ref(),
-        "-t".as_ref(),
-        "ext4".as_ref(),
-        "--run".as_ref(),
-        script.as_ref(),
-        source.as_os_str(),
-    ];
+    let mut args: Vec<&OsStr> = ["--serve", "--lazy", "-t", "ext4", "--run", script]
+        .map(OsStr::new)
+        .to_vec();
+    args.extend(more);
+    args.push(source.as_os_str());
     run_cmd_timeout(cmd, args, Duration::from_secs(300))
 }
 
@@ -71,6 +73,18 @@ fn same_shape_tree(root: &Path, byte: u8) -> PathBuf {
 
 #[test]
 fn a_repointed_source_symlink_never_serves_the_other_tree() {
+    repointed_symlink_never_serves_the_other_tree(false);
+}
+
+#[test]
+fn a_repointed_add_symlink_never_serves_the_other_tree() {
+    repointed_symlink_never_serves_the_other_tree(true);
+}
+
+/// SOURCE (or, with `as_add`, an `--add` SRC beside a plain SOURCE) is a symlink to tmpfs A,
+/// repointed to tmpfs B while the server reads A's file after the scan: B's bytes (a file of
+/// the same inode number, size and mtime) must never be served.
+fn repointed_symlink_never_serves_the_other_tree(as_add: bool) {
     require_tools(&["nbdcopy"]);
     let tmp = tempdir();
     let (a, b) = (TmpfsMount::new("16M"), TmpfsMount::new("16M"));
@@ -92,11 +106,19 @@ fn a_repointed_source_symlink_never_serves_the_other_tree() {
     // With SOURCE_DATE_EPOCH the files are read for the digest after the scan, before the disk
     // is built: the server is held in that open of A's file while SOURCE is repointed to B.
     let gate = Gate::opens(&fa);
-    let mut child = Command::new(server_bin())
-        .env("SOURCE_DATE_EPOCH", EPOCH)
+    let mut cmd = Command::new(server_bin());
+    cmd.env("SOURCE_DATE_EPOCH", EPOCH)
         .args(["--serve", "--lazy", "--run"])
-        .arg(format!("nbdcopy \"$uri\" '{}'", copy.display()))
-        .arg(&source)
+        .arg(format!("nbdcopy \"$uri\" '{}'", copy.display()));
+    if as_add {
+        let plain = tmp.path().join("plain");
+        std::fs::create_dir(&plain).unwrap();
+        std::fs::write(plain.join("readme"), b"SOURCE itself").unwrap();
+        cmd.arg("--add").arg(&source).arg(&plain);
+    } else {
+        cmd.arg(&source);
+    }
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -136,12 +158,17 @@ fn a_file_rewritten_in_place_with_its_mtime_put_back_gives_eio() {
     std::fs::write(src.join("big"), entries::Rng::new(9).bytes(1 << 20)).unwrap();
     std::fs::write(src.join("other"), b"unchanged").unwrap();
     // Overwrite 4 KiB of `big` in place and put its times back (same inode, size and mtime).
-    let script = copy_change_copy(
-        tmp.path(),
-        &src.join("big"),
-        "with open(p, \"r+b\") as f: f.write(b\"X\" * 4096)",
-    );
+    let script = copy_change_copy(tmp.path(), &src.join("big"), REWRITE_4K);
     let r = serve_lazily(&src, &script);
+    assert_eio_and_one_warning_naming(&r, &src.join("big"));
+}
+
+/// Python for [`copy_change_copy`]: overwrite the first 4 KiB of file `p` in place.
+const REWRITE_4K: &str = "with open(p, \"r+b\") as f: f.write(b\"X\" * 4096)";
+
+/// The `--run` script of [`copy_change_copy`] saw EIO, and the server named `file` in one
+/// warning.
+fn assert_eio_and_one_warning_naming(r: &Run, file: &Path) {
     assert_eq!(r.code(), Some(0), "{}", r.describe());
     let warnings: Vec<&str> = r
         .stderr
@@ -149,10 +176,25 @@ fn a_file_rewritten_in_place_with_its_mtime_put_back_gives_eio() {
         .filter(|l| l.contains("changed since the disk was built"))
         .collect();
     assert!(
-        warnings.len() == 1 && warnings[0].contains(&format!("{}/big", src.display())),
+        warnings.len() == 1 && warnings[0].contains(&file.display().to_string()),
         "want one warning naming the file: {}",
         r.describe()
     );
+}
+
+#[test]
+fn a_file_of_an_added_directory_rewritten_in_place_gives_eio() {
+    require_tools(&["nbdcopy"]);
+    let tmp = tempdir();
+    let (src, add) = (tmp.path().join("src"), tmp.path().join("add"));
+    std::fs::create_dir(&src).unwrap();
+    std::fs::create_dir(&add).unwrap();
+    std::fs::write(src.join("other"), b"unchanged").unwrap();
+    std::fs::write(add.join("big"), entries::Rng::new(9).bytes(1 << 20)).unwrap();
+    let script = copy_change_copy(tmp.path(), &add.join("big"), REWRITE_4K);
+    let dest = format!("{}:/opt/added", add.display());
+    let r = serve_lazily_with(&["--add".as_ref(), dest.as_ref()], &src, &script);
+    assert_eio_and_one_warning_naming(&r, &add.join("big"));
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! With `-x, --one-file-system` the mount points are kept without their contents — an empty
 //! directory, an empty file — with the owner, mode and times of what is mounted there (as tar
 //! and rsync do: what lies beneath is hidden by the mount), and a bind mount of SOURCE's own
-//! filesystem counts as a mount point too.
+//! filesystem counts as a mount point too. All of it holds for a directory given with `--add`.
 //!
 //! Root only (mount); never skips.
 
@@ -127,6 +127,52 @@ fn one_file_system_keeps_mount_points_empty() {
     );
 }
 
+#[test]
+fn mount_points_in_an_added_directory_are_named_or_kept_empty_with_one_file_system() {
+    let t = tree_with_bind_mounts();
+    let base = t.out.join("base");
+    std::fs::create_dir(&base).unwrap();
+    std::fs::write(base.join("readme"), b"SOURCE").unwrap();
+    let add = format!("{}:/added", t.src.display());
+    let img = t.out.join("disk.img");
+    let args = |x: bool| {
+        let mut a: Vec<&std::ffi::OsStr> = vec!["--add".as_ref(), add.as_ref()];
+        if x {
+            a.push("-x".as_ref());
+        }
+        a.extend([base.as_os_str(), img.as_os_str()]);
+        a
+    };
+    // Crossed: one warning each, naming the added directory's paths.
+    let run = run_bin(args(false));
+    run.assert_ok();
+    let w = warnings(&run);
+    assert_eq!(w.len(), 2, "{}", run.describe());
+    for name in ["/mnt", "/resolv.conf"] {
+        let want = format!("{}{name}:", t.src.display());
+        assert!(
+            w.iter().any(|l| l.contains(&want)),
+            "no warning naming {want}\n{}",
+            run.describe()
+        );
+    }
+    std::fs::remove_file(&img).unwrap();
+    // -x: kept empty.
+    let run = run_bin(args(true));
+    run.assert_ok();
+    assert!(warnings(&run).is_empty(), "{}", run.describe());
+    with_fs_device(&img, PART_OFFSET, assert_e2fsck_clean);
+    let mnt = mount_image(&img, PART_OFFSET);
+    let m = mnt.path().join("added");
+    assert!(dir_names(&m.join("mnt")).is_empty());
+    let f = std::fs::symlink_metadata(m.join("resolv.conf")).unwrap();
+    assert!(f.is_file() && f.len() == 0, "{f:?}");
+    assert_eq!(
+        std::fs::read(m.join("kept.txt")).unwrap(),
+        b"on SOURCE's filesystem"
+    );
+}
+
 /// A chroot-like SOURCE with proc mounted on its /proc.
 fn tree_with_proc() -> (tempfile::TempDir, PathBuf, PathBuf, MountGuard) {
     let tmp = tempdir();
@@ -148,6 +194,21 @@ fn show(p: &Path) -> String {
 fn proc_mounted_in_source_is_refused_without_one_file_system() {
     let (_tmp, src, out, _proc) = tree_with_proc();
     let run = run_bin([src.as_os_str(), out.join("disk.img").as_os_str()]);
+    run.assert_one_line_error(&[&format!("{}/proc", show(&src)), "proc", "-x"]);
+    assert!(dir_names(&out).is_empty(), "{:?}", dir_names(&out));
+}
+
+#[test]
+fn proc_mounted_in_an_added_directory_is_refused_without_one_file_system() {
+    let (tmp, src, out, _proc) = tree_with_proc();
+    let base = tmp.path().join("base");
+    std::fs::create_dir(&base).unwrap();
+    let run = run_bin([
+        "--add".as_ref(),
+        src.as_os_str(),
+        base.as_os_str(),
+        out.join("disk.img").as_os_str(),
+    ]);
     run.assert_one_line_error(&[&format!("{}/proc", show(&src)), "proc", "-x"]);
     assert!(dir_names(&out).is_empty(), "{:?}", dir_names(&out));
 }

@@ -2,8 +2,10 @@
 //! file, so when any entry of the tree is not readable by others — a file without read
 //! permission for others such as /etc/shadow, a directory others may not list or enter, the
 //! archive itself — OUTPUT is created 0600 (less the umask), from the start, and `-v` names one
-//! such entry; a replaced OUTPUT loses its group and other permissions. A tree everyone may read
-//! still gives 0644 (under umask 022).
+//! such entry; a replaced OUTPUT loses its group and other permissions. The same for what an
+//! `--add` brings: a secret file, an archive others may not read, a directory they may not
+//! enter (whose own mode the merged tree does not keep). A tree everyone may read still gives
+//! 0644 (under umask 022).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -111,4 +113,42 @@ fn an_archive_holding_a_secret_file_makes_output_0600() {
     let private = tmp.path().join("private.img");
     run_umask_022(&[&tar, &private]).assert_ok();
     assert_eq!(mode(&private), 0o600);
+}
+
+#[test]
+fn a_secret_in_an_added_source_makes_output_0600() {
+    let (tmp, secret) = etc_tree();
+    let base = tmp.path().join("base");
+    std::fs::create_dir(&base).unwrap();
+    std::fs::write(base.join("readme"), b"open to all").unwrap();
+    chmod(&base, 0o755);
+    chmod(&base.join("readme"), 0o644);
+    let build = |name: &str, add: &Path| {
+        let img = tmp.path().join(name);
+        let run = run_umask_022(&[Path::new("-v"), Path::new("--add"), add, &base, &img]);
+        run.assert_ok();
+        (mode(&img), run)
+    };
+    // A 0640 file in the added tree.
+    let (m, run) = build("file.img", &secret);
+    assert_eq!(m, 0o600, "{}", run.describe());
+    assert!(run.stderr.contains("etc/shadow"), "{}", run.describe());
+    // Everything readable: 0644.
+    chmod(&secret.join("etc/shadow"), 0o644);
+    assert_eq!(build("open.img", &secret).0, 0o644);
+    // The added directory itself closed to others, merged at / (the root keeps SOURCE's mode).
+    chmod(&secret, 0o700);
+    let (m, run) = build("closed.img", &secret);
+    assert_eq!(m, 0o600, "{}", run.describe());
+    assert!(
+        run.stderr.contains("cannot be listed or entered"),
+        "{}",
+        run.describe()
+    );
+    // An archive others may not read.
+    chmod(&secret, 0o755);
+    let tar = tmp.path().join("etc.tar");
+    tar_of(&secret, &tar);
+    chmod(&tar, 0o600);
+    assert_eq!(build("archive.img", &tar).0, 0o600);
 }
