@@ -84,9 +84,19 @@ pub fn write_image(
     force: bool,
     on_bytes: &mut dyn FnMut(u64),
 ) -> anyhow::Result<()> {
-    let mut out = Output::create(output, force)?;
+    let mut out = Output::create(output, force, Readers::Anyone)?;
     out.write(disk, on_bytes)?;
     out.commit()
+}
+
+/// Who may read OUTPUT: an image grants no more than the tree it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readers {
+    /// Anyone, as any new file: 0666 less the umask (a replaced OUTPUT keeps its mode).
+    Anyone,
+    /// Its owner only, because the tree holds what others may not read: 0600 less the umask
+    /// (a replaced OUTPUT loses its group and other permissions).
+    Owner,
 }
 
 /// OUTPUT being made: a sparse temp file beside it (`.NAME.XXXXXX.tmp`), registered with
@@ -101,19 +111,25 @@ pub struct Output {
 }
 
 impl Output {
-    /// Checks OUTPUT (see [`check_output`]) and creates the temp file beside it.
-    pub fn create(output: &Path, force: bool) -> anyhow::Result<Output> {
+    /// Checks OUTPUT (see [`check_output`]) and creates the temp file beside it, readable by
+    /// `readers` from the start.
+    pub fn create(output: &Path, force: bool, readers: Readers) -> anyhow::Result<Output> {
         check_output(output, force)?;
         let dir = parent_dir(output);
         let name = output
             .file_name()
             .with_context(|| format!("{}: OUTPUT has no file name", output.display()))?;
-        // A new image gets 0666 minus the umask, like any created file; a replaced one keeps its mode.
+        // A new image gets 0666 (0600 for a secret tree) minus the umask, like any created
+        // file; a replaced one keeps its mode (less group and others' bits for a secret tree).
+        let (new_mode, keep) = match readers {
+            Readers::Anyone => (0o666, 0o7777),
+            Readers::Owner => (0o600, 0o7700),
+        };
         let tmp = tempfile::Builder::new()
             .prefix(&format!(".{}.", name.to_string_lossy()))
             .suffix(".tmp")
             .rand_bytes(6)
-            .permissions(Permissions::from_mode(0o666))
+            .permissions(Permissions::from_mode(new_mode))
             .tempfile_in(&dir)
             .map_err(cleanup::without_temp_path)
             .with_context(|| {
@@ -132,7 +148,7 @@ impl Output {
             _open: cleanup::hand_over_on_signal(&file),
         };
         if let Ok(old) = std::fs::metadata(output) {
-            let mode = Permissions::from_mode(old.permissions().mode() & 0o7777);
+            let mode = Permissions::from_mode(old.permissions().mode() & keep);
             file.set_permissions(mode)
                 .with_context(|| format!("writing {}", output.display()))?;
         }
@@ -412,6 +428,29 @@ mod tests {
             assert_eq!(mode & 0o777, 0o666 & !umask());
         }
         assert_eq!(dir_names(dir.path()), ["bare.img", "gpt.img"]);
+    }
+
+    #[test]
+    fn a_secret_tree_s_image_is_readable_by_its_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Disk::bare(fs_file().0, 16 * MIB);
+        let out = dir.path().join("new.img");
+        let mut new = Output::create(&out, false, Readers::Owner).unwrap();
+        let mode = new.file().metadata().unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600 & !umask(), "while it is written");
+        new.write(&disk, &mut |_| {}).unwrap();
+        new.commit().unwrap();
+        let mode = std::fs::metadata(&out).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600 & !umask());
+        // Replacing a 0644 image: group and others lose their access.
+        let old = dir.path().join("old.img");
+        std::fs::write(&old, b"old").unwrap();
+        std::fs::set_permissions(&old, Permissions::from_mode(0o644)).unwrap();
+        let mut replaced = Output::create(&old, true, Readers::Owner).unwrap();
+        replaced.write(&disk, &mut |_| {}).unwrap();
+        replaced.commit().unwrap();
+        let mode = std::fs::metadata(&old).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]

@@ -48,6 +48,10 @@ pub fn run(cli: &Cli) -> Result<i32> {
         }
         None => nbd::check_options(&serve_options(cli))?,
     }
+    // Values past what the filesystem holds are refused before anything is read or written.
+    let opts = options(cli)?;
+    mkfs::limits::check(&opts)?;
+    let epoch = identity::source_date_epoch()?;
     raise_fd_limit();
     let exclude = cli.output.as_deref().and_then(source::identity);
 
@@ -62,9 +66,7 @@ pub fn run(cli: &Cli) -> Result<i32> {
         ByteSize(tree.data_bytes)
     ));
 
-    let opts = options(cli)?;
     let efi = efi_options(cli)?;
-    let epoch = identity::source_date_epoch()?;
     let ids = match epoch {
         Some(t) => {
             let norm = Normalise {
@@ -221,7 +223,7 @@ pub fn run(cli: &Cli) -> Result<i32> {
     // Writing: build the filesystem in place in OUTPUT's temp file, at the partition offset, so
     // file data is copied once; then the ESP (with --efi) before it; only the partition table is
     // left to write.
-    let mut out = image::Output::create(output, cli.force)?;
+    let mut out = image::Output::create(output, cli.force, readers(cli, &tree, &say))?;
     let file = out.file().clone();
     let offset = match (cli.partition, &esp) {
         (PartitionMode::Gpt, None) => PARTITION_START,
@@ -262,6 +264,31 @@ fn data_report(s: &CopyStats) -> String {
     )
 }
 
+/// Who may read OUTPUT: its owner only when the tree, or one of the inputs it was read from
+/// (SOURCE, each `--add`), holds what others may not read; `say` tells why.
+fn readers(cli: &Cli, tree: &source::Tree, say: &dyn Fn(&str)) -> image::Readers {
+    let src = cli.source();
+    let name = src.as_os_str().as_encoded_bytes();
+    let adds = cli.adds();
+    let inputs = std::iter::once(src).chain(adds.iter().map(|(p, _)| p.as_path()));
+    let secret = source::secret::first_secret(&tree.root, name).or_else(|| {
+        inputs
+            .zip(&tree.origins)
+            .find_map(|(path, origin)| source::secret::input_secret(path, origin))
+    });
+    match secret {
+        Some(why) => {
+            let out = cli.output.as_deref().unwrap_or(src);
+            say(&format!(
+                "{} is made readable by its owner only: {why}",
+                out.display()
+            ));
+            image::Readers::Owner
+        }
+        None => image::Readers::Anyone,
+    }
+}
+
 /// Reads SOURCE (a directory, `-` for a tar stream on stdin, a tar archive or a container
 /// image, told by its contents), then merges each `--add` source into it, in order.
 fn read_source(
@@ -279,6 +306,7 @@ fn read_source(
         scan: source::ScanOptions {
             exclude,
             skip_unreadable: cli.skip_unreadable,
+            one_file_system: cli.one_file_system,
             sparse: cli.sparse.then_some(cli.block_size),
         },
         image: ImageOptions {

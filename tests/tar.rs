@@ -2,7 +2,8 @@
 //! files), plain and gzip/xz/bzip2/zstd-compressed, read from a file and from a stream, gives an
 //! image whose kernel mount equals the source tree (less what tar cannot carry, see
 //! `support::tar_diffs`); hostile and damaged archives fail with one line naming the entry and
-//! leave nothing behind (no image, no spool file).
+//! leave nothing behind (no image, no spool file); a sparse member with a 200,000-entry map is
+//! read (its map text once, not once per block: hole 3 of issue 9).
 
 mod support;
 
@@ -215,4 +216,45 @@ fn truncated_and_corrupt_archives_are_refused() {
     let n = tmp.path().join("notatar.tar");
     std::fs::write(&n, b"hello, this is text\n".repeat(100)).unwrap();
     assert_refused(tmp.path(), &n, Via::File, &["not a tar archive"]);
+}
+
+/// Writes sys.argv[1]: a PAX 1.0 sparse member (GNU tar's `--sparse --format=posix` layout)
+/// named `sparse`, whose 200,000-entry map gives one data byte at every even offset, byte i
+/// being i % 251 + 1: 1.7 MB of map text before the data.
+const SPARSE_MAP_200K: &str = r#"
+import io, sys, tarfile
+n = 200000
+text = ("%d\n" % n + "".join("%d\n1\n" % (2 * i) for i in range(n))).encode()
+text += b"\0" * (-len(text) % 512)
+data = bytes(i % 251 + 1 for i in range(n))
+ti = tarfile.TarInfo("GNUSparseFile.0/sparse")
+ti.size = len(text) + len(data)
+ti.pax_headers = {"GNU.sparse.major": "1", "GNU.sparse.minor": "0",
+                  "GNU.sparse.name": "sparse", "GNU.sparse.realsize": str(2 * n)}
+with tarfile.open(sys.argv[1], "w", format=tarfile.PAX_FORMAT) as t:
+    t.addfile(ti, io.BytesIO(text + data))
+"#;
+
+#[test]
+fn a_sparse_member_with_a_200000_entry_map_is_read() {
+    let tmp = tempdir();
+    let tar = tmp.path().join("sparse.tar");
+    python(SPARSE_MAP_200K, &tar);
+    let spool = tmp.path().join("spool");
+    std::fs::create_dir(&spool).unwrap();
+    let out = tmp.path().join("disk.img");
+    build_from_archive(&tar, Via::File, &spool, &out).unwrap_or_else(|e| panic!("{e}"));
+    with_fs_device(&out, PART_OFFSET, assert_e2fsck_clean);
+    let mnt = mount_image(&out, PART_OFFSET);
+    let got = std::fs::read(mnt.path().join("sparse")).unwrap();
+    let want: Vec<u8> = (0..400_000u32)
+        .map(|o| {
+            if o % 2 == 0 {
+                (o / 2 % 251 + 1) as u8
+            } else {
+                0
+            }
+        })
+        .collect();
+    assert!(got == want, "the sparse file's bytes differ from its map");
 }

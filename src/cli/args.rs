@@ -180,6 +180,20 @@ pub struct Cli {
     #[arg(long)]
     pub skip_unreadable: bool,
 
+    /// Stay on each source's filesystem: keep each mount point inside SOURCE (or an --add
+    /// directory), empty, without what is mounted there (as tar, rsync, du and cp -x)
+    ///
+    /// A directory with another filesystem (or a bind mount) mounted on it is kept as an empty
+    /// directory, a file with one mounted on it as an empty file; like tar and rsync, they keep
+    /// the owner, mode and times of what is mounted there, since what lies beneath is hidden
+    /// by the mount. Unlike tar and rsync, which compare device numbers, a bind mount of the
+    /// source's own filesystem counts as a mount point too: its contents come from elsewhere.
+    /// Without -x every mount point crossed is named in a warning, and a filesystem of the
+    /// kernel's state (proc, sysfs, cgroup, debugfs...) mounted in a source is an error: its
+    /// files are not data an image should hold.
+    #[arg(short = 'x', long)]
+    pub one_file_system: bool,
+
     /// Say what was chosen (sizes, inode counts, free space), what each phase did and how file
     /// data went in
     ///
@@ -319,6 +333,9 @@ pub struct ServeArgs {
     /// SOURCE and the --add sources (or an archive's spool) when a client asks, so the server is
     /// ready in the time it takes to scan the tree. The disk is byte for byte the one served
     /// without --lazy.
+    /// Files are reached only through the directories the scans opened, and every read checks
+    /// the file's device, inode, size, modification and change time against the scan: a file
+    /// changed since answers EIO and is named once on stderr.
     #[arg(long)]
     pub lazy: bool,
 

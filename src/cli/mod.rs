@@ -162,6 +162,17 @@ impl Cli {
         if let Err(e) = part_types::parse(&self.part_type) {
             return Err(invalid(format!("--part-type: {e}")));
         }
+        // The nil GUID identifies nothing (part_types refuses it as a type: an unused entry).
+        let ids = [
+            ("--uuid", self.uuid),
+            ("--disk-guid", self.disk_guid),
+            ("--part-guid", self.part_guid),
+        ];
+        if let Some((opt, _)) = ids.iter().find(|(_, g)| g.is_some_and(|g| g.is_nil())) {
+            return Err(invalid(format!(
+                "{opt}: the nil GUID (all zeros) identifies nothing"
+            )));
+        }
         if self.efi.efi && self.partition == PartitionMode::None {
             return Err(invalid(
                 "--efi needs a partition table: it cannot go with --partition none".to_string(),
@@ -398,6 +409,14 @@ mod tests {
         assert!(Cli::parse_from_args(["linuxdisk-mk", "--owner", "root", "d", "o"]).is_err());
         assert!(Cli::parse_from_args(["linuxdisk-mk", "-I", "100", "d", "o"]).is_err());
         assert!(Cli::parse_from_args(["linuxdisk-mk", "--part-type", "nope", "d", "o"]).is_err());
+        let nil = "00000000-0000-0000-0000-000000000000";
+        for opt in ["--uuid", "--disk-guid", "--part-guid", "--part-type"] {
+            let e = Cli::parse_from_args(["linuxdisk-mk", opt, nil, "d", "o"]).unwrap_err();
+            let e = e.to_string();
+            assert!(e.contains("nil GUID") || e.contains("unused"), "{opt}: {e}");
+        }
+        let e = Cli::parse_from_args(["linuxdisk-mk", "--owner", "4294967295:0", "d", "o"]);
+        assert!(e.unwrap_err().to_string().contains("(uid_t)-1"));
     }
 
     #[test]

@@ -47,14 +47,18 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("size '{s}' is too large"))
 }
 
-/// `--owner UID:GID`, numeric.
+/// `--owner UID:GID`, numeric: 0 to 4294967294 (4294967295 is (uid_t)-1, which Linux
+/// reserves to mean no id).
 pub fn parse_owner(s: &str) -> Result<(u32, u32), String> {
     let (u, g) = s
         .split_once(':')
         .ok_or_else(|| format!("'{s}' is not UID:GID"))?;
-    let num = |x: &str| {
-        x.parse::<u32>()
-            .map_err(|_| format!("'{x}' is not a numeric id"))
+    let num = |x: &str| match x.parse::<u32>() {
+        Ok(u32::MAX) => Err(format!(
+            "'{x}' is (uid_t)-1, which Linux reserves to mean no id"
+        )),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("'{x}' is not a numeric id from 0 to 4294967294")),
     };
     Ok((num(u)?, num(g)?))
 }
@@ -157,6 +161,17 @@ mod tests {
         ] {
             assert!(parse_size(s).is_err(), "{s:?} accepted");
         }
+    }
+
+    #[test]
+    fn owners_are_32_bit_ids_but_not_minus_one() {
+        assert_eq!(parse_owner("0:0"), Ok((0, 0)));
+        assert_eq!(parse_owner("4294967294:1"), Ok((4294967294, 1)));
+        assert!(parse_owner("4294967295:0")
+            .unwrap_err()
+            .contains("(uid_t)-1"));
+        assert!(parse_owner("0:4294967296").is_err());
+        assert!(parse_owner("-1:0").is_err());
     }
 
     #[test]

@@ -82,20 +82,34 @@ impl TreeFile {
         }
     }
 
-    /// Opens the file's bytes: by name from the source root, checked to be the file scanned,
-    /// or in the tree's spool.
+    /// The sources' directories of the file's directory, walked to from the tree's root as
+    /// populating walks them (each checked to be the one scanned).
+    pub fn dirs(&self, tree: &Tree) -> Result<Dirs> {
+        let mut dirs = Dirs::root(tree);
+        let mut rel = Vec::new();
+        let mut d = &tree.root;
+        for name in &self.names[..self.names.len() - 1] {
+            rel.push(b'/');
+            rel.extend_from_slice(name);
+            let ch = d.children();
+            d = ch
+                .binary_search_by(|c| (*c.name).cmp(name))
+                .map(|i| &ch[i])
+                .ok()
+                .filter(|c| c.is_dir())
+                .with_context(|| format!("{}: not a directory in the tree", display(&rel)))?;
+            dirs = dirs.child(tree, d, &rel)?;
+        }
+        Ok(dirs)
+    }
+
+    /// Opens the file's bytes: by name in its source's directory, checked to be the file
+    /// scanned, or in its source's spool.
     pub fn open<'a>(&self, tree: &'a Tree) -> Result<FileBytes<'a>> {
         let Kind::File { size, data, .. } = self.entry.kind else {
             bail!("{}: not a regular file", display(&self.path()));
         };
-        // Down the tree's sources' directories to the file's, as populating does.
-        let mut dirs = Dirs::root(&tree.origins)?;
-        let mut rel = Vec::new();
-        for name in &self.names[..self.names.len() - 1] {
-            rel.push(b'/');
-            rel.extend_from_slice(name);
-            dirs = dirs.child(&tree.origins, name, &rel)?;
-        }
+        let dirs = self.dirs(tree)?;
         file_bytes(&self.entry, data, size, &dirs, &tree.origins, &self.path())
     }
 

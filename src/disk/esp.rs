@@ -21,9 +21,8 @@ use super::fat::{self, DosTime, Node, What};
 use super::gpt::PARTITION_START;
 use super::Source;
 use crate::copy::{write_nonzero, RangeCopier};
-use crate::source::bytes::{unchanged, FileBytes};
 use crate::source::live::LiveTree;
-use crate::source::{display, Data, Kind, Origin, Tree};
+use crate::source::{display, Kind, Tree};
 
 /// The FAT volume label.
 const LABEL: [u8; 11] = *b"ESP        ";
@@ -171,10 +170,10 @@ impl Esp {
     }
 
     /// The volume as regions for `--serve --lazy`, at disk offset `at`: metadata and host bytes
-    /// from memory, the tree's files read from SOURCE (or the archive's spool) when asked.
+    /// from memory, the tree's files read from their sources (or spools) when asked, checked
+    /// against the scan as every file served lazily is.
     pub fn lazy_parts(&self, tree: &Tree, at: u64) -> Result<Vec<(u64, u64, Source)>> {
-        // Each directory source opened once, as populating opens them.
-        let mut live: Vec<Option<Arc<LiveTree>>> = vec![None; tree.origins.len()];
+        let live = LiveTree::new(&tree.origins);
         let mut parts = Vec::new();
         for (id, p) in self.volume.pieces.iter().enumerate() {
             let src = match &p.what {
@@ -184,34 +183,11 @@ impl Esp {
                     let Kind::File { size, data, .. } = f.entry.kind else {
                         bail!("{}: not a regular file", display(&f.path()));
                     };
-                    let origin = tree
-                        .origins
-                        .get(data.src() as usize)
-                        .with_context(|| format!("{}: no such source", display(&f.path())))?;
-                    match (data, origin) {
-                        (Data::Spool { offset, .. }, Origin::Spool { file, .. }) => Source::File {
-                            file: file.clone(),
-                            offset,
-                        },
-                        (Data::InTree { src }, _) => {
-                            let dir = origin.host_dir().with_context(|| {
-                                format!("{}: no source to read from", display(&f.path()))
-                            })?;
-                            let tree = match &live[src as usize] {
-                                Some(t) => t.clone(),
-                                None => {
-                                    let t = LiveTree::open(dir)?;
-                                    live[src as usize] = Some(t.clone());
-                                    t
-                                }
-                            };
-                            let rel = origin.host_rel(&f.path());
-                            Source::Live {
-                                file: Arc::new(tree.file(&rel, &f.entry.meta, size, id)),
-                                offset: 0,
-                            }
-                        }
-                        _ => bail!("{}: no source to read from", display(&f.path())),
+                    let dirs = f.dirs(tree)?;
+                    let file = live.entry(&f.entry, data, size, &dirs, &f.path(), id)?;
+                    Source::Live {
+                        file: Arc::new(file),
+                        offset: 0,
                     }
                 }
             };
@@ -267,8 +243,5 @@ fn copy_tree_file(
             );
         }
     }
-    if let FileBytes::Opened(fd) = &bytes {
-        unchanged(fd, &f.entry, *size, &shown)?;
-    }
-    Ok(())
+    bytes.check()
 }

@@ -39,7 +39,6 @@ impl From<LazyData> for Source {
     fn from(d: LazyData) -> Source {
         match d {
             LazyData::Live { file, offset } => Source::Live { file, offset },
-            LazyData::Spool { file, offset } => Source::File { file, offset },
         }
     }
 }

@@ -8,13 +8,15 @@ pub mod format;
 pub mod fstype;
 pub mod htree;
 pub mod layout;
+pub mod lazy;
+pub mod limits;
 pub mod plan;
 pub mod populate;
 pub mod size;
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -23,9 +25,10 @@ use rustix::io::Errno;
 
 use self::format::{format, journal_blocks, Formatted, Geometry};
 use self::fstype::{Features, FsType, INODE_SIZE};
+use self::lazy::Lazy;
+pub use self::lazy::{LazyData, LazyPart};
 use self::plan::{inodes_with_margin, Needs};
-use self::populate::{Lazy, Populator};
-pub use self::populate::{LazyData, LazyPart};
+use self::populate::Populator;
 use self::size::{auto_margin, kernel_reserve, Human, SizeSpec};
 use crate::copy::{CopyStats, RangeCopier};
 use crate::progress::{ByteSize, Progress};
@@ -478,11 +481,8 @@ impl Maker<'_> {
         made: &mut Formatted,
         progress: &Progress,
     ) -> Result<(Option<Lazy>, CopyStats)> {
-        let dirs = Dirs::root(&tree.origins)?;
-        let lazy = match self.opts.lazy {
-            false => None,
-            true => Some(Lazy::open(&tree.origins)?),
-        };
+        let dirs = Dirs::root(tree);
+        let lazy = self.opts.lazy.then(|| Lazy::new(tree));
         let dir_index = made
             .fs
             .superblock()
@@ -504,7 +504,7 @@ impl Maker<'_> {
             linked: HashMap::new(),
             last_ino: made.lost_found,
             copier: RangeCopier::new(self.target.file),
-            origins: &tree.origins,
+            tree,
             root_len: source.as_os_str().len(),
             owner: self.opts.owner,
             clamp_time: self.opts.clamp_time,
@@ -513,17 +513,17 @@ impl Maker<'_> {
             position: None,
         };
         let mut path = source.as_os_str().as_encoded_bytes().to_vec();
-        match (dirs.get(0), p.lazy.is_none()) {
-            // Copying from a directory: read ahead of the copy in a second thread.
-            (Some(root), true) => {
-                p.position = Some(&position);
-                std::thread::scope(|s| {
-                    let _stop = FinishOnDrop(&position);
-                    s.spawn(|| readahead::run(root.as_fd(), &tree.root, &position, WINDOW));
-                    p.run(&tree.root, &dirs, &mut path)
-                })?;
-            }
-            _ => p.run(&tree.root, &dirs, &mut path)?,
+        let from_dirs = tree.origins.iter().any(|o| o.host_fd().is_some());
+        if from_dirs && p.lazy.is_none() {
+            // Copying from directories: read ahead of the copy in a second thread.
+            p.position = Some(&position);
+            std::thread::scope(|s| {
+                let _stop = FinishOnDrop(&position);
+                s.spawn(|| readahead::run(tree, &position, WINDOW));
+                p.run(&tree.root, &dirs, &mut path)
+            })?;
+        } else {
+            p.run(&tree.root, &dirs, &mut path)?;
         }
         Ok((p.lazy, p.copier.stats()))
     }

@@ -9,6 +9,8 @@ use anyhow::{bail, Result};
 
 use super::htree::BlockBound;
 use super::layout::block_ranges;
+use super::limits::{fit_time, time_range, year, MAX_INODES, MAX_LINKS};
+use super::populate::clamp;
 use super::size::Human;
 use super::Options;
 use crate::source::{display, Entry, Kind, Tree};
@@ -30,6 +32,8 @@ pub struct Needs {
     pub blocks: u64,
     /// For files with several names: (dev, ino) in the source → number of names in the tree.
     pub link_counts: HashMap<(u64, u64), u32>,
+    /// Entries with a time the inodes cannot hold (stored clamped), and the first one in words.
+    pub clamped_times: (u64, Option<String>),
 }
 
 /// Blocks mke2fs gives lost+found: 16 KiB, at least 2 blocks, at most 12 (direct blocks).
@@ -46,7 +50,22 @@ pub fn needs(tree: &Tree, source: &Path, opts: &Options) -> Result<Needs> {
     };
     let mut path = source.as_os_str().as_encoded_bytes().to_vec();
     let mut multi: HashMap<(u64, u64), u32> = HashMap::new();
+    check_times(&tree.root, opts, &mut n, &path);
     dir(&tree.root, true, opts, &mut n, &mut multi, &mut path)?;
+    if let Some(first) = &n.clamped_times.1 {
+        let count = n.clamped_times.0;
+        eprintln!(
+            "linuxdisk-mk: warning: {first}, as the kernel stores such times ({count} {} in all)",
+            if count == 1 { "entry" } else { "entries" }
+        );
+    }
+    if n.inodes > MAX_INODES {
+        bail!(
+            "{}: {} entries need more inodes than the {MAX_INODES} a filesystem holds",
+            display(&path),
+            n.inodes
+        );
+    }
     n.link_counts = multi.into_iter().filter(|&(_, c)| c > 1).collect();
     Ok(n)
 }
@@ -113,10 +132,17 @@ fn entry(
     if !e.is_dir() && e.meta.nlink > 1 {
         let c = multi.entry((e.meta.dev, e.meta.ino)).or_insert(0);
         *c += 1;
+        if *c as u64 > MAX_LINKS {
+            bail!(
+                "{}: more than {MAX_LINKS} names for one file, the most its link count holds",
+                display(path)
+            );
+        }
         if *c > 1 {
             return Ok(()); // another name for an inode already counted
         }
     }
+    check_times(e, opts, n, path);
     n.inodes += 1;
     match &e.kind {
         Kind::Dir { .. } => return dir(e, false, opts, n, multi, path),
@@ -152,6 +178,40 @@ fn entry(
     }
     n.blocks += xattr_blocks(e, opts, path)?;
     Ok(())
+}
+
+/// Notes (in `n.clamped_times`) an entry whose times, as they will be stored (clamped under
+/// SOURCE_DATE_EPOCH), lie outside what its inode holds: populating clamps them, as the kernel
+/// would, rather than store them wrapped round to another date.
+fn check_times(e: &Entry, opts: &Options, n: &mut Needs, path: &[u8]) {
+    let range = time_range(opts.inode_size > 128);
+    let m = &e.meta;
+    let mut times = vec![(m.mtime, "modification time")];
+    if opts.clamp_time.is_none() {
+        times.extend([(m.atime, "access time"), (m.ctime, "change time")]);
+        if opts.inode_size > 128 {
+            times.push((m.btime, "creation time")); // 128-byte inodes store none
+        }
+    }
+    for (t, what) in times {
+        let t = opts.clamp_time.map_or(t, |limit| clamp(t, limit));
+        if let Some(fit) = fit_time(t, range) {
+            let (count, first) = &mut n.clamped_times;
+            *count += 1;
+            first.get_or_insert_with(|| {
+                format!(
+                    "{}: its {what} (about the year {}) is outside what {}-byte inodes store ({} to {}): stored as the year {}",
+                    display(path),
+                    year(t.sec),
+                    opts.inode_size,
+                    year(range.0),
+                    year(range.1),
+                    year(fit.sec)
+                )
+            });
+            return;
+        }
+    }
 }
 
 /// The largest regular file the filesystem can hold: 2^32 logical blocks with extents; with

@@ -4,8 +4,6 @@
 //! one pass once its children exist. Inode numbers are kept, never looked up again by name.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use ext2fs::{
@@ -16,14 +14,15 @@ use ext2fs::{
 use super::dirblocks::{DirLayout, Kids};
 use super::htree::IndexParams;
 use super::layout::block_ranges;
+use super::lazy::{Lazy, LazyPart};
+use super::limits::{fit_time, time_range};
 use super::plan::LINK_MAX;
 use crate::copy::RangeCopier;
 use crate::progress::Progress;
-use crate::source::bytes::{file_bytes, unchanged, FileBytes};
+use crate::source::bytes::file_bytes;
 use crate::source::dirs::Dirs;
-use crate::source::live::{LiveFile, LiveTree};
 use crate::source::readahead::Position;
-use crate::source::{display, Data, Entry, Kind, Layout, Meta, Origin, Timestamp};
+use crate::source::{display, Data, Entry, Kind, Layout, Meta, Timestamp, Tree};
 
 pub struct Populator<'a> {
     pub fs: &'a mut Filesystem,
@@ -44,8 +43,8 @@ pub struct Populator<'a> {
     pub last_ino: Ino,
     /// Moves file data into the filesystem's file (cloned where the filesystems allow).
     pub copier: RangeCopier<'a>,
-    /// Where the tree's files are read from (their [`Data::src`]).
-    pub origins: &'a [Origin],
+    /// The tree populated: where its files are read from (its origins, by [`Data::src`]).
+    pub tree: &'a Tree,
     /// Length of the SOURCE path at the start of every entry's path: what follows is its path
     /// in the tree.
     pub root_len: usize,
@@ -61,101 +60,6 @@ pub struct Populator<'a> {
     pub position: Option<&'a Position>,
 }
 
-/// Where a lazily served piece of file data is read from.
-#[derive(Clone)]
-pub enum LazyData {
-    /// A file of the source directory, from byte `offset`, checked on every read.
-    Live { file: Arc<LiveFile>, offset: u64 },
-    /// The tar archive's spool file, from byte `offset`.
-    Spool { file: Arc<File>, offset: u64 },
-}
-
-impl LazyData {
-    /// The same data, `by` bytes further on.
-    fn advanced(&self, by: u64) -> LazyData {
-        match self {
-            LazyData::Live { file, offset } => LazyData::Live {
-                file: file.clone(),
-                offset: offset + by,
-            },
-            LazyData::Spool { file, offset } => LazyData::Spool {
-                file: file.clone(),
-                offset: offset + by,
-            },
-        }
-    }
-}
-
-/// `len` bytes of file data at byte `at` of the filesystem, left in the source.
-pub struct LazyPart {
-    pub at: u64,
-    pub len: u64,
-    pub data: LazyData,
-}
-
-/// Where one source's files are read from when served lazily.
-pub enum LazySource {
-    /// A directory (or a single file's parent).
-    Live(Arc<LiveTree>),
-    /// A spool file.
-    Spool(Arc<File>),
-}
-
-/// File data left in the source (`--serve --lazy`): where each data range of each file lies in
-/// the filesystem, and where its bytes are read from.
-pub struct Lazy {
-    /// Each source of the tree (indexed by [`Data::src`]), opened.
-    pub sources: Vec<LazySource>,
-    /// Where each piece of file data goes and where it is read from, in the order placed.
-    pub parts: Vec<LazyPart>,
-    files: usize,
-}
-
-impl Lazy {
-    /// Opens the tree's sources: directories as [`LiveTree`]s, spools as they are.
-    pub fn open(origins: &[Origin]) -> Result<Lazy> {
-        let sources = origins
-            .iter()
-            .map(|o| match (o, o.host_dir()) {
-                (Origin::Spool { file, .. }, _) => Ok(LazySource::Spool(file.clone())),
-                (_, Some(dir)) => Ok(LazySource::Live(LiveTree::open(dir)?)),
-                (_, None) => unreachable!("directory and file sources have a directory"),
-            })
-            .collect::<Result<_>>()?;
-        Ok(Lazy {
-            sources,
-            parts: Vec::new(),
-            files: 0,
-        })
-    }
-
-    /// Where file `e`'s bytes are read, at its byte 0 (`rel`: its path in the tree).
-    fn source(
-        &mut self,
-        e: &Entry,
-        data: Data,
-        size: u64,
-        origin: &Origin,
-        rel: &[u8],
-    ) -> Result<LazyData> {
-        Ok(match (data, self.sources.get(data.src() as usize)) {
-            (Data::InTree { .. }, Some(LazySource::Live(tree))) => {
-                self.files += 1;
-                let rel = origin.host_rel(rel);
-                LazyData::Live {
-                    file: Arc::new(tree.file(&rel, &e.meta, size, self.files)),
-                    offset: 0,
-                }
-            }
-            (Data::Spool { offset, .. }, Some(LazySource::Spool(file))) => LazyData::Spool {
-                file: file.clone(),
-                offset,
-            },
-            _ => bail!("{}: no source to read from", display(rel)),
-        })
-    }
-}
-
 impl Populator<'_> {
     /// Fills the root directory (inode 2) from `root`, whose source directories are `dirs`;
     /// `path` is SOURCE's path (of [`Populator::root_len`] bytes).
@@ -168,9 +72,9 @@ impl Populator<'_> {
         &path[self.root_len.min(path.len())..]
     }
 
-    /// The source directories of directory `name` below `dirs`, at `path`.
-    fn child_dirs(&self, dirs: &Dirs, name: &[u8], path: &[u8]) -> Result<Dirs> {
-        dirs.child(self.origins, name, self.rel(path))
+    /// The source directories of directory `d` below `dirs`, at `path`.
+    fn child_dirs(&self, dirs: &Dirs, d: &Entry, path: &[u8]) -> Result<Dirs> {
+        dirs.child(self.tree, d, self.rel(path))
     }
 
     fn block_size(&self) -> u64 {
@@ -197,7 +101,7 @@ impl Populator<'_> {
             path.extend_from_slice(&c.name);
             let (c_ino, ft) = if is_root && &*c.name == b"lost+found" && c.is_dir() {
                 has_lost_found = true;
-                let sub = self.child_dirs(dirs, &c.name, path)?;
+                let sub = self.child_dirs(dirs, c, path)?;
                 self.dir(self.lost_found, ino, c, &sub, path, false)?;
                 (self.lost_found, FileType::Directory)
             } else {
@@ -311,7 +215,7 @@ impl Populator<'_> {
         let ino = match &e.kind {
             Kind::Dir { .. } => {
                 let ino = self.alloc_ino(FileType::Directory, path)?;
-                let sub = self.child_dirs(dirs, &e.name, path)?;
+                let sub = self.child_dirs(dirs, e, path)?;
                 self.dir(ino, parent, e, &sub, path, false)?;
                 ino
             }
@@ -380,21 +284,19 @@ impl Populator<'_> {
 
     /// A new in-memory inode of type `ft` with the source's permissions, owner and times.
     fn new_inode(&self, ft: FileType, m: &Meta, links: u16) -> Inode {
-        let mut inode = Inode::new(ft, m.perm, self.fs.superblock().want_extra_isize());
+        let extra = self.fs.superblock().want_extra_isize();
+        let mut inode = Inode::new(ft, m.perm, extra);
         let (uid, gid) = self.owner.unwrap_or((m.uid, m.gid));
         inode.set_owner(uid, gid);
+        // Times the inode cannot hold are clamped to what it can (see limits::fit_time).
+        let range = time_range(extra > 0);
+        let fit = |t: Timestamp| fit_time(t, range).unwrap_or(t).into();
         match self.clamp_time {
             Some(limit) => {
-                let t = clamp(m.mtime, limit);
-                let t = t.into();
+                let t = fit(clamp(m.mtime, limit));
                 inode.set_times(t, t, t, t);
             }
-            None => inode.set_times(
-                m.atime.into(),
-                m.mtime.into(),
-                m.ctime.into(),
-                m.btime.into(),
-            ),
+            None => inode.set_times(fit(m.atime), fit(m.mtime), fit(m.ctime), fit(m.btime)),
         }
         inode.set_links(links);
         inode
@@ -455,9 +357,9 @@ impl Populator<'_> {
     ) -> Result<()> {
         let pieces = placed(runs, layout, size, self.block_size());
         let rel = self.rel(path);
-        let origin = &self.origins[data.src() as usize];
+        let origin = &self.tree.origins[data.src() as usize];
         if let Some(lazy) = &mut self.lazy {
-            let src = lazy.source(e, data, size, origin, rel)?;
+            let src = lazy.source(e, data, size, dirs, rel)?;
             for (at, from, len) in pieces {
                 lazy.parts.push(LazyPart {
                     at,
@@ -467,7 +369,7 @@ impl Populator<'_> {
             }
             return Ok(());
         }
-        let bytes = file_bytes(e, data, size, dirs, self.origins, rel)?;
+        let bytes = file_bytes(e, data, size, dirs, &self.tree.origins, rel)?;
         let (src, base) = (bytes.file(), bytes.base());
         for (at, from, len) in pieces {
             let progress = self.progress;
@@ -487,21 +389,26 @@ impl Populator<'_> {
             }
         }
         // A change while it was copied is caught here rather than written.
-        if let FileBytes::Opened(fd) = &bytes {
-            unchanged(fd, e, size, origin.show(rel).as_bytes())?;
-        }
-        Ok(())
+        bytes.check()
     }
 }
 
 /// Where a file's data bytes go: (byte offset in the filesystem, byte offset in the file, length)
-/// for each data range of `layout` (of a `size`-byte file) within each allocated run.
+/// for each data range of `layout` (of a `size`-byte file) within each allocated run. Runs and
+/// ranges are both in file order: one pass over each (a file of many small extents and many
+/// data ranges — a long sparse map — must not cost their product).
 fn placed(runs: &[Run], layout: &Layout, size: u64, bs: u64) -> Vec<(u64, u64, u64)> {
     let data = layout.data_ranges(size);
+    let mut runs = runs.to_vec();
+    runs.sort_unstable_by_key(|r| r.lblk);
     let mut out = Vec::new();
-    for r in runs {
+    let mut first = 0; // the first data range that may still meet a run
+    for r in &runs {
         let (rs, re) = (r.lblk * bs, (r.lblk + r.len) * bs);
-        for &(ds, de) in &data {
+        while first < data.len() && data[first].1 <= rs {
+            first += 1;
+        }
+        for &(ds, de) in data[first..].iter().take_while(|d| d.0 < re) {
             let (a, b) = (rs.max(ds), re.min(de).min(size));
             if a < b {
                 out.push((r.pblk * bs + (a - rs), a, b - a));
@@ -543,5 +450,45 @@ pub fn ft_of(k: &Kind) -> FileType {
         Kind::BlockDev { .. } => FileType::BlockDevice,
         Kind::Fifo => FileType::Fifo,
         Kind::Socket => FileType::Socket,
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placed_pairs_every_run_with_every_data_range_it_meets() {
+        let bs = 4096;
+        // Runs out of order (as a caller might give them); data in and across them.
+        let runs = [
+            Run {
+                lblk: 10,
+                pblk: 500,
+                len: 5,
+            },
+            Run {
+                lblk: 0,
+                pblk: 100,
+                len: 3,
+            },
+            Run {
+                lblk: 3,
+                pblk: 200,
+                len: 7,
+            },
+        ];
+        let size = 15 * bs - 100;
+        let layout = Layout::Sparse(vec![(10, 20), (2 * bs + 5, 4 * bs), (9 * bs, size)]);
+        let got = placed(&runs, &layout, size, bs);
+        let want = vec![
+            (100 * bs + 10, 10, 10),
+            (100 * bs + 2 * bs + 5, 2 * bs + 5, bs - 5),
+            (200 * bs, 3 * bs, bs),
+            (200 * bs + 6 * bs, 9 * bs, bs),
+            (500 * bs, 10 * bs, size - 10 * bs),
+        ];
+        assert_eq!(got, want);
+        let dense = placed(&runs[1..2], &Layout::Dense, 100, bs);
+        assert_eq!(dense, vec![(100 * bs, 0, 100)]);
     }
 }

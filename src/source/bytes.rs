@@ -1,6 +1,8 @@
-//! Reading a tree back while it is used: a regular file's bytes — opened by name in its source's
-//! directory (checked to still be the file scanned) or found in its source's spool file.
-//! Populating and the reproducible-build digest both read through here.
+//! Reading a tree back while it is used: a regular file's bytes — opened in its source's
+//! directory as the walk reached it (see [`super::dirs`] and [`super::open`]: only the file
+//! scanned, unchanged) or found in its source's [`Spool`] (checked to be the spool as it was
+//! read) — and the check, after reading, that they did not change meanwhile. Populating, the
+//! reproducible-build digest and the EFI system partition all read through here.
 
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -8,14 +10,68 @@ use std::os::fd::{AsFd, BorrowedFd};
 use anyhow::{bail, Context, Result};
 
 use super::dirs::{host_name, Dirs};
-use super::{display, open_child_file, Data, Entry, Origin};
-use crate::source::Timestamp;
+use super::open::{open_file, stat, Refused, Stamp};
+use super::{display, Data, Entry, Origin};
+
+/// The file an archive's regular files are read from (the archive itself, or a spool file their
+/// bytes were copied into), with what it was once read: a spool changed since (an archive
+/// rewritten in place) gives errors, never other bytes.
+#[derive(Debug)]
+pub struct Spool {
+    pub file: File,
+    pub stamp: Stamp,
+    /// The archive (or image), for messages.
+    pub name: String,
+    /// Whether `file` is a copy of it (in TMPDIR) rather than the archive itself.
+    pub copy: bool,
+}
+
+impl Spool {
+    /// `file`, as it is now: the archive `name` itself, or (`copy`) a spool file of it.
+    pub fn new(file: File, name: String, copy: bool) -> std::io::Result<Spool> {
+        let stamp = Stamp::of(&stat(&file)?);
+        Ok(Spool {
+            file,
+            stamp,
+            name,
+            copy,
+        })
+    }
+
+    /// The file, in words: the archive, or the spool file of one.
+    pub fn what(&self) -> String {
+        match self.copy {
+            true => format!("the spool file of {}", self.name),
+            false => self.name.clone(),
+        }
+    }
+
+    /// How the file differs from when it was read; None when it does not.
+    pub fn what_changed(&self) -> Option<String> {
+        match stat(&self.file) {
+            Ok(st) => self.stamp.what_changed(&Stamp::of(&st)),
+            Err(e) => Some(std::io::Error::from(e).to_string()),
+        }
+    }
+}
+
+impl std::ops::Deref for Spool {
+    type Target = File;
+    fn deref(&self) -> &File {
+        &self.file
+    }
+}
 
 /// Where a regular file's bytes are read: a descriptor, and the offset of the file's byte 0 in
 /// it.
 pub enum FileBytes<'a> {
-    Opened(File),
-    Spool(&'a File, u64),
+    /// A file of a directory source, as scanned (`stamp`), named `shown` in messages.
+    Opened {
+        file: File,
+        stamp: Stamp,
+        shown: String,
+    },
+    Spool(&'a Spool, u64),
 }
 
 impl FileBytes<'_> {
@@ -26,22 +82,42 @@ impl FileBytes<'_> {
     /// The file the bytes are in.
     pub fn file(&self) -> &File {
         match self {
-            FileBytes::Opened(f) => f,
-            FileBytes::Spool(f, _) => f,
+            FileBytes::Opened { file, .. } => file,
+            FileBytes::Spool(s, _) => &s.file,
         }
     }
 
     pub fn base(&self) -> u64 {
         match self {
-            FileBytes::Opened(_) => 0,
+            FileBytes::Opened { .. } => 0,
             FileBytes::Spool(_, offset) => *offset,
+        }
+    }
+
+    /// After reading: fails unless the bytes read are still those scanned (the file, or the
+    /// spool, unchanged).
+    pub fn check(&self) -> Result<()> {
+        let why = match self {
+            FileBytes::Opened { file, stamp, shown } => {
+                let st = stat(file).with_context(|| shown.clone())?;
+                stamp
+                    .what_changed(&Stamp::of(&st))
+                    .map(|why| format!("{shown}: changed during the build ({why})"))
+            }
+            FileBytes::Spool(s, _) => s
+                .what_changed()
+                .map(|why| format!("{}: changed during the build ({why})", s.what())),
+        };
+        match why {
+            Some(why) => bail!("{why}; nothing was written"),
+            None => Ok(()),
         }
     }
 }
 
 /// The bytes of regular file `e` at `rel` in the tree (`data` and `size` from its kind): opened
 /// by name in its source's directory among `dirs` — refused if it is no longer the file scanned
-/// (another inode or size) — or at its offset in its source's spool.
+/// — or at its offset in its source's spool (refused if the spool changed).
 pub fn file_bytes<'a>(
     e: &Entry,
     data: Data,
@@ -53,58 +129,40 @@ pub fn file_bytes<'a>(
     let origin = origins
         .get(data.src() as usize)
         .with_context(|| format!("{}: no such source", display(rel)))?;
-    match data {
-        Data::InTree { src } => {
-            let path = origin.show(rel);
+    match (data, origin) {
+        (Data::InTree { src }, _) => {
+            let shown = origin.show(rel);
             let dir = dirs.get(src).with_context(|| {
-                format!(
-                    "{path}: changed during the build (its directory is gone); nothing was written"
-                )
+                format!("{shown}: changed during the build (its directory is gone); nothing was written")
             })?;
-            let f = open_child_file(dir, host_name(origin, &e.name), path.as_bytes())?;
-            unchanged(&f, e, size, path.as_bytes())?;
-            Ok(FileBytes::Opened(File::from(f)))
+            let stamp = Stamp::of_entry(&e.meta, size);
+            let f = open_file(dir, host_name(origin, &e.name), &stamp)
+                .map_err(|r| refused(&shown, r))?;
+            Ok(FileBytes::Opened {
+                file: File::from(f),
+                stamp,
+                shown,
+            })
         }
-        Data::Spool { offset, .. } => match origin {
-            Origin::Spool { file, .. } => Ok(FileBytes::Spool(file, offset)),
-            _ => bail!("{}: no spool file", origin.show(rel)),
-        },
+        (Data::Spool { offset, .. }, Origin::Spool(spool)) => {
+            if let Some(why) = spool.what_changed() {
+                bail!(
+                    "{}: changed during the build ({why}); nothing was written",
+                    spool.what()
+                );
+            }
+            Ok(FileBytes::Spool(spool, offset))
+        }
+        _ => bail!("{}: no spool file", origin.show(rel)),
     }
 }
 
-/// Checks that `fd` is still regular file `e` as scanned: same inode, size, modification and
-/// change time (a rewrite of the same size changes the times; a rename over it, the inode).
-pub fn unchanged(fd: impl AsFd, e: &Entry, size: u64, path: &[u8]) -> Result<()> {
-    let st = rustix::fs::fstat(fd).with_context(|| display(path))?;
-    let m = &e.meta;
-    match what_changed(&st, m.ino, size, m.mtime, Some(m.ctime)) {
-        None => Ok(()),
-        Some(why) => bail!(
-            "{}: changed during the build ({why}); nothing was written",
-            display(path)
-        ),
-    }
-}
-
-/// How `st` differs from a regular file seen with inode `ino`, `size` bytes, modification time
-/// `mtime` and (when given) change time `ctime`; None when it does not.
-pub fn what_changed(
-    st: &rustix::fs::Stat,
-    ino: u64,
-    size: u64,
-    mtime: Timestamp,
-    ctime: Option<Timestamp>,
-) -> Option<String> {
-    let same = |sec: i64, nsec: u64, t: Timestamp| (sec, nsec as u32) == (t.sec, t.nsec);
-    if st.st_ino != ino {
-        Some("it was replaced by another file".to_string())
-    } else if st.st_size as u64 != size {
-        Some(format!("it was {size} bytes, now {}", st.st_size))
-    } else if !same(st.st_mtime, st.st_mtime_nsec, mtime)
-        || ctime.is_some_and(|c| !same(st.st_ctime, st.st_ctime_nsec, c))
-    {
-        Some("it was modified".to_string())
-    } else {
-        None
+/// The error for entry `shown` that could not be opened again during the build.
+pub fn refused(shown: &str, r: Refused) -> anyhow::Error {
+    match r {
+        Refused::Os(e) => anyhow::anyhow!("{shown}: {}", std::io::Error::from(e)),
+        Refused::Changed(why) => {
+            anyhow::anyhow!("{shown}: changed during the build ({why}); nothing was written")
+        }
     }
 }

@@ -12,11 +12,11 @@
 //! when it exists; a single file becomes DEST, or goes into it when DEST ends in `/` or is a
 //! directory.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use anyhow::{bail, Context, Result};
 
-use super::{display, Data, Entry, Kind, Meta, Origin, Tree};
+use super::{display, Data, Entry, Kind, Meta, Origin, Tree, SRC_SHIFT};
 
 /// Most symlinks followed while resolving one DEST (as the kernel's limit).
 const MAX_LINKS: usize = 40;
@@ -91,29 +91,32 @@ pub fn add(base: &mut Tree, mut over: Tree, place: &Placement) -> Result<()> {
         .copied()
         .collect();
     let t = over.root.meta.mtime;
-    let dev = (k as u64) << 48;
+    let dev = (k as u64) << SRC_SHIFT;
     let origin = match origin {
-        Origin::Dir { root, .. } => Origin::Dir {
+        Origin::Dir { root, dir, .. } => Origin::Dir {
             root,
             dest: dest.clone(),
+            dir,
         },
-        Origin::File { path, .. } => Origin::File {
+        Origin::File { path, dir, .. } => Origin::File {
             path,
             dest: dest.clone(),
+            dir,
         },
         spool => spool,
     };
     base.origins.push(origin);
+    let merged = &mut base.merged;
     let Some((name, parents)) = target.split_last() else {
         // At the root (always a directory): merge, keeping the root's own metadata.
-        merge_children(base.root.children_mut(), take_children(over.root));
+        merge_children(base.root.children_mut(), take_children(over.root), merged);
         return Ok(());
     };
     let parent = make_parents(&mut base.root, parents, t, dev)?;
     let children = parent.children_mut();
     match children.binary_search_by(|c| (*c.name).cmp(&name[..])) {
         Ok(i) if children[i].is_dir() && over.root.is_dir() => {
-            merge_children(children[i].children_mut(), take_children(over.root));
+            merge_children(children[i].children_mut(), take_children(over.root), merged);
         }
         Ok(i) => {
             over.root.name = name.clone().into();
@@ -159,7 +162,7 @@ fn renumber(root: &mut Entry, k: u16) {
     }
     let mut stack = vec![root];
     while let Some(e) = stack.pop() {
-        e.meta.dev |= (k as u64) << 48;
+        e.meta.dev |= (k as u64) << SRC_SHIFT;
         match &mut e.kind {
             Kind::File { data, .. } => match data {
                 Data::InTree { src } | Data::Spool { src, .. } => *src = k,
@@ -175,8 +178,13 @@ fn take_children(mut e: Entry) -> Vec<Entry> {
 }
 
 /// Merges `upper` (sorted by name) into `lower` (sorted by name): the later entry replaces the
-/// earlier of the same name, a directory over a directory merges.
-fn merge_children(lower: &mut Vec<Entry>, upper: Vec<Entry>) {
+/// earlier of the same name, a directory over a directory merges (the identities of the
+/// directories merged are kept in `merged`: see [`Tree::merged`]).
+fn merge_children(
+    lower: &mut Vec<Entry>,
+    upper: Vec<Entry>,
+    merged: &mut HashMap<(u64, u64), Vec<(u64, u64)>>,
+) {
     if upper.is_empty() {
         return;
     }
@@ -196,9 +204,17 @@ fn merge_children(lower: &mut Vec<Entry>, upper: Vec<Entry>) {
             std::cmp::Ordering::Equal => {
                 let (mut x, y) = (a.next().expect("peeked"), b.next().expect("peeked"));
                 if x.is_dir() && y.is_dir() {
+                    let (under, over) = ((x.meta.dev, x.meta.ino), (y.meta.dev, y.meta.ino));
+                    let mut hidden = merged.remove(&under).unwrap_or_default();
+                    if under.1 != 0 {
+                        hidden.push(under); // not a directory made for a DEST's parents
+                    }
+                    if !hidden.is_empty() {
+                        merged.entry(over).or_default().extend(hidden);
+                    }
                     x.meta = y.meta.clone();
                     x.xattrs = y.xattrs.clone();
-                    merge_children(x.children_mut(), take_children(y));
+                    merge_children(x.children_mut(), take_children(y), merged);
                     out.push(x);
                 } else {
                     out.push(y);
@@ -355,16 +371,19 @@ mod tests {
         }
     }
 
+    /// A descriptor for origins that are never read here.
+    fn some_dir() -> std::sync::Arc<std::os::fd::OwnedFd> {
+        let flags = rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY;
+        std::sync::Arc::new(rustix::fs::open("/", flags, rustix::fs::Mode::empty()).unwrap())
+    }
+
     fn tree(root: Entry) -> Tree {
-        let mut t = Tree {
-            root,
-            origins: vec![Origin::Dir {
-                root: "/src".into(),
-                dest: Vec::new(),
-            }],
-            entries: 0,
-            data_bytes: 0,
+        let origin = Origin::Dir {
+            root: "/src".into(),
+            dest: Vec::new(),
+            dir: some_dir(),
         };
+        let mut t = Tree::new(root, origin, 0, 0);
         recount(&mut t);
         t
     }
@@ -442,6 +461,29 @@ mod tests {
     }
 
     #[test]
+    fn merged_directories_keep_each_source_s_identity() {
+        let with_id = |mut e: Entry, ino: u64| {
+            e.meta.dev = 7;
+            e.meta.ino = ino;
+            e
+        };
+        let layer = |ino: u64| {
+            let etc = with_id(dir("etc", 0o755, vec![file("f", ino)]), ino);
+            tree(dir("", 0o755, vec![etc]))
+        };
+        let mut base = layer(10);
+        add(&mut base, layer(20), &Placement::root()).unwrap();
+        add(&mut base, layer(30), &Placement::root()).unwrap();
+        // /etc is source 2's; sources 0's and 1's directories are known by its identity.
+        let etc = find(&base.root, "etc");
+        assert_eq!((etc.meta.src(), etc.meta.host_id()), (2, (7, 30)));
+        let mut hidden = base.merged[&(etc.meta.dev, etc.meta.ino)].clone();
+        hidden.sort_unstable();
+        assert_eq!(hidden, [(7, 10), (7 | 1 << SRC_SHIFT, 20)]);
+        assert_eq!(base.merged.len(), 1);
+    }
+
+    #[test]
     fn dest_parents_are_made_and_symlinks_followed() {
         let mut base = tree(dir(
             "",
@@ -472,6 +514,7 @@ mod tests {
         f.origins = vec![Origin::File {
             path: "/host/motd".into(),
             dest: Vec::new(),
+            dir: some_dir(),
         }];
         add(&mut base, f, &place("/lib")).unwrap();
         assert!(matches!(
@@ -486,6 +529,7 @@ mod tests {
         f.origins = vec![Origin::File {
             path: "/host/c".into(),
             dest: Vec::new(),
+            dir: some_dir(),
         }];
         add(&mut base, f, &place("/conf")).unwrap();
         assert!(!find(&base.root, "conf").is_dir());

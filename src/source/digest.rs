@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 
 use super::bytes::file_bytes;
 use super::dirs::Dirs;
-use super::{Data, Entry, Kind, Layout, Origin, Tree};
+use super::{Data, Entry, Kind, Layout, Tree};
 
 /// What the digest normalises, as the image will.
 #[derive(Debug, Clone, Copy)]
@@ -21,12 +21,12 @@ pub struct Normalise {
 
 /// BLAKE3 of the tree, its files read from their sources.
 pub fn digest(tree: &Tree, norm: Normalise) -> Result<[u8; 32]> {
-    let dirs = Dirs::root(&tree.origins)?;
+    let dirs = Dirs::root(tree);
     let mut d = Digester {
         h: blake3::Hasher::new(),
         norm,
         links: HashMap::new(),
-        origins: &tree.origins,
+        tree,
         buf: vec![0u8; 1 << 20],
     };
     d.entry(&tree.root, &dirs, &mut Vec::new())?;
@@ -38,7 +38,7 @@ struct Digester<'a> {
     norm: Normalise,
     /// Hard-link identity → order of first appearance.
     links: HashMap<(u64, u64), u64>,
-    origins: &'a [Origin],
+    tree: &'a Tree,
     buf: Vec<u8>,
 }
 
@@ -92,7 +92,7 @@ impl Digester<'_> {
                     rel.push(b'/');
                     rel.extend_from_slice(&c.name);
                     if c.is_dir() {
-                        let sub = dirs.child(self.origins, &c.name, rel)?;
+                        let sub = dirs.child(self.tree, c, rel)?;
                         self.entry(c, &sub, rel)?;
                     } else {
                         self.entry(c, dirs, rel)?;
@@ -133,8 +133,14 @@ impl Digester<'_> {
         rel: &[u8],
     ) -> Result<()> {
         let ranges = layout.data_ranges(size);
-        let bytes = file_bytes(e, data, size, dirs, self.origins, rel)?;
-        let origins = self.origins;
+        if ranges.iter().all(|(a, b)| a == b) {
+            // Nothing to read (an empty file): not opened.
+            ranges.iter().for_each(|&(a, _)| self.num(a));
+            return Ok(());
+        }
+        let tree = self.tree;
+        let origins = &tree.origins;
+        let bytes = file_bytes(e, data, size, dirs, origins, rel)?;
         let path = || origins[data.src() as usize].show(rel);
         let (fd, base) = (bytes.fd(), bytes.base());
         for (a, b) in ranges {
@@ -152,6 +158,6 @@ impl Digester<'_> {
                 pos += got as u64;
             }
         }
-        Ok(())
+        bytes.check()
     }
 }

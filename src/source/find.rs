@@ -155,6 +155,7 @@ mod tests {
                 ],
             ),
             origins: Vec::new(),
+            merged: Default::default(),
             entries: 9,
             data_bytes: 0,
         }

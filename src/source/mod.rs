@@ -11,19 +11,24 @@ pub mod dirs;
 pub mod find;
 pub mod input;
 pub mod live;
+mod mounts;
 pub mod oci;
+pub mod open;
 pub mod readahead;
+pub mod secret;
 pub mod tar;
 mod walk;
 mod xattr;
 pub mod zeros;
 
-use std::fs::File;
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use bytes::Spool;
 pub use tar::{read_archive, ArchiveInput};
-pub use walk::{identity, open_child_dir, open_child_file, scan, scan_one, ScanOptions};
+pub use walk::{identity, scan, scan_one, ScanOptions};
 
 /// A time as the source gives it: seconds and nanoseconds since the epoch (seconds may be
 /// negative or past 2038). `mkfs` turns it into the filesystem's encoding.
@@ -65,7 +70,27 @@ pub struct Meta {
     pub nlink: u32,
 }
 
+/// Where [`Meta::dev`] holds the index of the source an entry was read from (0 for SOURCE):
+/// `compose` puts each `--add` source's there, keeping hard links of different sources apart.
+/// Below it is the device the scan saw (statx's major and minor: 44 bits).
+pub const SRC_SHIFT: u32 = 48;
+
+/// The source index and the device the scan saw in a device number of the tree.
+pub fn dev_parts(dev: u64) -> (u16, u64) {
+    ((dev >> SRC_SHIFT) as u16, dev & ((1 << SRC_SHIFT) - 1))
+}
+
 impl Meta {
+    /// (device, inode) as the source's filesystem has them (without the source index).
+    pub fn host_id(&self) -> (u64, u64) {
+        (dev_parts(self.dev).1, self.ino)
+    }
+
+    /// The index of the source the entry was read from.
+    pub fn src(&self) -> u16 {
+        dev_parts(self.dev).0
+    }
+
     /// Root-owned, permissions `perm`, every time `t`, one link, identity (dev, ino).
     pub fn at(t: Timestamp, perm: u16, dev: u64, ino: u64) -> Meta {
         Meta {
@@ -187,21 +212,31 @@ impl Entry {
     }
 }
 
-/// One source of a tree's file bytes: what a file's [`Data::src`] indexes.
+/// One source of a tree's file bytes: what a file's [`Data::src`] indexes. A directory or file
+/// source keeps the descriptor its scan opened: every later read goes through it (and, below
+/// it, through directories checked against the scan: [`dirs`]), never through its path again.
 #[derive(Debug, Clone)]
 pub enum Origin {
     /// A directory: a file at path REL in the tree (below `dest`) is REL without `dest` below
     /// `root`.
     Dir {
+        /// As given, for messages.
         root: PathBuf,
         /// Where `root` lies in the tree: `""` for the tree's root, else `/a/b`.
         dest: Vec<u8>,
+        /// `root` as the scan opened it.
+        dir: Arc<OwnedFd>,
     },
     /// One file, at `dest` in the tree; `path` has no symlink in it (read by name in its
-    /// parent directory).
-    File { path: PathBuf, dest: Vec<u8> },
-    /// A spool file (an archive, or what was decompressed from one), named for messages.
-    Spool { file: Arc<File>, name: String },
+    /// parent directory, `dir` as the scan opened it).
+    File {
+        path: PathBuf,
+        dest: Vec<u8>,
+        dir: Arc<OwnedFd>,
+    },
+    /// A spool file (an archive, or what was decompressed from one), checked against what it
+    /// was once read.
+    Spool(Arc<Spool>),
 }
 
 impl Origin {
@@ -215,7 +250,7 @@ impl Origin {
                 v.extend_from_slice(path.file_name().unwrap_or_default().as_encoded_bytes());
                 v
             }
-            Origin::Spool { .. } => rel.to_vec(),
+            Origin::Spool(_) => rel.to_vec(),
         }
     }
 
@@ -225,7 +260,16 @@ impl Origin {
         match self {
             Origin::Dir { root, .. } => Some(root),
             Origin::File { path, .. } => Some(path.parent().unwrap_or(Path::new("/"))),
-            Origin::Spool { .. } => None,
+            Origin::Spool(_) => None,
+        }
+    }
+
+    /// The directory this source's files are read from, as the scan opened it (None for a
+    /// spool).
+    pub fn host_fd(&self) -> Option<&Arc<OwnedFd>> {
+        match self {
+            Origin::Dir { dir, .. } | Origin::File { dir, .. } => Some(dir),
+            Origin::Spool(_) => None,
         }
     }
 
@@ -233,7 +277,7 @@ impl Origin {
     /// `ARCHIVE:/path`.
     pub fn show(&self, rel: &[u8]) -> String {
         match self {
-            Origin::Spool { name, .. } => format!("{name}:{}", display(rel)),
+            Origin::Spool(spool) => format!("{}:{}", spool.name, display(rel)),
             _ => {
                 let dir = self.host_dir().unwrap_or(Path::new(""));
                 let mut p = dir.as_os_str().as_encoded_bytes().to_vec();
@@ -250,6 +294,10 @@ pub struct Tree {
     pub root: Entry,
     /// Where each file's bytes are: indexed by [`Data::src`].
     pub origins: Vec<Origin>,
+    /// Directories of several sources merged into one entry of the tree, which has the identity
+    /// (`meta`'s dev, ino) of the last: that identity → the others' (see [`Meta::src`]), so that
+    /// each source's directory there is reopened only as the one scanned ([`dirs`]).
+    pub merged: HashMap<(u64, u64), Vec<(u64, u64)>>,
     /// Entries below the root (every name, hard links counted each time).
     pub entries: u64,
     /// Sum of regular files' data bytes (holes excluded, hard-linked files once).
@@ -257,10 +305,21 @@ pub struct Tree {
 }
 
 impl Tree {
-    /// The spool file of source `src`, if it is one.
-    pub fn spool(&self, src: u16) -> Option<&Arc<File>> {
+    /// A tree of one source, as read.
+    pub fn new(root: Entry, origin: Origin, entries: u64, data_bytes: u64) -> Tree {
+        Tree {
+            root,
+            origins: vec![origin],
+            merged: HashMap::new(),
+            entries,
+            data_bytes,
+        }
+    }
+
+    /// The spool of source `src`, if it is one.
+    pub fn spool(&self, src: u16) -> Option<&Arc<Spool>> {
         match self.origins.get(src as usize) {
-            Some(Origin::Spool { file, .. }) => Some(file),
+            Some(Origin::Spool(spool)) => Some(spool),
             _ => None,
         }
     }

@@ -2,16 +2,18 @@
 //! the tree in the same order and asks the kernel to start reading the next files
 //! (`posix_fadvise(WILLNEED)`, which returns once the reads are queued), at most a window of
 //! bytes ahead. A cold tree of many small files is then read with many requests in flight instead
-//! of one at a time. Purely an optimisation: anything that fails here is ignored (populating
-//! reads, checks and reports every file itself).
+//! of one at a time. It walks the sources' directories as populating does ([`Dirs`]) and opens
+//! only what the scan saw ([`super::open`]). Purely an optimisation: anything that fails here is
+//! ignored (populating reads, checks and reports every file itself).
 
 use std::collections::VecDeque;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
-use rustix::fs::{Advice, Mode, OFlags};
+use rustix::fs::Advice;
 
-use super::{Data, Entry, Kind};
+use super::dirs::{host_name, Dirs};
+use super::open::{open_file, Stamp};
+use super::{Data, Entry, Kind, Tree};
 
 /// How far ahead of the copy reading may run, in bytes of file data.
 pub const WINDOW: u64 = 128 << 20;
@@ -75,10 +77,11 @@ impl Drop for FinishOnDrop<'_> {
     }
 }
 
-/// Reads ahead of `pos` through the tree under `root` (the source root's directory); returns
-/// when the whole tree has been asked for or the copy has finished.
-pub fn run(root: BorrowedFd<'_>, tree: &Entry, pos: &Position, window: u64) {
+/// Reads ahead of `pos` through `tree`'s files in its directory sources; returns when the whole
+/// tree has been asked for or the copy has finished.
+pub fn run(tree: &Tree, pos: &Position, window: u64) {
     let mut walk = Walk {
+        tree,
         pos,
         window,
         largest: LARGEST.min(window),
@@ -86,10 +89,11 @@ pub fn run(root: BorrowedFd<'_>, tree: &Entry, pos: &Position, window: u64) {
         ahead: VecDeque::new(),
         ahead_bytes: 0,
     };
-    let _ = walk.dir(root, tree);
+    let _ = walk.dir(&Dirs::root(tree), &tree.root, &mut Vec::new());
 }
 
 struct Walk<'a> {
+    tree: &'a Tree,
     pos: &'a Position,
     window: u64,
     /// Larger files are not read ahead.
@@ -105,46 +109,60 @@ struct Walk<'a> {
 struct Done;
 
 impl Walk<'_> {
-    fn dir(&mut self, fd: BorrowedFd<'_>, d: &Entry) -> Result<(), Done> {
+    /// Reads ahead below directory `d` (at `rel` in the tree), whose sources' directories are
+    /// `dirs`.
+    fn dir(&mut self, dirs: &Dirs, d: &Entry, rel: &mut Vec<u8>) -> Result<(), Done> {
         for c in d.children() {
-            match &c.kind {
-                Kind::Dir { .. } => {
-                    if let Ok(sub) = open(fd, &c.name, OFlags::DIRECTORY) {
-                        self.dir(sub.as_fd(), c)?;
-                    } else {
-                        self.skip_files(c);
+            let len = rel.len();
+            rel.push(b'/');
+            rel.extend_from_slice(&c.name);
+            let r = self.entry(dirs, c, rel);
+            rel.truncate(len);
+            r?;
+        }
+        Ok(())
+    }
+
+    fn entry(&mut self, dirs: &Dirs, c: &Entry, rel: &mut Vec<u8>) -> Result<(), Done> {
+        match &c.kind {
+            Kind::Dir { .. } => match dirs.child(self.tree, c, rel) {
+                Ok(sub) => self.dir(&sub, c, rel)?,
+                Err(_) => self.skip_files(c),
+            },
+            Kind::File { size, layout, data } => {
+                let index = self.next;
+                self.next += 1;
+                // Nothing to read ahead (or in a spool, read in order anyway), or the copy has
+                // got there first.
+                let Data::InTree { src } = *data else {
+                    return Ok(());
+                };
+                let Some(dir) = dirs.get(src) else {
+                    return Ok(());
+                };
+                if *size == 0 || index < self.pos.lock().files {
+                    return Ok(());
+                }
+                let ranges = layout.data_ranges(*size);
+                let bytes: u64 = ranges.iter().map(|(s, e)| e - s).sum();
+                // A large file is read sequentially, where the kernel's own read-ahead does as
+                // well; asking for it here only competes with the copy.
+                if bytes > self.largest {
+                    return Ok(());
+                }
+                self.wait_for_room(bytes)?;
+                // Only the file scanned, never what replaced it (see `open`).
+                let name = host_name(&self.tree.origins[src as usize], &c.name);
+                if let Ok(f) = open_file(dir, name, &Stamp::of_entry(&c.meta, *size)) {
+                    for (s, e) in ranges {
+                        let len = std::num::NonZeroU64::new(e - s);
+                        let _ = rustix::fs::fadvise(&f, s, len, Advice::WillNeed);
                     }
                 }
-                Kind::File { size, layout, data } => {
-                    let index = self.next;
-                    self.next += 1;
-                    // Nothing to read ahead (or from another source than SOURCE, the directory
-                    // walked here), or the copy has got there first.
-                    if *data != (Data::InTree { src: 0 })
-                        || *size == 0
-                        || index < self.pos.lock().files
-                    {
-                        continue;
-                    }
-                    let ranges = layout.data_ranges(*size);
-                    let bytes: u64 = ranges.iter().map(|(s, e)| e - s).sum();
-                    // A large file is read sequentially, where the kernel's own read-ahead
-                    // does as well; asking for it here only competes with the copy.
-                    if bytes > self.largest {
-                        continue;
-                    }
-                    self.wait_for_room(bytes)?;
-                    if let Ok(f) = open(fd, &c.name, OFlags::NOFOLLOW | OFlags::NONBLOCK) {
-                        for (s, e) in ranges {
-                            let len = std::num::NonZeroU64::new(e - s);
-                            let _ = rustix::fs::fadvise(&f, s, len, Advice::WillNeed);
-                        }
-                    }
-                    self.ahead.push_back((index, bytes));
-                    self.ahead_bytes += bytes;
-                }
-                _ => {}
+                self.ahead.push_back((index, bytes));
+                self.ahead_bytes += bytes;
             }
+            _ => {}
         }
         Ok(())
     }
@@ -185,15 +203,6 @@ impl Walk<'_> {
     }
 }
 
-fn open(dir: BorrowedFd<'_>, name: &[u8], extra: OFlags) -> rustix::io::Result<OwnedFd> {
-    rustix::fs::openat(
-        dir,
-        name,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | extra,
-        Mode::empty(),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,7 +212,6 @@ mod tests {
     /// A scanned tree of `files` files of 1000 bytes, open, with a copy that has not started.
     struct Fixture {
         tree: super::super::Tree,
-        root: OwnedFd,
         pos: Position,
         _dir: tempfile::TempDir,
     }
@@ -216,11 +224,8 @@ mod tests {
             std::fs::write(p.join(format!("f{i}")), vec![1u8; 1000]).unwrap();
         }
         let tree = super::super::scan(dir.path(), Default::default(), &mut || {}).unwrap();
-        let flags = OFlags::RDONLY | OFlags::DIRECTORY;
-        let root = rustix::fs::open(dir.path(), flags, Mode::empty()).unwrap();
         Arc::new(Fixture {
             tree,
-            root,
             pos: Position::default(),
             _dir: dir,
         })
@@ -229,7 +234,7 @@ mod tests {
     /// Reads ahead through the fixture's tree with a window of `window` bytes, on a thread.
     fn walk(f: &Arc<Fixture>, window: u64) -> Spawned<()> {
         let f = Arc::clone(f);
-        Spawned::new(move || run(f.root.as_fd(), &f.tree.root, &f.pos, window))
+        Spawned::new(move || run(&f.tree, &f.pos, window))
     }
 
     /// With a window of one file, reading ahead waits for the copy after the first file, goes
@@ -258,6 +263,6 @@ mod tests {
     #[test]
     fn a_window_larger_than_the_tree_ends_by_itself() {
         let f = fixture(6);
-        run(f.root.as_fd(), &f.tree.root, &f.pos, 1 << 20);
+        run(&f.tree, &f.pos, 1 << 20);
     }
 }

@@ -1,16 +1,21 @@
 //! The directory scanner: walks SOURCE with directory file descriptors (openat/statx relative to
 //! the parent, so paths longer than PATH_MAX work), never following symlinks and never opening
-//! FIFOs or devices, and builds the [`Tree`] with children sorted by name bytes.
+//! FIFOs or devices, and builds the [`Tree`] with children sorted by name bytes. SOURCE is
+//! resolved once: the tree keeps the descriptor of its root for every later read. Mount points
+//! are noticed: with `one_file_system` they are kept without their contents, else each is named
+//! in a warning (and the kernel's own filesystems, such as proc, refused).
 
 use std::collections::HashSet;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, StatxFlags};
 use rustix::io::Errno;
 
-use super::{display, xattr, zeros, Data, Entry, Kind, Layout, Meta, Origin, Tree};
+use super::open::{dev_of, open_dir, open_file, Stamp};
+use super::{display, mounts, xattr, zeros, Data, Entry, Kind, Layout, Meta, Origin, Tree};
 use crate::source::Timestamp;
 
 /// How to scan.
@@ -21,6 +26,8 @@ pub struct ScanOptions {
     /// `--skip-unreadable`: leave out, with a warning, files and directories this process
     /// cannot read, instead of failing.
     pub skip_unreadable: bool,
+    /// `--one-file-system`: keep mount points without what is mounted on them.
+    pub one_file_system: bool,
     /// `--sparse`: the filesystem's block size, whose all-zero blocks in files become holes.
     pub sparse: Option<u32>,
 }
@@ -43,26 +50,23 @@ pub fn scan(root: &Path, opts: ScanOptions, on_entry: &mut dyn FnMut()) -> Resul
     let mut s = Scanner::new(opts, on_entry);
     let xattrs = xattr::read(&xattr::proc_path(&fd, None), true)
         .with_context(|| format!("{}: reading extended attributes", root.display()))?;
-    let children = s.dir(&fd, &mut path)?;
+    let children = s.dir(&fd, mounts::of(&st), &mut path)?;
     let root = Entry {
         name: Box::new([]),
         kind: Kind::Dir { children },
         meta: meta(&st),
         xattrs,
     };
-    Ok(Tree {
-        root,
-        origins: vec![Origin::Dir {
-            root: root_path.to_path_buf(),
-            dest: Vec::new(),
-        }],
-        entries: s.entries,
-        data_bytes: s.data_bytes,
-    })
+    let origin = Origin::Dir {
+        root: root_path.to_path_buf(),
+        dest: Vec::new(),
+        dir: Arc::new(fd),
+    };
+    Ok(Tree::new(root, origin, s.entries, s.data_bytes))
 }
 
 /// Scans the one entry `path` (no symlink in it: see [`Origin::File`]) into a tree whose root is
-/// that entry, named `name`.
+/// that entry, named `name`. Its parent directory is opened once: later reads go through it.
 pub fn scan_one(
     path: &Path,
     name: &[u8],
@@ -79,21 +83,20 @@ pub fn scan_one(
         Mode::empty(),
     )
     .with_context(|| dir.display().to_string())?;
+    let st = rfs::statx(&fd, "", AtFlags::EMPTY_PATH, wanted())
+        .with_context(|| format!("{}: statx", dir.display()))?;
     let mut s = Scanner::new(opts, on_entry);
     let mut shown = path.as_os_str().as_encoded_bytes().to_vec();
-    let Some(mut root) = s.entry(&fd, file.into(), &mut shown)? else {
+    let Some(mut root) = s.entry(&fd, mounts::of(&st), file.into(), &mut shown)? else {
         bail!("{}: vanished or unreadable", path.display());
     };
     root.name = name.into();
-    Ok(Tree {
-        root,
-        origins: vec![Origin::File {
-            path: path.to_path_buf(),
-            dest: Vec::new(),
-        }],
-        entries: s.entries,
-        data_bytes: s.data_bytes,
-    })
+    let origin = Origin::File {
+        path: path.to_path_buf(),
+        dest: Vec::new(),
+        dir: Arc::new(fd),
+    };
+    Ok(Tree::new(root, origin, s.entries, s.data_bytes))
 }
 
 /// The (dev, ino) identity the scanner uses, of an existing file (following symlinks).
@@ -103,9 +106,7 @@ pub fn identity(path: &Path) -> Option<(u64, u64)> {
 }
 
 struct Scanner<'a> {
-    exclude: Option<(u64, u64)>,
-    skip_unreadable: bool,
-    sparse: Option<u32>,
+    opts: ScanOptions,
     on_entry: &'a mut dyn FnMut(),
     entries: u64,
     data_bytes: u64,
@@ -114,7 +115,7 @@ struct Scanner<'a> {
 }
 
 fn wanted() -> StatxFlags {
-    StatxFlags::BASIC_STATS | StatxFlags::BTIME
+    StatxFlags::BASIC_STATS | StatxFlags::BTIME | StatxFlags::MNT_ID
 }
 
 fn ts(t: rfs::StatxTimestamp) -> Timestamp {
@@ -144,28 +145,22 @@ fn meta(st: &rfs::Statx) -> Meta {
     }
 }
 
-fn dev_of(st: &rfs::Statx) -> u64 {
-    (st.stx_dev_major as u64) << 32 | st.stx_dev_minor as u64
-}
-
-/// Can this process read the entry: open a regular file, list a directory? (Other kinds are
-/// never opened.)
-fn readable(parent: &OwnedFd, name: &[u8], st: &rfs::Statx) -> rustix::io::Result<()> {
-    let flags = match FileType::from_raw_mode(st.stx_mode as u32) {
-        FileType::RegularFile => OFlags::NONBLOCK | OFlags::NOCTTY,
-        FileType::Directory => OFlags::DIRECTORY,
-        _ => return Ok(()),
-    };
-    let fd = rfs::openat(
-        parent,
-        name,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | flags,
-        Mode::empty(),
-    )?;
-    if flags.contains(OFlags::DIRECTORY) {
-        // Listing needs read permission; searching needs execute: try both.
-        rfs::Dir::read_from(&fd)?;
-        rfs::accessat(&fd, ".", rfs::Access::EXEC_OK, AtFlags::EACCESS)?;
+/// Can this process read the entry: open a regular file (the one scanned), list and search a
+/// directory? (Other kinds are never opened.)
+fn readable(parent: &OwnedFd, name: &[u8], st: &rfs::Statx) -> Result<(), String> {
+    let m = meta(st);
+    match FileType::from_raw_mode(st.stx_mode as u32) {
+        FileType::RegularFile => {
+            open_file(parent, name, &Stamp::of(st)).map_err(|e| e.to_string())?;
+        }
+        FileType::Directory => {
+            let fd = open_dir(parent, name, (m.dev, m.ino)).map_err(|e| e.to_string())?;
+            let os = |e: Errno| std::io::Error::from(e).to_string();
+            // Listing needs read permission; searching needs execute: try both.
+            rfs::Dir::read_from(&fd).map_err(os)?;
+            rfs::accessat(&fd, ".", rfs::Access::EXEC_OK, AtFlags::EACCESS).map_err(os)?;
+        }
+        _ => {}
     }
     Ok(())
 }
@@ -178,9 +173,7 @@ fn os_err(path: &[u8], what: &str, e: Errno) -> anyhow::Error {
 impl<'a> Scanner<'a> {
     fn new(opts: ScanOptions, on_entry: &'a mut dyn FnMut()) -> Scanner<'a> {
         Scanner {
-            exclude: opts.exclude,
-            skip_unreadable: opts.skip_unreadable,
-            sparse: opts.sparse,
+            opts,
             on_entry,
             entries: 0,
             data_bytes: 0,
@@ -190,8 +183,9 @@ impl<'a> Scanner<'a> {
 
     /// Reads one directory's entries (recursively), sorted by name. They are examined in inode
     /// number order, which on a cold cache reads the inode tables front to back instead of
-    /// jumping about (names are hashed or in creation order, not laid out by name).
-    fn dir(&mut self, fd: &OwnedFd, path: &mut Vec<u8>) -> Result<Vec<Entry>> {
+    /// jumping about (names are hashed or in creation order, not laid out by name). `mount` is
+    /// the directory's mount (see [`mounts::of`]).
+    fn dir(&mut self, fd: &OwnedFd, mount: u64, path: &mut Vec<u8>) -> Result<Vec<Entry>> {
         let mut names = Vec::new();
         let mut dir = rfs::Dir::read_from(fd).map_err(|e| os_err(path, "", e))?;
         while let Some(ent) = dir.read() {
@@ -208,7 +202,7 @@ impl<'a> Scanner<'a> {
             let len = path.len();
             path.push(b'/');
             path.extend_from_slice(&name);
-            let e = self.entry(fd, name, path);
+            let e = self.entry(fd, mount, name, path);
             path.truncate(len);
             if let Some(e) = e? {
                 out.push(e);
@@ -221,6 +215,7 @@ impl<'a> Scanner<'a> {
     fn entry(
         &mut self,
         parent: &OwnedFd,
+        parent_mount: u64,
         name: Box<[u8]>,
         path: &mut Vec<u8>,
     ) -> Result<Option<Entry>> {
@@ -229,17 +224,19 @@ impl<'a> Scanner<'a> {
             Err(Errno::NOENT) => return Ok(None), // vanished since readdir
             Err(e) => return Err(os_err(path, "", e)),
         };
-        let m = meta(&st);
-        if self.exclude == Some((m.dev, m.ino)) {
+        let mut m = meta(&st);
+        if self.opts.exclude == Some((m.dev, m.ino)) {
             return Ok(None);
         }
-        if self.skip_unreadable {
+        let mount = mounts::of(&st);
+        // A mount point: with -x kept without what is mounted there, else crossed (named).
+        let hollow = mount != parent_mount && self.crossing(parent, &name, path)?;
+        if hollow {
+            m.nlink = 1; // its contents left out, it is no other name's hard link
+        }
+        if self.opts.skip_unreadable && !hollow {
             if let Err(e) = readable(parent, &name, &st) {
-                crate::progress::warn(&format!(
-                    "{}: skipped, {}",
-                    display(path),
-                    std::io::Error::from(e)
-                ));
+                crate::progress::warn(&format!("{}: skipped, {e}", display(path)));
                 return Ok(None);
             }
         }
@@ -248,23 +245,38 @@ impl<'a> Scanner<'a> {
         let xattrs = xattr::read(&xattr::proc_path(parent, Some(&name)), false)
             .with_context(|| format!("{}: reading extended attributes", display(path)))?;
         let kind = match FileType::from_raw_mode(st.stx_mode as u32) {
+            FileType::Directory if hollow => Kind::Dir {
+                children: Vec::new(),
+            },
             FileType::Directory => {
-                let fd = open_child_dir(parent, &name, path)?;
-                let children = self.dir(&fd, path)?;
+                let fd = open_dir(parent, &name, (m.dev, m.ino))
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", display(path)))?;
+                let children = self.dir(&fd, mount, path)?;
                 Kind::Dir { children }
             }
+            FileType::RegularFile if hollow => Kind::File {
+                size: 0,
+                layout: Layout::Dense,
+                data: Data::InTree { src: 0 },
+            },
             FileType::RegularFile => {
                 let size = st.stx_size;
-                let mut layout = if st.stx_blocks * 512 >= size || size == 0 {
-                    Layout::Dense
-                } else {
-                    let f = open_child_file(parent, &name, path)?;
-                    data_ranges(&f, size)
-                        .with_context(|| format!("{}: finding holes", display(path)))?
+                let holes = st.stx_blocks * 512 < size && size > 0;
+                let zeros = self.opts.sparse.filter(|_| size > 0);
+                // Opened only to look at its data (never anything but the file scanned).
+                let f = match holes || zeros.is_some() {
+                    true => Some(open_file(parent, &name, &Stamp::of(&st)).map_err(|e| {
+                        anyhow::anyhow!("{}: {e} (while it was scanned)", display(path))
+                    })?),
+                    false => None,
                 };
-                if let Some(block) = self.sparse.filter(|_| size > 0) {
-                    let f = open_child_file(parent, &name, path)?;
-                    layout = zeros::scan_file(&f, size, &layout, block)
+                let mut layout = match (&f, holes) {
+                    (Some(f), true) => data_ranges(f, size)
+                        .with_context(|| format!("{}: finding holes", display(path)))?,
+                    _ => Layout::Dense,
+                };
+                if let (Some(f), Some(block)) = (&f, zeros) {
+                    layout = zeros::scan_file(f, size, &layout, block)
                         .with_context(|| format!("{}: finding zero blocks", display(path)))?;
                 }
                 if m.nlink < 2 || self.seen.insert((m.dev, m.ino)) {
@@ -309,38 +321,27 @@ impl<'a> Scanner<'a> {
             xattrs,
         }))
     }
-}
 
-/// Opens a subdirectory relative to its parent without following symlinks.
-pub fn open_child_dir(parent: &OwnedFd, name: &[u8], path: &[u8]) -> Result<OwnedFd> {
-    rfs::openat(
-        parent,
-        name,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| os_err(path, "", e))
-}
-
-/// Opens a regular file for reading, relative to its parent: no symlink following, and
-/// O_NONBLOCK so that a FIFO swapped in since the scan cannot block; anything but a regular file
-/// is refused.
-pub fn open_child_file(parent: &OwnedFd, name: &[u8], path: &[u8]) -> Result<OwnedFd> {
-    let fd = rfs::openat(
-        parent,
-        name,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| os_err(path, "", e))?;
-    let st = rfs::fstat(fd.as_fd()).map_err(|e| os_err(path, "", e))?;
-    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
-        bail!(
-            "{}: changed into something other than a regular file during the build",
+    /// At a mount point (`name` in `parent`): true when it is to be kept without contents
+    /// (`--one-file-system`); else says so in a warning, or fails for a filesystem of the
+    /// kernel's state (proc, sysfs...) that no image should hold.
+    fn crossing(&self, parent: &OwnedFd, name: &[u8], path: &[u8]) -> Result<bool> {
+        if self.opts.one_file_system {
+            return Ok(true);
+        }
+        let fs = mounts::fs_type(parent, name);
+        if let Some(kernel) = fs.and_then(mounts::kernel_state) {
+            bail!(
+                "{}: a {kernel} filesystem is mounted here (the kernel's state, not files); use -x (--one-file-system) to leave mounted filesystems out",
+                display(path)
+            );
+        }
+        crate::progress::warn(&format!(
+            "{}: another filesystem is mounted here; its contents are included (-x, --one-file-system, leaves them out)",
             display(path)
-        );
+        ));
+        Ok(false)
     }
-    Ok(fd)
 }
 
 /// The byte ranges of `f` (of `size` bytes) that hold data.

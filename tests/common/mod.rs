@@ -21,7 +21,7 @@ pub use checks::{
     assert_e2fsck_clean, check_gpt, e2fsck_problem, gpt_info, mke2fs_d, with_fs_device, FsInfo,
 };
 pub use compare::compare_trees;
-pub use mount::{mount_image, LoopDev, TmpfsMount};
+pub use mount::{mount_image, LoopDev, MountGuard, TmpfsMount};
 pub use tree::{
     build_full_tree, build_full_tree_with, build_sized_tree, build_small_tree, FullTree,
 };

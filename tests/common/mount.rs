@@ -172,3 +172,41 @@ impl Drop for TmpfsMount {
         unmount(self.dir.path());
     }
 }
+
+/// A mount made inside a test tree (a bind mount, or proc); unmounted on drop.
+pub struct MountGuard {
+    at: PathBuf,
+}
+
+impl MountGuard {
+    /// `mount --bind from at` (a directory or a file).
+    pub fn bind(from: &Path, at: &Path) -> MountGuard {
+        super::require_root();
+        tool_ok(
+            "mount",
+            [OsStr::new("--bind"), from.as_os_str(), at.as_os_str()],
+        );
+        MountGuard { at: at.to_owned() }
+    }
+
+    /// `mount -t proc proc at`.
+    pub fn proc(at: &Path) -> MountGuard {
+        super::require_root();
+        tool_ok(
+            "mount",
+            [
+                OsStr::new("-t"),
+                OsStr::new("proc"),
+                OsStr::new("proc"),
+                at.as_os_str(),
+            ],
+        );
+        MountGuard { at: at.to_owned() }
+    }
+}
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        unmount(&self.at);
+    }
+}

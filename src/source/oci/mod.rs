@@ -113,5 +113,5 @@ fn layers(
         };
         tree.add(r, on_entry).with_context(|| what.clone())?;
     }
-    Ok(tree.finish(name))
+    tree.finish(name)
 }

@@ -4,7 +4,6 @@
 //! (no `..`, no absolute path; symlinks inside an archive followed only within it). Blobs are
 //! checked against their digests ([`Digest`]) before anything reads them.
 
-use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::PathBuf;
@@ -14,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use sha2::Digest as _;
 
 use crate::source::tar::path::components;
-use crate::source::{display, Entry, Kind, Origin, Tree};
+use crate::source::{display, Entry, Kind, Origin, Spool, Tree};
 
 /// Most bytes of JSON read from one file of an image (a manifest, an index, a config).
 pub const MAX_JSON: u64 = 16 << 20;
@@ -61,7 +60,7 @@ impl Store<'_> {
                 let Kind::File { size, data, .. } = &e.kind else {
                     bail!("'{path}' in the archive is not a regular file");
                 };
-                let Some(Origin::Spool { file, .. }) = tree.origins.get(data.src() as usize) else {
+                let Some(Origin::Spool(spool)) = tree.origins.get(data.src() as usize) else {
                     bail!("'{path}': not in the archive's spool");
                 };
                 let start = match data {
@@ -69,7 +68,7 @@ impl Store<'_> {
                     _ => bail!("'{path}': not in the archive's spool"),
                 };
                 let r = SpoolReader {
-                    file: file.clone(),
+                    spool: spool.clone(),
                     pos: start,
                     end: start + size,
                 };
@@ -138,7 +137,7 @@ fn find(root: &Entry, mut todo: Vec<Vec<u8>>) -> Option<&Entry> {
 
 /// A range of a spool file, read in order.
 struct SpoolReader {
-    file: Arc<File>,
+    spool: Arc<Spool>,
     pos: u64,
     end: u64,
 }
@@ -149,7 +148,7 @@ impl Read for SpoolReader {
         if n == 0 {
             return Ok(0);
         }
-        let got = self.file.read_at(&mut buf[..n], self.pos)?;
+        let got = self.spool.read_at(&mut buf[..n], self.pos)?;
         if got == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,

@@ -40,7 +40,7 @@ use anyhow::{Context, Result};
 use self::decompress::{detect, Compression};
 pub use self::stream::Options;
 use self::stream::{NeedSpool, Reader};
-use super::{Origin, Tree};
+use super::{Origin, Spool, Tree};
 
 /// Where the archive comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,17 +90,22 @@ fn read(
     if meta.is_dir() {
         anyhow::bail!("is a directory, not an archive");
     }
-    let tree = |(root, spool): (tree::Built, File)| Tree {
-        root: root.root,
-        origins: vec![Origin::Spool {
-            file: Arc::new(spool),
-            name: name.clone(),
-        }],
-        entries: root.entries,
-        data_bytes: root.data_bytes,
+    // Its files' bytes are in the spool: checked later against what it is once read.
+    let tree = |(root, spool): (tree::Built, Spool)| {
+        Tree::new(
+            root.root,
+            Origin::Spool(Arc::new(spool)),
+            root.entries,
+            root.data_bytes,
+        )
+    };
+    let via_spool = |file: File, seen, on_entry: &mut dyn FnMut()| {
+        let (built, spool) = spooled(Box::new(file), tmpdir, opts, seen, on_entry)?;
+        let spool = Spool::new(spool, name.clone(), true).context("statx of the spool")?;
+        Ok(tree((built, spool)))
     };
     if !meta.is_file() || file.stream_position()? != 0 {
-        return spooled(Box::new(file), tmpdir, opts, 0, on_entry).map(tree);
+        return via_spool(file, 0, on_entry);
     }
     let mut magic = Vec::new();
     (&mut file)
@@ -108,7 +113,7 @@ fn read(
         .read_to_end(&mut magic)?;
     file.rewind()?;
     if detect(&magic)? != Compression::None {
-        return spooled(Box::new(file), tmpdir, opts, 0, on_entry).map(tree);
+        return via_spool(file, 0, on_entry);
     }
     let mut seen = 0u64;
     let mut count = || {
@@ -116,6 +121,8 @@ fn read(
         on_entry();
     };
     let mut b = tree::Builder::default();
+    // Read in place, the archive is the spool: as it was before reading, or an error.
+    let before = Spool::new(file.try_clone()?, name.clone(), false)?;
     match collect(
         Reader::in_place(file.try_clone()?, opts)?,
         &mut b,
@@ -123,10 +130,13 @@ fn read(
     ) {
         Err(e) if e.chain().any(|c| c.is::<NeedSpool>()) => {
             file.rewind()?;
-            spooled(Box::new(file), tmpdir, opts, seen, on_entry).map(tree)
+            via_spool(file, seen, on_entry)
         }
         Err(e) => Err(e),
-        Ok((spool, _)) => Ok(tree((b.finish(), spool))),
+        Ok(_) => match before.what_changed() {
+            Some(why) => anyhow::bail!("changed while it was read ({why})"),
+            None => Ok(tree((b.finish(), before))),
+        },
     }
 }
 
@@ -224,17 +234,16 @@ impl Layers {
         Ok(())
     }
 
-    /// The tree of all layers, its data in the spool (named `name` in messages).
-    pub fn finish(self, name: String) -> Tree {
+    /// The tree of all layers, its data in the spool (named `name` in messages), checked
+    /// later against what it is now.
+    pub fn finish(self, name: String) -> Result<Tree> {
         let built = self.builder.finish();
-        Tree {
-            root: built.root,
-            origins: vec![Origin::Spool {
-                file: Arc::new(self.spool),
-                name,
-            }],
-            entries: built.entries,
-            data_bytes: built.data_bytes,
-        }
+        let spool = Spool::new(self.spool, name, true).context("statx of the spool")?;
+        Ok(Tree::new(
+            built.root,
+            Origin::Spool(Arc::new(spool)),
+            built.entries,
+            built.data_bytes,
+        ))
     }
 }

@@ -79,11 +79,29 @@ impl SparseKeys {
 impl Extended {
     /// Applies the records of one header. An empty value removes the keyword (POSIX).
     pub fn apply(&mut self, recs: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+        let before = self.xattrs.len();
         for (k, v) in recs {
             self.set(k, v)
                 .with_context(|| format!("PAX record {}", String::from_utf8_lossy(k)))?;
         }
+        if self.xattrs.len() != before {
+            self.drop_replaced_xattrs();
+        }
         Ok(())
+    }
+
+    /// Keeps only the last value of each xattr name, in one pass (a header of many records
+    /// must not cost their square).
+    fn drop_replaced_xattrs(&mut self) {
+        let mut seen = std::collections::HashSet::new();
+        let mut kept: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(self.xattrs.len());
+        for x in std::mem::take(&mut self.xattrs).into_iter().rev() {
+            if seen.insert(x.0.clone()) {
+                kept.push(x);
+            }
+        }
+        kept.reverse();
+        self.xattrs = kept;
     }
 
     fn set(&mut self, key: &[u8], v: &[u8]) -> Result<()> {
@@ -123,7 +141,6 @@ impl Extended {
             }
             _ => {
                 if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
-                    self.xattrs.retain(|(n, _)| n != name);
                     self.xattrs.push((name.to_vec(), v.to_vec()));
                 }
             }
@@ -225,6 +242,17 @@ mod tests {
         assert_eq!(e.xattrs, vec![(b"user.bin".to_vec(), b"x\ny=\0z".to_vec())]);
         assert!(records(b"99 path=x\n").is_err());
         assert!(records(b"abc").is_err());
+    }
+
+    #[test]
+    fn a_repeated_xattr_keeps_its_last_value() {
+        let x = |n: &str, v: &str| (format!("SCHILY.xattr.{n}").into_bytes(), v.into());
+        let mut e = Extended::default();
+        e.apply(&[x("user.a", "1"), x("user.b", "2"), x("user.a", "3")])
+            .unwrap();
+        e.apply(&[x("user.b", "4")]).unwrap();
+        let want = |n: &str, v: &str| (n.as_bytes().to_vec(), v.as_bytes().to_vec());
+        assert_eq!(e.xattrs, [want("user.a", "3"), want("user.b", "4")]);
     }
 
     #[test]

@@ -9,40 +9,55 @@ use crate::source::Layout;
 /// A sparse map: (offset, length) chunks of data in file order.
 pub type Map = Vec<(u64, u64)>;
 
-/// Parses a PAX 1.0 map from the text at the start of the data: a count, then that many
-/// offset/length pairs, one decimal number per line. Returns None when `text` ends before the
-/// map does (read another block), else the map and the bytes it used.
-pub fn parse_v1_map(text: &[u8]) -> Result<Option<(Map, usize)>> {
-    let mut nums = Vec::new();
-    let mut pos = 0;
-    let mut want: Option<u64> = None;
-    loop {
-        if let Some(n) = want {
-            if nums.len() as u64 == 2 * n {
-                break;
-            }
-        }
-        let Some(nl) = text[pos..].iter().position(|&b| b == b'\n') else {
-            if text.len() - pos > 20 {
-                bail!("corrupt sparse map (a number longer than 20 digits)");
-            }
-            return Ok(None);
-        };
-        let v = super::pax::decimal(&text[pos..pos + nl])
-            .map_err(|e| anyhow::anyhow!("corrupt sparse map ({e})"))?;
-        pos += nl + 1;
-        match want {
-            None => {
-                // Each pair needs at least 4 bytes of text; refuse absurd counts early.
-                if v > (1 << 32) {
-                    bail!("corrupt sparse map ({v} entries)");
+/// Reads a PAX 1.0 map from the text at the start of the data — a count, then that many
+/// offset/length pairs, one decimal number per line — as it arrives, block by block: each byte is
+/// looked at once, so a map of any length is read in linear time.
+#[derive(Debug, Default)]
+pub struct V1Map {
+    /// The numbers read so far (the count first).
+    nums: Vec<u64>,
+    /// The digits of a number whose line has not ended yet.
+    line: Vec<u8>,
+    /// Bytes of text taken so far.
+    used: usize,
+}
+
+impl V1Map {
+    /// Takes the next piece of text. Returns None while the map needs more, else the map and
+    /// the bytes of text it used in all.
+    pub fn feed(&mut self, text: &[u8]) -> Result<Option<(Map, usize)>> {
+        for (i, &b) in text.iter().enumerate() {
+            if b != b'\n' {
+                if self.line.len() == 20 {
+                    bail!("corrupt sparse map (a number longer than 20 digits)");
                 }
-                want = Some(v);
+                self.line.push(b);
+                continue;
             }
-            Some(_) => nums.push(v),
+            let v = super::pax::decimal(&self.line)
+                .map_err(|e| anyhow::anyhow!("corrupt sparse map ({e})"))?;
+            self.line.clear();
+            // Each pair needs at least 4 bytes of text; refuse absurd counts early.
+            if self.nums.is_empty() && v > (1 << 32) {
+                bail!("corrupt sparse map ({v} entries)");
+            }
+            self.nums.push(v);
+            if self.nums.len() as u64 == 1 + 2 * self.nums[0] {
+                let used = self.used + i + 1;
+                let map = self.nums[1..].chunks(2).map(|c| (c[0], c[1])).collect();
+                return Ok(Some((map, used)));
+            }
         }
+        self.used += text.len();
+        Ok(None)
     }
-    Ok(Some((nums.chunks(2).map(|c| (c[0], c[1])).collect(), pos)))
+}
+
+/// Parses a whole PAX 1.0 map at the start of `text` (see [`V1Map`]): None when `text` ends
+/// before the map does, else the map and the bytes it used.
+#[cfg(test)]
+pub fn parse_v1_map(text: &[u8]) -> Result<Option<(Map, usize)>> {
+    V1Map::default().feed(text)
 }
 
 /// Checks a map (chunks in file order, not overlapping, inside `real_size`, their lengths adding
@@ -89,6 +104,29 @@ mod tests {
         assert_eq!(parse_v1_map(b"0\n").unwrap(), Some((vec![], 2)));
         assert!(parse_v1_map(b"x\n").is_err());
         assert!(parse_v1_map(&[b'1'; 40]).is_err());
+    }
+
+    #[test]
+    fn v1_map_read_in_pieces_is_the_map_read_at_once() {
+        let mut text = String::from("1000\n");
+        for i in 0..1000u64 {
+            text.push_str(&format!("{}\n{}\n", i * 1_000_003, i % 7 + 1));
+        }
+        text.push_str("trailing data");
+        let (whole, used) = parse_v1_map(text.as_bytes()).unwrap().unwrap();
+        assert_eq!(whole.len(), 1000);
+        assert_eq!(&text.as_bytes()[used..], b"trailing data");
+        for piece in [1, 7, 512] {
+            let mut m = V1Map::default();
+            let mut got = None;
+            for chunk in text.as_bytes().chunks(piece) {
+                got = m.feed(chunk).unwrap();
+                if got.is_some() {
+                    break;
+                }
+            }
+            assert_eq!(got, Some((whole.clone(), used)), "pieces of {piece}");
+        }
     }
 
     #[test]

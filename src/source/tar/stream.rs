@@ -320,18 +320,19 @@ impl Reader {
 
     /// Reads the PAX 1.0 sparse map at the start of the data; returns it and the blocks used.
     fn v1_map(&mut self, size: u64) -> Result<(sparse::Map, u64)> {
-        let mut text = Vec::new();
+        let mut map = sparse::V1Map::default();
+        let mut read = 0u64;
         loop {
-            if text.len() as u64 >= size.min(MAX_EXTENSION) {
+            if read >= size.min(MAX_EXTENSION) {
                 bail!("corrupt sparse map (longer than the data)");
             }
             let b = self.block()?.context("truncated inside the sparse map")?;
-            text.extend_from_slice(&b);
-            if let Some((map, _)) = sparse::parse_v1_map(&text)? {
-                if text.len() as u64 > size {
+            read += BLOCK as u64;
+            if let Some((map, _)) = map.feed(&b)? {
+                if read > size {
                     bail!("corrupt sparse map (longer than the data)");
                 }
-                return Ok((map, text.len() as u64));
+                return Ok((map, read));
             }
         }
     }
