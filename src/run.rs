@@ -102,8 +102,8 @@ pub fn run(cli: &Cli) -> Result<i32> {
                 now: opts.time as i64,
                 clamp: epoch,
             };
-            let esp = esp::plan(&tree, cli.source(), efi, esp_ids)?;
-            say(&esp.describe(cli.source()));
+            let esp = esp::plan(&tree, efi, esp_ids)?;
+            say(&esp.describe(&tree));
             Some(esp)
         }
         None => None,
@@ -189,7 +189,7 @@ pub fn run(cli: &Cli) -> Result<i32> {
                     Source::Zero
                 }
                 Some(e) => {
-                    e.write(&tree, cli.source(), &file, esp_at, &name)?;
+                    e.write(&tree, &file, esp_at, &name)?;
                     Source::File {
                         file: file.clone(),
                         offset: esp_at,
@@ -240,7 +240,7 @@ pub fn run(cli: &Cli) -> Result<i32> {
     say(&built.report.to_string());
     say(&data_report(&built.data));
     if let Some(esp) = &esp {
-        esp.write(&tree, cli.source(), &file, PARTITION_START, &name)?;
+        esp.write(&tree, &file, PARTITION_START, &name)?;
     }
     let esp_source = Source::File {
         file: file.clone(),

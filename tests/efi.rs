@@ -462,3 +462,22 @@ fn esp_from_a_tar_archive_holds_the_archives_bytes() {
         "boot/initrd.img-6.1.0-10-amd64",
     );
 }
+
+#[test]
+fn boot_file_errors_name_the_host_file_of_the_source_it_came_from() {
+    let dir = tempdir();
+    let tree = dir.path().join("tree");
+    boot_tree(&tree);
+    fs::remove_file(tree.join("etc/os-release")).unwrap();
+    // An os-release too large to be one comes from an --add file: the error names that file
+    // on the host, not SOURCE followed by its path in the tree.
+    let big = dir.path().join("big-os-release");
+    fs::write(&big, vec![b'#'; 100_000]).unwrap();
+    let add = format!("{}:/etc/os-release", big.display());
+    let img = dir.path().join("disk.img");
+    let run = run_bin(efi_args(&["--add", &add], &[], &tree, &img));
+    run.assert_one_line_error(&[big.to_str().unwrap(), "larger than"]);
+    let wrong = format!("{}/etc/os-release", tree.display());
+    assert!(!run.stderr.contains(&wrong), "{}", run.stderr);
+    assert!(!img.exists(), "nothing may be left at OUTPUT");
+}

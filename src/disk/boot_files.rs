@@ -113,21 +113,20 @@ impl TreeFile {
         file_bytes(&self.entry, data, size, &dirs, &tree.origins, &self.path())
     }
 
-    /// The file's path as the user would name it on the host: SOURCE, then its path in the tree.
-    pub fn shown(&self, source: &Path) -> Vec<u8> {
-        let mut p = source.as_os_str().as_encoded_bytes().to_vec();
-        while p.len() > 1 && p.ends_with(b"/") {
-            p.pop();
+    /// The file's path as the user would name it on the host: its source's path (SOURCE, an
+    /// `--add` SRC, or an archive's name and the member) and its path there.
+    pub fn shown(&self, tree: &Tree) -> String {
+        match self.entry.kind {
+            Kind::File { data, .. } => tree.origins[data.src() as usize].show(&self.path()),
+            _ => display(&self.path()),
         }
-        p.extend_from_slice(&self.path());
-        p
     }
 
     /// All of a small file's bytes (at most `max`).
-    fn read_all(&self, tree: &Tree, source: &Path, max: u64) -> Result<Vec<u8>> {
+    fn read_all(&self, tree: &Tree, max: u64) -> Result<Vec<u8>> {
         let size = self.size();
         if size > max {
-            bail!("{}: larger than {max} bytes", display(&self.shown(source)));
+            bail!("{}: larger than {max} bytes", self.shown(tree));
         }
         let bytes = self.open(tree)?;
         let mut buf = vec![0u8; size as usize];
@@ -135,9 +134,9 @@ impl TreeFile {
         while done < buf.len() {
             let n = rustix::io::pread(bytes.fd(), &mut buf[done..], bytes.base() + done as u64)
                 .map_err(std::io::Error::from)
-                .with_context(|| format!("{}: reading", display(&self.shown(source))))?;
+                .with_context(|| format!("{}: reading", self.shown(tree)))?;
             if n == 0 {
-                bail!("{}: shrank during the build", display(&self.shown(source)));
+                bail!("{}: shrank during the build", self.shown(tree));
             }
             done += n;
         }
@@ -170,7 +169,7 @@ pub struct BootFiles {
 }
 
 /// Finds the boot loader, kernel, initrd and os-release in `tree` (scanned from `source`).
-pub fn find(tree: &Tree, source: &Path, opts: &EfiOptions) -> Result<BootFiles> {
+pub fn find(tree: &Tree, opts: &EfiOptions) -> Result<BootFiles> {
     let loader = match &opts.loader {
         Some(l) => l.clone(),
         None => match lookup(tree, SYSTEMD_BOOT.as_bytes())? {
@@ -193,7 +192,7 @@ pub fn find(tree: &Tree, source: &Path, opts: &EfiOptions) -> Result<BootFiles> 
         Some(p) => in_tree(tree, p, "--initrd")?,
         None => initrd_for(tree, &kernel, &version)?,
     };
-    let (os_id, pretty_name) = os_release(tree, source)?;
+    let (os_id, pretty_name) = os_release(tree)?;
     Ok(BootFiles {
         loader,
         kernel,
@@ -277,7 +276,7 @@ fn initrd_for(tree: &Tree, kernel: &TreeFile, version: &str) -> Result<TreeFile>
 }
 
 /// ID and PRETTY_NAME from /etc/os-release or /usr/lib/os-release, when present.
-fn os_release(tree: &Tree, source: &Path) -> Result<(Option<String>, Option<String>)> {
+fn os_release(tree: &Tree) -> Result<(Option<String>, Option<String>)> {
     for p in ["/etc/os-release", "/usr/lib/os-release"] {
         let Some(f) = lookup(tree, p.as_bytes())? else {
             continue;
@@ -285,7 +284,7 @@ fn os_release(tree: &Tree, source: &Path) -> Result<(Option<String>, Option<Stri
         if !matches!(f.entry.kind, Kind::File { .. }) {
             continue;
         }
-        let text = TreeFile::new(&f, p)?.read_all(tree, source, MAX_OS_RELEASE)?;
+        let text = TreeFile::new(&f, p)?.read_all(tree, MAX_OS_RELEASE)?;
         let text = String::from_utf8_lossy(&text);
         return Ok((value(&text, "ID"), value(&text, "PRETTY_NAME")));
     }

@@ -9,7 +9,6 @@
 //! `loader/entries/TOKEN-VERSION.conf`, `TOKEN/VERSION/linux` and `TOKEN/VERSION/initrd`.
 
 use std::fs::File;
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
@@ -56,8 +55,8 @@ pub struct Esp {
 
 /// Finds what the ESP holds in `tree` and lays out its FAT volume: the files plus a quarter
 /// of their size free, at least FAT32's minimum.
-pub fn plan(tree: &Tree, source: &Path, opts: &EfiOptions, ids: EspIds) -> Result<Esp> {
-    let files = boot_files::find(tree, source, opts)?;
+pub fn plan(tree: &Tree, opts: &EfiOptions, ids: EspIds) -> Result<Esp> {
+    let files = boot_files::find(tree, opts)?;
     let entry = BootEntry::new(&EntrySpec {
         os_id: files.os_id.as_deref(),
         pretty_name: files.pretty_name.as_deref(),
@@ -144,14 +143,7 @@ impl Esp {
     /// Writes the volume into `file` at `at` (a sparse stretch that reads as zeros): metadata
     /// written where not zero, each file of the tree copied where it has data and checked to be
     /// the file scanned, before and after.
-    pub fn write(
-        &self,
-        tree: &Tree,
-        source: &Path,
-        file: &File,
-        at: u64,
-        name: &str,
-    ) -> Result<()> {
+    pub fn write(&self, tree: &Tree, file: &File, at: u64, name: &str) -> Result<()> {
         let writing = || format!("writing the EFI system partition into {name}");
         let mut copier = RangeCopier::new(file);
         for p in &self.volume.pieces {
@@ -161,8 +153,7 @@ impl Esp {
                     write_nonzero(file, b, at + p.offset).with_context(writing)?
                 }
                 What::File(EspData::Tree(f)) => {
-                    copy_tree_file(f, tree, source, at + p.offset, &mut copier)
-                        .with_context(writing)?
+                    copy_tree_file(f, tree, at + p.offset, &mut copier).with_context(writing)?
                 }
             }
         }
@@ -197,9 +188,9 @@ impl Esp {
     }
 
     /// What -v says about it.
-    pub fn describe(&self, source: &Path) -> String {
+    pub fn describe(&self, tree: &Tree) -> String {
         let loader = match &self.files.loader {
-            Loader::Tree(f) => display(&f.shown(source)),
+            Loader::Tree(f) => f.shown(tree),
             Loader::Host { path, .. } => path.display().to_string(),
         };
         format!(
@@ -209,8 +200,8 @@ impl Esp {
             self.volume.clusters,
             self.volume.cluster_size,
             self.volume.free_clusters,
-            display(&self.files.kernel.shown(source)),
-            display(&self.files.initrd.shown(source)),
+            self.files.kernel.shown(tree),
+            self.files.initrd.shown(tree),
             self.entry.file_name,
             self.entry.options
         )
@@ -219,27 +210,21 @@ impl Esp {
 
 /// Copies a file of the tree to the copier's destination at `at`: its data ranges (holes stay holes), then checks
 /// it is still the file scanned.
-fn copy_tree_file(
-    f: &TreeFile,
-    tree: &Tree,
-    source: &Path,
-    at: u64,
-    copier: &mut RangeCopier<'_>,
-) -> Result<()> {
+fn copy_tree_file(f: &TreeFile, tree: &Tree, at: u64, copier: &mut RangeCopier<'_>) -> Result<()> {
     let Kind::File { size, layout, .. } = &f.entry.kind else {
         bail!("{}: not a regular file", display(&f.path()));
     };
-    let shown = f.shown(source);
+    let shown = f.shown(tree);
     let bytes = f.open(tree)?;
     let (src, base) = (bytes.file(), bytes.base());
     for (a, b) in layout.data_ranges(*size) {
         let n = copier
             .copy(src, base + a, at + a, b - a, &mut |_| {})
-            .with_context(|| format!("{}: copying", display(&shown)))?;
+            .with_context(|| format!("{}: copying", shown))?;
         if n != b - a {
             bail!(
                 "{}: changed during the build (it shrank); nothing was written",
-                display(&shown)
+                shown
             );
         }
     }
