@@ -72,7 +72,9 @@ impl Sandbox {
         let dir = tempdir();
         let bin = dir.path().join("bin");
         std::fs::create_dir(&bin).unwrap();
-        std::os::unix::fs::symlink(BIN, bin.join("linuxdisk-mk")).unwrap();
+        // The binary is bind-mounted here in the example's namespace (see `start`): a symlink
+        // would dangle once /tmp is covered, when the build directory is under /tmp or /mnt.
+        std::fs::File::create(bin.join("linuxdisk-mk")).unwrap();
         std::fs::create_dir(dir.path().join("boot")).unwrap();
         Sandbox { dir }
     }
@@ -98,6 +100,7 @@ impl Sandbox {
     fn start(&self, script: &str, log: &Path) -> Child {
         use std::os::unix::process::CommandExt;
         let setup = "set -euo pipefail\n\
+             mount --bind \"$LDK_BIN\" bin/linuxdisk-mk\n\
              mount --bind boot /boot\n\
              mount -t tmpfs tmpfs /tmp\n\
              mount -t tmpfs tmpfs /mnt\n\
@@ -107,6 +110,7 @@ impl Sandbox {
             .args(["--mount", "--propagation", "private", "bash", "-c"])
             .arg(format!("{setup}{script}"))
             .current_dir(self.path())
+            .env("LDK_BIN", BIN)
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
