@@ -16,11 +16,12 @@ use crate::common::*;
 /// SOURCE with a directory and a file that have other things bind-mounted on them (a directory
 /// and a file of the same filesystem, elsewhere under the test's temp dir).
 struct Tree {
+    /// First: fields drop in order, and the temp dir cannot be removed while they are mounted.
+    _mounts: Vec<MountGuard>,
     _tmp: tempfile::TempDir,
     src: PathBuf,
     out: PathBuf,
     other: PathBuf,
-    _mounts: Vec<MountGuard>,
 }
 
 fn tree_with_bind_mounts() -> Tree {
@@ -48,11 +49,11 @@ fn tree_with_bind_mounts() -> Tree {
     // Atimes in the future, so that reading the tree (the build, the comparison) keeps them.
     entries::set_times(&src);
     Tree {
+        _mounts: mounts,
         _tmp: tmp,
         src,
         out,
         other,
-        _mounts: mounts,
     }
 }
 
