@@ -61,7 +61,7 @@ fn silent_clients_fill_max_connections_and_the_next_is_refused_by_name() {
         show_run("nbdinfo", &r),
         srv.describe()
     );
-    let log = srv.stderr();
+    let log = srv.wait_logged("refused", 1);
     let refused: Vec<&str> = log.lines().filter(|l| l.contains("refused")).collect();
     assert!(
         refused.len() == 1 && refused[0].contains("maximum of 2 clients (--max-connections)"),
@@ -143,7 +143,7 @@ fn clients_without_the_key_cannot_lock_out_a_client_with_it() {
         size,
         "a client with the key while 1,100 without it hold connections"
     );
-    let log = srv.stderr();
+    let log = srv.wait_logged("dropped during its handshake to make room", 1);
     assert!(
         log.contains("dropped during its handshake to make room"),
         "the server did not say it dropped handshakes to make room ({reached} of 1,100 keyless \

@@ -244,6 +244,25 @@ impl ServerGuard {
         String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
     }
 
+    /// Waits (bounded: only a stuck server reaches the bound) until the server's stderr has
+    /// `count` lines containing `what`; its stderr then. A line about a client is written as the
+    /// server's thread for it goes on, which may be after the client has seen its answer.
+    pub fn wait_logged(&self, what: &str, count: usize) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let log = self.stderr();
+            if log.lines().filter(|l| l.contains(what)).count() >= count {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not log {count} x {what:?}\n{}",
+                self.describe()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The command line and stderr, for assertion messages.
     pub fn describe(&self) -> String {
         format!(
