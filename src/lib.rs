@@ -27,6 +27,8 @@ pub mod copy;
 pub mod identity;
 pub mod progress;
 pub mod sparse;
+#[cfg(test)]
+pub(crate) mod testing;
 
 // The driver.
 pub mod cli;

@@ -80,7 +80,7 @@ mod tests {
         let g0 = b.acquire(0);
         let b2 = Arc::clone(&b);
         // 60 + 60 > 100: the second waits until the first is given back.
-        let waiter = crate::nbd::testing::Spawned::new(move || {
+        let waiter = crate::testing::Spawned::new(move || {
             let _g = b2.acquire(60);
             b2.used()
         });

@@ -22,8 +22,6 @@ pub mod reply;
 pub mod request;
 pub mod server;
 pub mod session;
-#[cfg(test)]
-pub(crate) mod testing;
 pub mod tls;
 
 pub use export::{Export, Extent};

@@ -206,7 +206,7 @@ impl Walk<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nbd::testing::Spawned;
+    use crate::testing::Spawned;
     use std::sync::Arc;
 
     /// A scanned tree of `files` files of 1000 bytes, open, with a copy that has not started.

@@ -212,7 +212,7 @@ fn stop_wakes_the_accept_loop() {
         conns: Arc::new(Registry::new(8)),
     });
     let s2 = Arc::clone(&stop);
-    let looping = crate::nbd::testing::Spawned::new(move || accept_loop(&bound, &s2, &shared));
+    let looping = crate::testing::Spawned::new(move || accept_loop(&bound, &s2, &shared));
     // Asleep in poll(2), with no client: only the stop's wake-up can end it.
     looping.wait_until_blocked("the accept loop");
     stop.trigger();

@@ -1,4 +1,4 @@
-//! For unit tests that something waits (here and in `source::readahead`): [`Spawned`] runs a
+//! For unit tests that something waits (the NBD server's, `source::readahead`'s): [`Spawned`] runs a
 //! closure on a thread of its own, tells when that thread is blocked — its state in /proc is S,
 //! asleep in the kernel (a futex, poll, read): an event to wait for instead of sleeping and
 //! hoping — and joins it with a bound, so that a thread that never wakes fails the test instead
