@@ -157,6 +157,22 @@ fn man_page_has_its_prose_and_every_option() {
 }
 
 #[test]
+fn readme_names_every_long_option() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("read README.md");
+    for o in help_options() {
+        if !o.starts_with("--") || o == "--help" || o == "--version" {
+            continue;
+        }
+        // As code: `--opt`, `--opt VALUE`, `--opt=…`, or in a command line.
+        let named = readme.match_indices(o.as_str()).any(|(i, _)| {
+            !readme[i + o.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '-')
+        });
+        assert!(named, "README.md does not mention {o}");
+    }
+}
+
+#[test]
 fn bash_completion_completes_our_options() {
     let dir = tempdir();
     let script = file_with(dir.path(), "linuxdisk-mk.bash", &generate("complete-bash"));
