@@ -388,6 +388,17 @@ mod tests {
         t
     }
 
+    /// A tree of one file, `name` of `size` bytes, from the host file `host` (a single-file SRC).
+    fn file_tree(name: &str, size: u64, host: &str) -> Tree {
+        let mut t = tree(file(name, size));
+        t.origins = vec![Origin::File {
+            path: host.into(),
+            dest: Vec::new(),
+            dir: some_dir(),
+        }];
+        t
+    }
+
     fn find<'a>(e: &'a Entry, path: &str) -> &'a Entry {
         let comps: Vec<Vec<u8>> = path.split('/').map(|c| c.as_bytes().to_vec()).collect();
         lookup(e, &comps).unwrap_or_else(|| panic!("no {path}"))
@@ -510,13 +521,12 @@ mod tests {
         };
         assert_eq!(dest, b"/usr/lib/modules/6.1");
         // A single file into a directory (by a symlink to it), and over a dangling symlink.
-        let mut f = tree(file("motd", 9));
-        f.origins = vec![Origin::File {
-            path: "/host/motd".into(),
-            dest: Vec::new(),
-            dir: some_dir(),
-        }];
-        add(&mut base, f, &place("/lib")).unwrap();
+        add(
+            &mut base,
+            file_tree("motd", 9, "/host/motd"),
+            &place("/lib"),
+        )
+        .unwrap();
         assert!(matches!(
             find(&base.root, "usr/lib/motd").kind,
             Kind::File { size: 9, .. }
@@ -525,13 +535,7 @@ mod tests {
             panic!()
         };
         assert_eq!(dest, b"/usr/lib/motd");
-        let mut f = tree(file("c", 3));
-        f.origins = vec![Origin::File {
-            path: "/host/c".into(),
-            dest: Vec::new(),
-            dir: some_dir(),
-        }];
-        add(&mut base, f, &place("/conf")).unwrap();
+        add(&mut base, file_tree("c", 3, "/host/c"), &place("/conf")).unwrap();
         assert!(!find(&base.root, "conf").is_dir());
         assert!(matches!(find(&base.root, "conf").kind, Kind::File { .. }));
         // A file in the way of DEST's parents is an error.
