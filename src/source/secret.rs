@@ -52,14 +52,16 @@ pub fn input_secret(path: &Path, origin: &Origin) -> Option<String> {
             ((m.permissions().mode() & 0o7777) as u16, m.is_dir())
         }
     };
-    match (dir, perm & 0o004 != 0, perm & 0o001 != 0) {
-        (false, false, _) => Some(format!(
-            "{} is not readable by others (mode {perm:04o})",
-            path.display()
-        )),
-        (true, r, x) if !(r && x) => Some(format!(
-            "{} cannot be listed or entered by others (mode {perm:04o})",
-            path.display()
+    by_mode(perm, dir).map(|why| format!("{} {why}", path.display()))
+}
+
+/// Why a file (or, `dir`, a directory) of mode `perm` is not for everyone's eyes.
+fn by_mode(perm: u16, dir: bool) -> Option<String> {
+    let (read, exec) = (perm & 0o004 != 0, perm & 0o001 != 0);
+    match dir {
+        false if !read => Some(format!("is not readable by others (mode {perm:04o})")),
+        true if !(read && exec) => Some(format!(
+            "cannot be listed or entered by others (mode {perm:04o})"
         )),
         _ => None,
     }
@@ -67,28 +69,22 @@ pub fn input_secret(path: &Path, origin: &Origin) -> Option<String> {
 
 /// Why entry `e` itself is not for everyone's eyes.
 fn why_secret(e: &Entry) -> Option<String> {
-    let perm = e.meta.perm;
-    let (read, exec) = (perm & 0o004 != 0, perm & 0o001 != 0);
-    match e.kind {
-        Kind::File { .. } if !read => {
-            return Some(format!("is not readable by others (mode {perm:04o})"));
-        }
-        Kind::Dir { .. } if !(read && exec) => {
-            return Some(format!(
-                "cannot be listed or entered by others (mode {perm:04o})"
-            ));
-        }
-        _ => {}
-    }
-    e.xattrs
-        .iter()
-        .find(|(name, _)| name.starts_with(b"trusted."))
-        .map(|(name, _)| {
-            format!(
-                "has extended attribute {}, which only root may read",
-                display(name)
-            )
-        })
+    let by_mode = match e.kind {
+        Kind::File { .. } => by_mode(e.meta.perm, false),
+        Kind::Dir { .. } => by_mode(e.meta.perm, true),
+        _ => None,
+    };
+    by_mode.or_else(|| {
+        e.xattrs
+            .iter()
+            .find(|(name, _)| name.starts_with(b"trusted."))
+            .map(|(name, _)| {
+                format!(
+                    "has extended attribute {}, which only root may read",
+                    display(name)
+                )
+            })
+    })
 }
 
 #[cfg(test)]
