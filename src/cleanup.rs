@@ -48,19 +48,19 @@ type Action = Arc<dyn Fn(i32) + Send + Sync>;
 static ACTIONS: Mutex<Vec<(u64, Action)>> = Mutex::new(Vec::new());
 
 fn actions() -> MutexGuard<'static, Vec<(u64, Action)>> {
-    ACTIONS.lock().unwrap_or_else(|e| e.into_inner())
+    crate::sync::lock(&ACTIONS)
 }
 
 fn registry() -> MutexGuard<'static, Vec<(u64, PathBuf)>> {
     // A panic while holding the lock leaves the list itself consistent.
-    REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
+    crate::sync::lock(&REGISTRY)
 }
 
 /// Starts the signal thread (once; later calls do nothing). On SIGINT, SIGTERM or SIGHUP it
 /// runs the action installed with [`on_signal`] if there is one; otherwise it clears the progress
 /// bar, removes every registered path, then exits the process with 128 + the signal number.
 pub fn install_signal_handlers() -> anyhow::Result<()> {
-    let mut installed = INSTALLED.lock().unwrap_or_else(|e| e.into_inner());
+    let mut installed = crate::sync::lock(&INSTALLED);
     if *installed {
         return Ok(());
     }
@@ -124,7 +124,7 @@ impl Drop for OpenFileGuard {
 }
 
 fn open_files() -> MutexGuard<'static, Vec<(u64, Arc<File>)>> {
-    OPEN.lock().unwrap_or_else(|e| e.into_inner())
+    crate::sync::lock(&OPEN)
 }
 
 /// Starts, for each registered open file, a `cat` in its own process group (so a Ctrl-C at the

@@ -27,6 +27,7 @@ pub mod copy;
 pub mod identity;
 pub mod progress;
 pub mod sparse;
+pub mod sync;
 #[cfg(test)]
 pub(crate) mod testing;
 

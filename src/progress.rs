@@ -33,7 +33,7 @@ const ETA_AFTER: Duration = Duration::from_secs(3);
 const LINE_INTERVAL: Duration = Duration::from_secs(5);
 
 fn active() -> MutexGuard<'static, Option<ProgressBar>> {
-    ACTIVE.lock().unwrap_or_else(|e| e.into_inner())
+    crate::sync::lock(&ACTIVE)
 }
 
 /// Writes `linuxdisk-mk: MSG` and a newline to stderr, above the bar if one is drawn, ignoring

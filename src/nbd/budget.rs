@@ -31,7 +31,7 @@ impl Budget {
     }
 
     fn lock(&self) -> MutexGuard<'_, u64> {
-        self.used.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.used)
     }
 
     /// Waits until `n` more bytes fit (a request always fits when nothing else is held).

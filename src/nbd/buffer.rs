@@ -21,7 +21,7 @@ const POOL_BYTES: usize = 64 << 20;
 static POOL: Mutex<(Vec<memmap2::MmapMut>, usize)> = Mutex::new((Vec::new(), 0));
 
 fn pool() -> std::sync::MutexGuard<'static, (Vec<memmap2::MmapMut>, usize)> {
-    POOL.lock().unwrap_or_else(|e| e.into_inner())
+    crate::sync::lock(&POOL)
 }
 
 /// Unmaps every idle mapping (the last client has gone).

@@ -35,7 +35,7 @@ pub struct Signaller {
 impl Signaller {
     /// Forwards signal `signo` to the command's shell, unless it has exited.
     pub fn forward(&self, signo: i32) {
-        let exited = self.exited.lock().unwrap_or_else(|e| e.into_inner());
+        let exited = crate::sync::lock(&self.exited);
         if !*exited {
             if let Some(sig) = Signal::from_named_raw(signo) {
                 let _ = rustix::process::kill_process(self.pid, sig);
@@ -117,7 +117,7 @@ fn wait(mut child: Child, exited: &Mutex<bool>) -> io::Result<ExitStatus> {
         WaitId::Pid(pid),
         WaitIdOptions::EXITED | WaitIdOptions::NOWAIT,
     ) {}
-    *exited.lock().unwrap_or_else(|e| e.into_inner()) = true;
+    *crate::sync::lock(exited) = true;
     child.wait()
 }
 

@@ -115,7 +115,7 @@ impl CowExport {
         idx.sort_unstable();
         idx.dedup();
         idx.into_iter()
-            .map(|i| self.stripes[i].lock().unwrap_or_else(|e| e.into_inner()))
+            .map(|i| crate::sync::lock(&self.stripes[i]))
             .collect()
     }
 

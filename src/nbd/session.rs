@@ -3,11 +3,12 @@
 //! whole reply under the writer's lock; the payload bytes in flight are bounded per connection
 //! and across all connections (`budget`).
 
+use crate::sync::lock;
 use std::io::{self, Read, Write};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread;
 
 use super::budget::{self, Budget, Grant};
@@ -91,10 +92,6 @@ pub fn transmission(
 
 fn context(e: io::Error, what: &str) -> io::Error {
     io::Error::new(e.kind(), format!("{what}: {e}"))
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 enum Work {

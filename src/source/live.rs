@@ -11,6 +11,7 @@
 //! was scanned — device, inode, size, modification and change time — before and after reading:
 //! a file changed since gives an I/O error and one warning naming it, never other bytes.
 
+use crate::sync::lock;
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::OwnedFd;
@@ -132,10 +133,6 @@ impl LiveTree {
         }
         Ok(fd)
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// One regular file of a served tree, identified as it was when the disk was built.

@@ -64,7 +64,7 @@ impl Position {
 
     fn lock(&self) -> MutexGuard<'_, Copy> {
         // The counters are consistent whatever panicked while holding the lock.
-        self.copy.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.copy)
     }
 }
 

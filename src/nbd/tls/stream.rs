@@ -64,7 +64,7 @@ pub fn accept(
 
 impl TlsConn {
     fn lock(&self) -> MutexGuard<'_, SslStream<Stream>> {
-        self.ssl.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.ssl)
     }
 
     /// A reader; `deadline`: reads give up then (during the NBD handshake).
