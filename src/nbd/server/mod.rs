@@ -104,8 +104,8 @@ pub fn serve(export: Arc<dyn Export>, opts: &ServeOptions) -> anyhow::Result<i32
     serve_announcing(export, opts, &mut |_| Ok(()))
 }
 
-/// [`serve`], calling `listening(uri)` once the server listens, before the pidfile is written
-/// and any `--run` command starts (for `--json`); an error from it stops the server.
+/// [`serve`], calling `listening(uri)` once the server listens and its pidfile is written,
+/// before any `--run` command starts (for `--json`); an error from it stops the server.
 pub fn serve_announcing(
     export: Arc<dyn Export>,
     opts: &ServeOptions,
@@ -135,13 +135,14 @@ pub fn serve_announcing(
             crate::progress::line(&format!("warning: {warning}"));
         }
     }
+    // The pidfile first: once the server says it is serving (a line, --json), it is there.
+    if let Some(pidfile) = &opts.pidfile {
+        write_pidfile(pidfile)?;
+    }
     if opts.run.is_none() && !opts.quiet {
         crate::progress::line(&format!("serving {uri}"));
     }
     listening(&uri)?;
-    if let Some(pidfile) = &opts.pidfile {
-        write_pidfile(pidfile)?;
-    }
     let captive = match &opts.run {
         // A signal before the command started: stop without starting it.
         Some(_) if stop.is_stopped() => None,
