@@ -42,6 +42,28 @@ fn rss_and_threads(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("Threads:"))
 }
 
+/// How many of the server's threads serve a connection (the server names them `nbd-conn-N`).
+fn connection_threads(pid: u32) -> usize {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("server alive");
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.starts_with("nbd-conn-"))
+        .count()
+}
+
+/// Waits until no thread of the server serves a connection any more (a client that has just
+/// disconnected leaves its thread running for a moment), so that a baseline taken next is idle.
+fn wait_until_idle(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while connection_threads(pid) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the server still serves a connection 60 s after its last client left"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Waits until the server's thread count falls to at most `want` (or, stuck, 60 s have passed).
 fn threads_settle(pid: u32, want: u64) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -69,6 +91,7 @@ fn small_server() -> (tempfile::TempDir, ServerGuard, std::path::PathBuf, String
         src.as_os_str(),
     ]);
     let size = client_ok("nbdinfo", ["--size", unix_uri(&sock, "").as_str()]);
+    wait_until_idle(server.pid());
     (dir, server, sock, size)
 }
 
@@ -341,6 +364,7 @@ fn clients_killed_with_32_mib_reads_in_flight_leave_the_server_serving() {
     let twin = Twin::new();
     let pid = twin.server.pid();
     client_ok("nbdinfo", ["--size", twin.uri()]);
+    wait_until_idle(pid);
     let (base_rss, base_threads) = rss_and_threads(pid);
     let sampler = Sampler::start(pid);
     for i in 0..20 {
@@ -456,12 +480,13 @@ fn clients_stalled_mid_handshake_are_dropped_at_the_deadline_while_others_are_se
     // All three are in the handshake: each holds a thread, and another client is served now.
     // (Both checks must come within the server's 10 s deadline, which starts at connect: the
     // only wall-clock bound here, and it is the server's.)
-    let held = rss_and_threads(pid).1;
+    let (held, held_conns) = (rss_and_threads(pid).1, connection_threads(pid));
     assert_eq!(client_ok("nbdinfo", ["--size", uri.as_str()]), size);
     let closed: Vec<bool> = stalled.iter().map(|t| t.is_finished()).collect();
     assert!(
-        held >= base_threads + 3,
-        "{held} threads with 3 stalled clients (baseline {base_threads})"
+        held_conns >= 3 && held >= base_threads + 3,
+        "{held} threads, {held_conns} of them for connections, with 3 stalled clients \
+         (baseline {base_threads})"
     );
     assert_eq!(
         closed, [false; 3],
