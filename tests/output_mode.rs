@@ -4,8 +4,8 @@
 //! archive itself — OUTPUT is created 0600 (less the umask), from the start, and `-v` names one
 //! such entry; a replaced OUTPUT loses its group and other permissions. The same for what an
 //! `--add` brings: a secret file, an archive others may not read, a directory they may not
-//! enter (whose own mode the merged tree does not keep). A tree everyone may read still gives
-//! 0644 (under umask 022).
+//! enter (whose own mode the merged tree does not keep); and for a blob of an OCI image layout.
+//! A tree everyone may read still gives 0644 (under umask 022).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -151,4 +151,49 @@ fn a_secret_in_an_added_source_makes_output_0600() {
     tar_of(&secret, &tar);
     chmod(&tar, 0o600);
     assert_eq!(build("archive.img", &tar).0, 0o600);
+}
+
+#[test]
+fn a_blob_of_an_image_layout_others_may_not_read_makes_output_0600() {
+    use crate::common::oci::{Compression, Layout, Meta, TarWriter, META};
+    let tmp = tempdir();
+    let layout = Layout::new(&tmp.path().join("layout"));
+    let tar = TarWriter::default()
+        .dir(
+            "etc",
+            Meta {
+                mode: 0o755,
+                ..META
+            },
+        )
+        .file("etc/motd", META, b"hello\n")
+        .finish();
+    let layer = layout.layer(&tar, Compression::Gzip);
+    let blob = layout.dir.join(layer.blob.path());
+    let m = layout.image(&[layer], "linux/amd64");
+    layout.index(&[m]);
+    for p in [
+        &layout.dir,
+        &layout.dir.join("blobs"),
+        &layout.dir.join("blobs/sha256"),
+    ] {
+        chmod(p, 0o755);
+    }
+    for e in std::fs::read_dir(layout.dir.join("blobs/sha256")).unwrap() {
+        chmod(&e.unwrap().path(), 0o644);
+    }
+    chmod(&layout.dir.join("index.json"), 0o644);
+    chmod(&layout.dir.join("oci-layout"), 0o644);
+    let open = tmp.path().join("open.img");
+    let run = run_umask_022(&[Path::new("-v"), &layout.dir, &open]);
+    run.assert_ok();
+    assert_eq!(mode(&open), 0o644, "{}", run.describe());
+    // The layer's blob is its owner's only: so is the image of it.
+    chmod(&blob, 0o600);
+    let private = tmp.path().join("private.img");
+    let run = run_umask_022(&[Path::new("-v"), &layout.dir, &private]);
+    run.assert_ok();
+    assert_eq!(mode(&private), 0o600, "{}", run.describe());
+    let named = format!("{} is not readable by others (mode 0600)", blob.display());
+    assert!(run.stderr.contains(&named), "{}", run.describe());
 }

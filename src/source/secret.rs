@@ -4,7 +4,8 @@
 //! the trusted namespace (only root reads those). Symlinks, devices, FIFOs and sockets hold no
 //! content of their own. Each input counts too (SOURCE and every `--add`): an archive others may
 //! not read, or a directory merged into the tree (whose own mode the tree does not keep) that
-//! they may not list or enter.
+//! they may not list or enter, or a file or directory of an OCI image layout (its blobs) that
+//! they may not read.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -52,7 +53,37 @@ pub fn input_secret(path: &Path, origin: &Origin) -> Option<String> {
             ((m.permissions().mode() & 0o7777) as u16, m.is_dir())
         }
     };
-    by_mode(perm, dir).map(|why| format!("{} {why}", path.display()))
+    match by_mode(perm, dir) {
+        Some(why) => Some(format!("{} {why}", path.display())),
+        // A directory read as a spool is an OCI image layout: its blobs are files of their own.
+        None if dir && matches!(origin, Origin::Spool(_)) => layout_secret(path),
+        None => None,
+    }
+}
+
+/// The first file or directory inside image layout `dir` (in name order, symlinks not
+/// followed) that others may not read, in words.
+fn layout_secret(dir: &Path) -> Option<String> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    names.sort();
+    names.into_iter().find_map(|p| {
+        let m = std::fs::symlink_metadata(&p).ok()?;
+        let perm = (m.permissions().mode() & 0o7777) as u16;
+        let kind = m.file_type();
+        let why = match () {
+            _ if kind.is_dir() => by_mode(perm, true),
+            _ if kind.is_file() => by_mode(perm, false),
+            _ => None,
+        };
+        match why {
+            Some(why) => Some(format!("{} {why}", p.display())),
+            None if kind.is_dir() => layout_secret(&p),
+            None => None,
+        }
+    })
 }
 
 /// Why a file (or, `dir`, a directory) of mode `perm` is not for everyone's eyes.
