@@ -271,11 +271,13 @@ fn readers(cli: &Cli, tree: &source::Tree, say: &dyn Fn(&str)) -> image::Readers
     let name = src.as_os_str().as_encoded_bytes();
     let adds = cli.adds();
     let inputs = std::iter::once(src).chain(adds.iter().map(|(p, _)| p.as_path()));
-    let secret = source::secret::first_secret(&tree.root, name).or_else(|| {
-        inputs
-            .zip(&tree.origins)
-            .find_map(|(path, origin)| source::secret::input_secret(path, origin))
-    });
+    let secret = source::secret::first_secret(&tree.root, name)
+        .or_else(|| {
+            inputs
+                .zip(&tree.origins)
+                .find_map(|(path, origin)| source::secret::input_secret(path, origin))
+        })
+        .or_else(|| tree.unreadable.clone());
     match secret {
         Some(why) => {
             let out = cli.output.as_deref().unwrap_or(src);

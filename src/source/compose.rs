@@ -106,6 +106,7 @@ pub fn add(base: &mut Tree, mut over: Tree, place: &Placement) -> Result<()> {
         spool => spool,
     };
     base.origins.push(origin);
+    base.unreadable = base.unreadable.take().or(over.unreadable.take());
     let merged = &mut base.merged;
     let Some((name, parents)) = target.split_last() else {
         // At the root (always a directory): merge, keeping the root's own metadata.

@@ -158,6 +158,7 @@ mod tests {
             merged: Default::default(),
             entries: 9,
             data_bytes: 0,
+            unreadable: None,
         }
     }
 

@@ -302,6 +302,10 @@ pub struct Tree {
     pub entries: u64,
     /// Sum of regular files' data bytes (holes excluded, hard-linked files once).
     pub data_bytes: u64,
+    /// The first host file read to make the tree that others may not read, in words (an image
+    /// layout's blob, or a directory on the way to it): the tree holds its content, though no
+    /// entry's mode says so. See [`secret`].
+    pub unreadable: Option<String>,
 }
 
 impl Tree {
@@ -313,6 +317,7 @@ impl Tree {
             merged: HashMap::new(),
             entries,
             data_bytes,
+            unreadable: None,
         }
     }
 

@@ -4,8 +4,9 @@
 //! the trusted namespace (only root reads those). Symlinks, devices, FIFOs and sockets hold no
 //! content of their own. Each input counts too (SOURCE and every `--add`): an archive others may
 //! not read, or a directory merged into the tree (whose own mode the tree does not keep) that
-//! they may not list or enter, or a file or directory of an OCI image layout (its blobs) that
-//! they may not read.
+//! they may not list or enter; and what an OCI image layout's reader opened (a blob, a
+//! directory on its way) that they may not read, as
+//! [`Tree::unreadable`](super::Tree::unreadable) holds it.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -44,46 +45,22 @@ fn find(e: &Entry, path: &mut Vec<u8>) -> Option<String> {
 /// (or when nothing names it: stdin). A directory is looked at through the descriptor its scan
 /// kept; an archive (or image layout) by its path.
 pub fn input_secret(path: &Path, origin: &Origin) -> Option<String> {
-    let (perm, dir) = match origin {
-        Origin::Dir { dir, .. } => ((stat(&**dir).ok()?.stx_mode & 0o7777), true),
-        Origin::File { .. } => return None, // its entry is in the tree, mode and all
-        Origin::Spool(_) if path.as_os_str() == "-" => return None,
-        Origin::Spool(_) => {
-            let m = std::fs::metadata(path).ok()?;
-            ((m.permissions().mode() & 0o7777) as u16, m.is_dir())
+    match origin {
+        Origin::Dir { dir, .. } => {
+            let perm = stat(&**dir).ok()?.stx_mode & 0o7777;
+            by_mode(perm, true).map(|why| format!("{} {why}", path.display()))
         }
-    };
-    match by_mode(perm, dir) {
-        Some(why) => Some(format!("{} {why}", path.display())),
-        // A directory read as a spool is an OCI image layout: its blobs are files of their own.
-        None if dir && matches!(origin, Origin::Spool(_)) => layout_secret(path),
-        None => None,
+        Origin::File { .. } => None, // its entry is in the tree, mode and all
+        Origin::Spool(_) if path.as_os_str() == "-" => None,
+        Origin::Spool(_) => host_secret(path, &std::fs::metadata(path).ok()?),
     }
 }
 
-/// The first file or directory inside image layout `dir` (in name order, symlinks not
-/// followed) that others may not read, in words.
-fn layout_secret(dir: &Path) -> Option<String> {
-    let mut names: Vec<_> = std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    names.sort();
-    names.into_iter().find_map(|p| {
-        let m = std::fs::symlink_metadata(&p).ok()?;
-        let perm = (m.permissions().mode() & 0o7777) as u16;
-        let kind = m.file_type();
-        let why = match () {
-            _ if kind.is_dir() => by_mode(perm, true),
-            _ if kind.is_file() => by_mode(perm, false),
-            _ => None,
-        };
-        match why {
-            Some(why) => Some(format!("{} {why}", p.display())),
-            None if kind.is_dir() => layout_secret(&p),
-            None => None,
-        }
-    })
+/// Why the host file or directory `path`, of metadata `m`, is not for everyone's eyes, in
+/// words naming it (a file read whole into the tree, such as an image layout's blob).
+pub fn host_secret(path: &Path, m: &std::fs::Metadata) -> Option<String> {
+    let perm = (m.permissions().mode() & 0o7777) as u16;
+    by_mode(perm, m.is_dir()).map(|why| format!("{} {why}", path.display()))
 }
 
 /// Why a file (or, `dir`, a directory) of mode `perm` is not for everyone's eyes.

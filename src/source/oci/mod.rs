@@ -37,12 +37,16 @@ pub fn is_layout(dir: &Path) -> bool {
 /// Reads the image in the OCI image layout `dir`. Errors start with the directory's name.
 pub fn read_layout(dir: &Path, opts: &ImageOptions, on_entry: &mut dyn FnMut()) -> Result<Tree> {
     let name = dir.display().to_string();
-    let store = Store::Dir(dir.to_path_buf());
+    let store = Store::Dir(dir.to_path_buf(), Default::default());
     let mut read = || {
         let image = manifest::oci(&store, &opts.platform)?;
         layers(&store, &image, name.clone(), opts, on_entry)
     };
-    read().map_err(|e| anyhow::anyhow!("{name}: {e:#}"))
+    let mut tree = read().map_err(|e| anyhow::anyhow!("{name}: {e:#}"))?;
+    if let Store::Dir(_, unreadable) = store {
+        tree.unreadable = unreadable.into_inner();
+    }
+    Ok(tree)
 }
 
 /// When the archive read into `archive` (named `name`) is an OCI archive or a `docker save`

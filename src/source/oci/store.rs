@@ -4,6 +4,7 @@
 //! (no `..`, no absolute path; symlinks inside an archive followed only within it). Blobs are
 //! checked against their digests ([`Digest`]) before anything reads them.
 
+use std::cell::RefCell;
 use std::io::{self, Read};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::PathBuf;
@@ -13,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use sha2::Digest as _;
 
 use crate::source::tar::path::components;
-use crate::source::{display, Entry, Kind, Origin, Spool, Tree};
+use crate::source::{display, secret, Entry, Kind, Origin, Spool, Tree};
 
 /// Most bytes of JSON read from one file of an image (a manifest, an index, a config).
 pub const MAX_JSON: u64 = 16 << 20;
@@ -22,8 +23,9 @@ const MAX_LINKS: usize = 16;
 
 /// The files of an image.
 pub enum Store<'a> {
-    /// An OCI image layout directory.
-    Dir(PathBuf),
+    /// An OCI image layout directory, and the first of its files opened (or of the directories
+    /// on their way) that others may not read, in words (see [`crate::source::secret`]).
+    Dir(PathBuf, RefCell<Option<String>>),
     /// An archive's tree.
     Archive(&'a Tree),
 }
@@ -33,13 +35,25 @@ impl Store<'_> {
     pub fn open(&self, path: &str) -> Result<(Box<dyn Read>, u64)> {
         let comps = components(path.as_bytes()).with_context(|| format!("'{path}'"))?;
         match self {
-            Store::Dir(root) => {
+            Store::Dir(root, unreadable) => {
+                // Remembers the first file or directory read that others may not read.
+                let note = |p: &std::path::Path, m: &std::fs::Metadata| {
+                    let mut u = unreadable.borrow_mut();
+                    if u.is_none() {
+                        *u = secret::host_secret(p, m);
+                    }
+                };
                 let mut p = root.clone();
-                p.extend(
-                    comps
-                        .iter()
-                        .map(|c| String::from_utf8_lossy(c).into_owned()),
-                );
+                for c in &comps {
+                    // The directories on the way (the root is an input: it is checked as one).
+                    // One that is missing is reported by the open below.
+                    if p != *root {
+                        if let Ok(m) = std::fs::metadata(&p) {
+                            note(&p, &m);
+                        }
+                    }
+                    p.push(&*String::from_utf8_lossy(c));
+                }
                 // O_NONBLOCK: a FIFO in the layout must not block the open (it is refused below).
                 let f = std::fs::OpenOptions::new()
                     .read(true)
@@ -52,6 +66,7 @@ impl Store<'_> {
                 if !m.is_file() {
                     bail!("{}: not a regular file", p.display());
                 }
+                note(&p, &m);
                 Ok((Box::new(f), m.len()))
             }
             Store::Archive(tree) => {
