@@ -184,51 +184,54 @@ fn a_blob_of_an_image_layout_others_may_not_read_makes_output_0600() {
     }
     chmod(&layout.dir.join("index.json"), 0o644);
     chmod(&layout.dir.join("oci-layout"), 0o644);
-    let open = tmp.path().join("open.img");
-    let run = run_umask_022(&[Path::new("-v"), &layout.dir, &open]);
-    run.assert_ok();
-    assert_eq!(mode(&open), 0o644, "{}", run.describe());
+    // Builds image `name` of `args` under umask 022 with -v: its mode, and the run.
+    let build = |name: &str, args: &[&Path]| {
+        let img = tmp.path().join(name);
+        let mut args = [&[Path::new("-v")][..], args].concat();
+        args.push(&img);
+        let run = run_umask_022(&args);
+        run.assert_ok();
+        (mode(&img), run)
+    };
+    assert_eq!(build("open.img", &[&layout.dir]).0, 0o644);
     // The layer's blob is its owner's only: so is the image of it.
     chmod(&blob, 0o600);
-    let private = tmp.path().join("private.img");
-    let run = run_umask_022(&[Path::new("-v"), &layout.dir, &private]);
-    run.assert_ok();
-    assert_eq!(mode(&private), 0o600, "{}", run.describe());
     let named = format!("{} is not readable by others (mode 0600)", blob.display());
-    assert!(run.stderr.contains(&named), "{}", run.describe());
+    let (m, run) = build("private.img", &[&layout.dir]);
+    assert!(
+        m == 0o600 && run.stderr.contains(&named),
+        "mode {m:04o}\n{}",
+        run.describe()
+    );
     // The same blob as a symlink (the layout reader follows it) to that file kept elsewhere.
     let kept = tmp.path().join("kept-blob");
     std::fs::rename(&blob, &kept).unwrap();
     std::os::unix::fs::symlink(&kept, &blob).unwrap();
-    let linked = tmp.path().join("linked.img");
-    let run = run_umask_022(&[Path::new("-v"), &layout.dir, &linked]);
-    run.assert_ok();
-    assert_eq!(mode(&linked), 0o600, "{}", run.describe());
-    assert!(run.stderr.contains(&named), "{}", run.describe());
+    let (m, run) = build("linked.img", &[&layout.dir]);
+    assert!(
+        m == 0o600 && run.stderr.contains(&named),
+        "mode {m:04o}\n{}",
+        run.describe()
+    );
     // The blob readable again, but a directory on its way closed to others.
     chmod(&kept, 0o644);
     let sha256 = layout.dir.join("blobs/sha256");
     chmod(&sha256, 0o711);
-    let closed = tmp.path().join("closed.img");
-    let run = run_umask_022(&[Path::new("-v"), &layout.dir, &closed]);
-    run.assert_ok();
-    assert_eq!(mode(&closed), 0o600, "{}", run.describe());
     let named = format!("{} cannot be listed or entered by others", sha256.display());
-    assert!(run.stderr.contains(&named), "{}", run.describe());
+    let (m, run) = build("closed.img", &[&layout.dir]);
+    assert!(
+        m == 0o600 && run.stderr.contains(&named),
+        "mode {m:04o}\n{}",
+        run.describe()
+    );
     // The same image as an `--add` SRC over an open tree.
     let base = tmp.path().join("base");
     std::fs::create_dir(&base).unwrap();
     chmod(&base, 0o755);
-    let added = tmp.path().join("added.img");
-    let add = [
-        Path::new("-v"),
-        Path::new("--add"),
-        &layout.dir,
-        &base,
-        &added,
-    ];
-    let run = run_umask_022(&add);
-    run.assert_ok();
-    assert_eq!(mode(&added), 0o600, "{}", run.describe());
-    assert!(run.stderr.contains(&named), "{}", run.describe());
+    let (m, run) = build("added.img", &[Path::new("--add"), &layout.dir, &base]);
+    assert!(
+        m == 0o600 && run.stderr.contains(&named),
+        "mode {m:04o}\n{}",
+        run.describe()
+    );
 }
